@@ -1,0 +1,1 @@
+"""Subcommands of the ``difiisr-dwt`` CLI (see :mod:`difiisr_dwt.cli`)."""

@@ -1,0 +1,82 @@
+"""Image files in and out: clear errors for unreadable files, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable image."""
+
+
+def read_image(path: str | os.PathLike) -> PIL.Image.Image:
+    """Open and fully decode an image, keeping its mode (``L``, ``RGB``, ``I;16``...).
+
+    Raises:
+        ImageReadError: missing, empty, truncated or non-image file, with the path and the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later inside the pipeline
+            return image.copy()
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise ImageReadError(f"{path}: not a readable image ({error})") from error
+
+
+def save_image_atomic(image: PIL.Image.Image, path: str | os.PathLike) -> None:
+    """Write ``image`` to ``path`` through a temporary file in the same folder and ``os.replace``,
+    so that an interrupted write never leaves a half-written file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = PIL.Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image format for suffix {path.suffix!r}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=fmt)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_rgb_uint8(image: PIL.Image.Image) -> np.ndarray:
+    """`(H, W, 3)` uint8 view of any image, 16-bit scaled by its own range (for metrics and display)."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = array.astype(np.float64)
+        low, high = array.min(), array.max()
+        array = np.rint((array - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return array[:, :, :3]
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """Expand files, folders (their image files, sorted) and glob patterns into a list of paths."""
+    paths: list[Path] = []
+    for item in inputs:
+        candidate = Path(item)
+        if candidate.is_dir():
+            paths.extend(sorted(p for p in candidate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path().glob(item)) if not candidate.is_absolute() else sorted(
+                Path(candidate.anchor).glob(str(candidate.relative_to(candidate.anchor)))
+            )
+            paths.extend(p for p in matches if p.is_file())
+        else:
+            paths.append(candidate)  # missing files are reported when read
+    return paths
