@@ -173,10 +173,15 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 def _ramp(length: int, overlap: int, taper_start: bool, taper_end: bool) -> torch.Tensor:
-    """1-D blending weight: linear ramps over ``overlap`` at the ends that meet another tile."""
+    """1-D blending weight for one tile side that meets another tile.
+
+    The outer quarter of the overlap gets weight 0 (a tile's border pixels see its zero padding, its
+    neighbour's do not), the middle half ramps linearly to 1.
+    """
     weight = torch.ones(length)
     if overlap > 0:
-        ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+        margin = overlap // 4
+        ramp = ((torch.arange(overlap, dtype=torch.float32) - margin + 0.5) / max(overlap - 2 * margin, 1)).clamp(0, 1)
         if taper_start:
             weight[:overlap] = ramp
         if taper_end:
@@ -378,7 +383,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 pred_state = self.dwt_encoder.project_latent(pred_latents.to(self.dwt_encoder.dtype)).float()
                 latents = self.scheduler.step(pred_state, t, latents, generator=generator).prev_sample
                 if callback_on_step_end is not None:
-                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    tensors = {"latents": latents, "pred_latents": pred_latents, "lr_latents": lr_latents}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     latents = callback_outputs.pop("latents", latents)
                     pred_latents = callback_outputs.pop("pred_latents", pred_latents)

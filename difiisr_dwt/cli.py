@@ -6,26 +6,32 @@ import argparse
 import importlib
 import sys
 
-# subcommand -> module; each module defines ``add_parser(subparsers)`` that sets ``func``.
+# subcommand -> (module, one-line help); each module defines ``add_parser(subparsers)`` that sets
+# ``func``. Only the chosen subcommand's module is imported, so start-up stays fast.
 COMMANDS = {
-    "upscale": "difiisr_dwt.commands.upscale",
-    "eval": "difiisr_dwt.commands.evaluate",
-    "bench": "difiisr_dwt.commands.bench",
-    "export": "difiisr_dwt.commands.export",
-    "convert-vq": "difiisr_dwt.commands.convert_vq",
+    "upscale": ("difiisr_dwt.commands.upscale", "x4 super-resolve images (files, folders or globs)"),
+    "eval": ("difiisr_dwt.commands.evaluate", "PSNR_Y / SSIM_Y / LPIPS of SR results or of a model, with bicubic"),
+    "bench": ("difiisr_dwt.commands.bench", "time and memory: DWT vs VQ encoder, end to end, tiling"),
+    "export": ("difiisr_dwt.commands.export", "write (and optionally push) a Hub release folder with model card"),
+    "convert-vq": ("difiisr_dwt.commands.convert_vq", "convert an original LDM/ResShift VQ-f4 checkpoint"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="difiisr-dwt", description="x4 infrared super-resolution (DifIISR-DWT).")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in COMMANDS.values():
-        importlib.import_module(module).add_parser(subparsers)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -29,5 +29,5 @@ def load_pipeline(model: str | None = None, device: str | None = None, dtype: st
 
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}.")
-    pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, trust_remote_code=True, torch_dtype=DTYPES[dtype])
+    pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, trust_remote_code=True, dtype=DTYPES[dtype])
     return pipe.to(resolve_device(device))

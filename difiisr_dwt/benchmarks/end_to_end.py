@@ -1,0 +1,227 @@
+"""End-to-end benchmark: the DWT pipeline against the same pipeline started from the VQ encoder, and
+diffusers' ``LDMSuperResolutionPipeline`` (100 DDIM steps, a UNet of equal size), with the time split
+into encoder / adapter / UNet / decoder / everything else.
+
+The split comes from timers wrapped around the components' methods (:class:`ComponentTimer`); the
+"other" share is the pipeline's measured total minus the time inside those calls, so any overhead
+of the pipeline itself (pre/post-processing, scheduler math, tiling, copies) lands there.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+# Imported from its module: the package-level name is only exported when transformers is installed.
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolution import (
+    LDMSuperResolutionPipeline,
+)
+
+from difiisr_dwt.benchmarks.timing import ComponentTimer, count_parameters, measure_peak_rss, time_call
+from difiisr_dwt.benchmarks.vq_start import vq_start_pipeline
+from difiisr_dwt.presets import build_pipeline, build_scheduler
+
+OTHER_SHARE_LIMIT = 0.03  # acceptance: time outside DWT/UNet/VQ calls at the full step count
+RATIO_TOLERANCE = 0.02  # acceptance: measured vs predicted end-to-end ratio
+
+
+def build_ldm_pipeline(pipe) -> LDMSuperResolutionPipeline:
+    """diffusers' LDM x4 pipeline sharing ``pipe``'s VQ model, with a UNet of the same configuration
+    taking the LDM input (latent + LR image channels)."""
+    latent_channels = pipe.vqvae.config.latent_channels
+    unet = UNet2DModel.from_config({**pipe.unet.config, "in_channels": 2 * latent_channels}).eval()
+    # LDM-SR's training schedule (CompVis config); it does not change the cost of a step.
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0155, clip_sample=False)
+    ldm = LDMSuperResolutionPipeline(vqvae=pipe.vqvae, unet=unet, scheduler=scheduler)
+    ldm.set_progress_bar_config(disable=True)
+    return ldm
+
+
+@torch.no_grad()
+def component_times(pipe, lr_size: tuple[int, int], repeats: int, seconds: float) -> dict:
+    """Seconds per call of each component alone, at the shapes the pipelines use for ``lr_size``.
+
+    Returns:
+        ``{"dwt_encoder", "vq_encoder", "adapter", "unet", "decoder"}`` medians in seconds.
+    """
+    height, width = lr_size
+    factor = pipe.upscale_factor
+    latent_channels = pipe.vqvae.config.latent_channels
+    image = torch.rand(1, 3, height * factor, width * factor) * 2 - 1
+    latents = torch.randn(1, latent_channels, height, width)
+    unet_input = torch.randn(1, pipe.unet.config.in_channels, height, width)
+    timestep = torch.full((1,), pipe.scheduler.config.num_train_timesteps - 1, dtype=torch.long)
+    quantize = pipe.config.quantize_decode
+    calls = {
+        "dwt_encoder": lambda: pipe.dwt_encoder.encode(image),
+        "vq_encoder": lambda: pipe.vqvae.encode(image).latents,
+        "adapter": lambda: pipe.dwt_encoder.project_latent(latents),
+        "unet": lambda: pipe.unet(unet_input, timestep).sample,
+        "decoder": lambda: pipe.vqvae.decode(latents, force_not_quantize=not quantize).sample,
+    }
+    out = {}
+    for name, fn in calls.items():
+        fast = name in ("dwt_encoder", "adapter")
+        out[name] = time_call(fn, repeats=20 if fast else repeats, warmup=1, max_seconds=seconds).median
+    return out
+
+
+def timed_run(call, wraps: list[tuple[object, str, str]]) -> dict:
+    """Run ``call()`` once under component timers and a peak-memory probe.
+
+    Args:
+        call: runs the pipeline.
+        wraps: ``(object, method name, category)`` to time.
+
+    Returns:
+        ``{"total_s", "split_s": {category: s, "other": s}, "calls", "memory": {...}}``.
+    """
+    with ComponentTimer() as timer:
+        for obj, method, category in wraps:
+            timer.wrap(obj, method, category)
+
+        def run() -> float:
+            start = time.perf_counter()
+            call()
+            return time.perf_counter() - start
+
+        total, memory = measure_peak_rss(run)
+        split = dict(timer.seconds)
+        calls = dict(timer.calls)
+    split["other"] = total - sum(split.values())
+    return {"total_s": total, "split_s": split, "calls": calls, "memory": memory}
+
+
+def _median_run(runs: list[dict]) -> dict:
+    ranked = sorted(runs, key=lambda r: r["total_s"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["all_totals_s"] = [r["total_s"] for r in runs]
+    return chosen
+
+
+def predicted_ratio(c: dict, steps: int) -> float:
+    """DWT / VQ-start pipeline time predicted from the components alone.
+
+    ``(E + T*u + d) / (Enc + A + T*u + d)`` with ``u`` = UNet + adapter per step and ``d`` = decoder;
+    the issue's ``(T*u + d) / (e + T*u + d)`` with ``e`` the VQ start's extra cost (``E`` is ~1 ms).
+    """
+    shared = steps * (c["unet"] + c["adapter"]) + c["decoder"]
+    return (c["dwt_encoder"] + shared) / (c["vq_encoder"] + c["adapter"] + shared)
+
+
+@torch.no_grad()
+def bench_end_to_end(
+    preset: str = "full",
+    lr_size: tuple[int, int] = (64, 64),
+    steps: tuple[int, ...] = (1, 4, 15),
+    ldm_steps: int = 100,
+    repeats: int = 1,
+    component_repeats: int = 3,
+    component_seconds: float = 10.0,
+    seed: int = 0,
+) -> dict:
+    """Time the three pipelines on one random LR image of ``lr_size`` (output 4x that).
+
+    Args:
+        preset: model size (``"full"``: ResShift-size UNet, CompVis VQ-f4).
+        lr_size: LR ``(height, width)``; multiples of the UNet's size multiple (and of 32 is not needed:
+            the LDM pipeline gets a tensor).
+        steps: step counts for the DWT and VQ-start pipelines (interleaved, so drift hits both alike).
+        ldm_steps: DDIM steps of the LDM pipeline (its default is 100); 0 skips it.
+        repeats: runs of each configuration; the run with the median total is reported.
+        component_repeats, component_seconds: repeats and time budget of each standalone component timing.
+        seed: seed of weights, input and sampling noise.
+    """
+    pipe = build_pipeline(preset, seed=seed)
+    vq_pipe = vq_start_pipeline(pipe, build_scheduler())
+    rng = np.random.default_rng(seed)
+    lr_image = PIL.Image.fromarray(rng.integers(0, 256, (*lr_size, 3), dtype=np.uint8))
+
+    components = component_times(pipe, lr_size, component_repeats, component_seconds)
+
+    dwt, unet, vqvae = pipe.dwt_encoder, pipe.unet, pipe.vqvae
+    shared_wraps = [(dwt, "project_latent", "adapter"), (unet, "forward", "unet"), (vqvae, "decode", "decoder")]
+    wraps = {
+        "dwt": [(dwt, "encode", "encoder")] + shared_wraps,
+        "vq_start": [(vqvae, "encode", "encoder")] + shared_wraps,
+    }
+    pipes = {"dwt": pipe, "vq_start": vq_pipe}
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(repeats):
+        for num_steps in steps:
+            for name in ("dwt", "vq_start"):
+
+                def call(p=pipes[name], n=num_steps):
+                    p(lr_image, num_inference_steps=n, generator=torch.Generator().manual_seed(seed))
+
+                runs.setdefault((name, num_steps), []).append(timed_run(call, wraps[name]))
+
+    results = []
+    for num_steps in steps:
+        dwt_run, vq_run = _median_run(runs[("dwt", num_steps)]), _median_run(runs[("vq_start", num_steps)])
+        measured = dwt_run["total_s"] / vq_run["total_s"]
+        predicted = predicted_ratio(components, num_steps)
+        results.append(
+            {
+                "steps": num_steps,
+                "dwt": dwt_run,
+                "vq_start": vq_run,
+                "measured_ratio": measured,
+                "predicted_ratio": predicted,
+                "ratio_error": measured - predicted,
+                "dwt_other_share": dwt_run["split_s"]["other"] / dwt_run["total_s"],
+                "vq_start_other_share": vq_run["split_s"]["other"] / vq_run["total_s"],
+            }
+        )
+
+    ldm = None
+    if ldm_steps:
+        ldm_pipe = build_ldm_pipeline(pipe)
+        lr_tensor = torch.from_numpy(np.array(lr_image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        ldm_runs = []
+        for _ in range(repeats):
+
+            def call_ldm():
+                ldm_pipe(lr_tensor, num_inference_steps=ldm_steps, generator=torch.Generator().manual_seed(seed))
+
+            ldm_runs.append(
+                timed_run(call_ldm, [(ldm_pipe.unet, "forward", "unet"), (vqvae, "decode", "decoder")])
+            )
+        ldm = {"steps": ldm_steps, "params_unet": count_parameters(ldm_pipe.unet), **_median_run(ldm_runs)}
+        ldm["other_share"] = ldm["split_s"]["other"] / ldm["total_s"]
+
+    acceptance = _acceptance(results, max(steps))
+    return {
+        "preset": preset,
+        "lr_size": list(lr_size),
+        "output_size": [lr_size[0] * pipe.upscale_factor, lr_size[1] * pipe.upscale_factor],
+        "repeats": repeats,
+        "params": {
+            "dwt_encoder_and_adapter": count_parameters(dwt),
+            "unet": count_parameters(unet),
+            "vq_encoder": count_parameters(vqvae.encoder, vqvae.quant_conv),
+            "vq_decoder": count_parameters(vqvae) - count_parameters(vqvae.encoder, vqvae.quant_conv),
+        },
+        "component_seconds": components,
+        "pipelines": results,
+        "ldm": ldm,
+        "acceptance": acceptance,
+    }
+
+
+def _acceptance(results: list[dict], full_steps: int) -> dict:
+    at_full = next(r for r in results if r["steps"] == full_steps)
+    errors = {str(r["steps"]): abs(r["ratio_error"]) for r in results}
+    return {
+        "other_share_steps": full_steps,
+        "other_share": at_full["dwt_other_share"],
+        "other_share_limit": OTHER_SHARE_LIMIT,
+        "other_share_ok": at_full["dwt_other_share"] <= OTHER_SHARE_LIMIT,
+        "ratio_abs_error": errors,
+        "ratio_tolerance": RATIO_TOLERANCE,
+        "ratio_ok": all(e <= RATIO_TOLERANCE for e in errors.values()),
+    }

@@ -1,0 +1,141 @@
+"""Markdown rendering of :func:`difiisr_dwt.benchmarks.run_benchmarks` results."""
+
+from __future__ import annotations
+
+_E2E_PARTS = ("encoder", "adapter", "unet", "decoder", "other")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g}"
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return {True: "PASS", False: "FAIL", None: "not measured"}[ok]
+
+
+def _encoder(section: dict) -> list[str]:
+    params = section["params"]
+    lines = [
+        f"### Encoder (preset `{section['preset']}`; times are medians)",
+        "",
+        f"Parameters: DWT encode {params['dwt_encode']:,} (with the adapter A: "
+        f"{params['dwt_component_with_adapter']:,}); VQ-f4 encoder {params['vq_encoder']:,}.",
+        "",
+    ]
+    rows = []
+    for row in section["sizes"]:
+        s = row["seconds"]
+        rows.append([
+            f"{row['width']}x{row['height']}", _ms(s["dwt_haar"]), _ms(s["dwt_ptwt"]), _ms(s["copy_floor"]),
+            _ms(s["elementwise_floor"]), _ms(s["vq_encoder"]), f"{row['speedup_vq_over_dwt_haar']:,.0f}x",
+            f"{row['speedup_vq_over_dwt_ptwt']:,.0f}x", f"{row['speedup_ptwt_over_haar']:.1f}x",
+            f"{row['dwt_haar_over_copy']:.1f}x",
+        ])
+    header = [
+        "output WxH", "DWT Haar ms", "DWT ptwt ms", "copy ms", "x*0.5 ms", "VQ enc ms",
+        "VQ / Haar", "VQ / ptwt", "ptwt / Haar", "Haar / copy",
+    ]
+    return lines + _table(header, rows)
+
+
+def _e2e(section: dict) -> list[str]:
+    height, width = section["output_size"]
+    params = section["params"]
+    lines = [
+        f"### End-to-end (preset `{section['preset']}`, output {width}x{height}, run with the median total of "
+        f"{section['repeats']})",
+        "",
+        f"Parameters: UNet {params['unet']:,}; VQ encoder {params['vq_encoder']:,}; VQ decoder "
+        f"{params['vq_decoder']:,}; DWT encoder + adapter {params['dwt_encoder_and_adapter']:,}.",
+        "",
+    ]
+    rows = []
+
+    def add(name: str, steps: int, run: dict) -> None:
+        split = run["split_s"]
+        rows.append(
+            [name, str(steps), f"{run['total_s']:.3g}"]
+            + [f"{split.get(part, 0.0):.3g}" for part in _E2E_PARTS]
+            + [f"{100 * split['other'] / run['total_s']:.2f}%", _mb(run["memory"]["peak_over_start_mb"])]
+        )
+
+    for entry in section["pipelines"]:
+        add("DWT (ours)", entry["steps"], entry["dwt"])
+        add("VQ-encoder start", entry["steps"], entry["vq_start"])
+    if section["ldm"]:
+        add("diffusers LDM-SR (DDIM)", section["ldm"]["steps"], section["ldm"])
+    header = ["pipeline", "steps", "total s", *(f"{p} s" for p in _E2E_PARTS), "other %", "peak MB over start"]
+    lines += _table(header, rows)
+    c = section["component_seconds"]
+    lines += [
+        "",
+        "Components alone (s per call): " + ", ".join(f"{k} {v:.3g}" for k, v in c.items()) + ".",
+        "",
+    ]
+    ratio_rows = [
+        [str(e["steps"]), f"{e['measured_ratio']:.3f}", f"{e['predicted_ratio']:.3f}", f"{abs(e['ratio_error']):.3f}"]
+        for e in section["pipelines"]
+    ]
+    lines += _table(["steps", "measured DWT / VQ-start", "predicted from components", "abs error"], ratio_rows)
+    acc = section["acceptance"]
+    lines += [
+        "",
+        f"- Time outside DWT/UNet/VQ calls at {acc['other_share_steps']} steps: {100 * acc['other_share']:.2f}% "
+        f"(limit {100 * acc['other_share_limit']:.0f}%): **{_verdict(acc['other_share_ok'])}**",
+        f"- Ratio within {acc['ratio_tolerance']} of the prediction at every step count: "
+        f"**{_verdict(acc['ratio_ok'])}**",
+    ]
+    return lines
+
+
+def _tiling(section: dict) -> list[str]:
+    st = section["settings"]
+    lines = [
+        f"### Tiling (preset `{st['preset']}`, {st['steps']} steps, tile {st['tile_size']}/{st['tile_overlap']} LR px, "
+        f"decode tile {st['decode_tile_size']}/{st['decode_tile_overlap']}; "
+        + ("one fresh process per size)" if st["isolated"] else "all sizes in this process)"),
+        "",
+    ]
+    rows = [
+        [f"{r['size']}x{r['size']}", f"{r['seconds']:.3g}", _mb(r["peak_rss_mb"]), _mb(r["start_rss_mb"]),
+         _mb(r["peak_over_start_mb"])]
+        for r in section["sizes"]
+    ]
+    lines += _table(["output", "seconds", "peak RSS MB", "RSS before call MB", "peak over start MB"], rows)
+    acc = section["acceptance"]
+    small, large = acc["sizes"]
+    ratio = acc.get("peak_over_start_mb_ratio")
+    ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
+    total_ratio = acc.get("peak_rss_mb_ratio")
+    total_text = "n/a" if total_ratio is None else f"{total_ratio:.2f}x"
+    lines += [
+        "",
+        f"- Peak memory {large}^2 / {small}^2: {ratio_text} over the pre-call baseline ({total_text} of the whole "
+        f"process), limit {acc['limit']:.0f}x: **{_verdict(acc['ok'])}**",
+    ]
+    return lines
+
+
+def format_markdown(results: dict) -> str:
+    """All measured sections as markdown tables with the acceptance verdicts."""
+    meta = results["meta"]
+    lines = [
+        f"## difiisr-dwt benchmark ({meta['date_utc']}, torch {meta['torch']}, {meta['torch_threads']} threads, "
+        f"{meta['cpu_count']} CPUs, load average before {meta['load_average_before'][0]:.2f})"
+        if meta.get("load_average_before") else
+        f"## difiisr-dwt benchmark ({meta['date_utc']}, torch {meta['torch']}, {meta['torch_threads']} threads)",
+        "",
+    ]
+    for key, render in (("encoder", _encoder), ("end_to_end", _e2e), ("tiling", _tiling)):
+        if key in results:
+            lines += render(results[key]) + [""]
+    return "\n".join(lines)

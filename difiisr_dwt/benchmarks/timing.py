@@ -1,0 +1,164 @@
+"""Timing and memory probes shared by the benchmarks: exclusive per-component timers, repeat-and-median
+wall clocks, and the peak resident memory of one call (CPU)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import gc
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class ComponentTimer:
+    """Exclusive wall time spent inside chosen methods, by category.
+
+    Each wrapped method adds its own time minus the time of wrapped methods it calls, so nested
+    components (a VQ encoder called inside an encoder wrapper) are never counted twice and the
+    categories add up to the time spent inside any wrapped call. Use as a context manager: the
+    original methods come back on exit.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._child_seconds: list[float] = []
+        self._wrapped: list[tuple[Any, str]] = []
+
+    def wrap(self, obj: Any, method: str, category: str) -> None:
+        """Time ``obj.method`` (an instance attribute shadows the class method until `restore`)."""
+        original = getattr(obj, method)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            self._child_seconds.append(0.0)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                self.seconds[category] += elapsed - self._child_seconds.pop()
+                self.calls[category] += 1
+                if self._child_seconds:
+                    self._child_seconds[-1] += elapsed
+
+        setattr(obj, method, timed)
+        self._wrapped.append((obj, method))
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+    def restore(self) -> None:
+        for obj, method in reversed(self._wrapped):
+            delattr(obj, method)
+        self._wrapped.clear()
+
+    def __enter__(self) -> ComponentTimer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones."""
+
+    median: float
+    minimum: float
+    repeats: int
+
+    def as_dict(self) -> dict:
+        return {"median_s": self.median, "min_s": self.minimum, "repeats": self.repeats}
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 1, warmup: int = 0, max_seconds: float | None = None) -> Timing:
+    """Median and minimum wall time of ``fn()``.
+
+    Args:
+        fn: the call to time.
+        repeats: timed calls (at least 1).
+        warmup: untimed calls first (first-call allocations and kernel selection).
+        max_seconds: stop repeating once this much time was spent timing (at least one call runs).
+    """
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    spent = 0.0
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+        if max_seconds is not None and spent > max_seconds:
+            break
+    return Timing(statistics.median(times), min(times), len(times))
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident high-water mark (Linux >= 4.0); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the OS (glibc ``malloc_trim``), so
+    that the resident size before a measured call counts live memory, not freed memory kept by malloc."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def measure_peak_rss(fn: Callable[[], Any]) -> tuple[Any, dict]:
+    """Run ``fn()`` once and report its resident-memory peak.
+
+    Free heap memory is released and the high-water mark reset before the call, so ``peak_rss_mb``
+    is this call's peak and ``peak_over_start_mb`` (peak minus the resident memory just before) is
+    the memory the call itself needed. Where the reset is impossible the fields are None rather than
+    a stale process peak.
+
+    Returns:
+        ``(fn's result, {"peak_rss_mb", "start_rss_mb", "peak_over_start_mb"})``.
+    """
+    release_free_memory()
+    reset = _reset_peak_rss()
+    start_kb = _status_kb("VmRSS")
+    result = fn()
+    peak_kb = _status_kb("VmHWM") if reset else None
+    if peak_kb is None or start_kb is None:
+        return result, {"peak_rss_mb": None, "start_rss_mb": None, "peak_over_start_mb": None}
+    return result, {
+        "peak_rss_mb": peak_kb / 1024,
+        "start_rss_mb": start_kb / 1024,
+        "peak_over_start_mb": (peak_kb - start_kb) / 1024,
+    }
+
+
+def count_parameters(*modules) -> int:
+    return sum(p.numel() for module in modules for p in module.parameters())

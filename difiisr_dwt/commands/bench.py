@@ -1,0 +1,76 @@
+"""``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), markdown + JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from difiisr_dwt.benchmarks import FULL, QUICK, SECTIONS, run_benchmarks
+from difiisr_dwt.benchmarks.report import format_markdown
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="time the DWT encoder, the pipeline and tiling against VQ-encoder baselines",
+        description=(
+            "Benchmarks with random weights, all in this process (tiling: one child process per size): "
+            "DWT vs VQ-f4 encoder; this pipeline vs the same pipeline started from the VQ encoder and "
+            "diffusers' LDMSuperResolutionPipeline; tiled time and peak memory vs output size."
+        ),
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
+    parser.add_argument("--quick", action="store_true", help="tiny models and sizes (a smoke test, seconds)")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, default=None, help="run only this section (repeatable)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per end-to-end configuration (median)")
+    parser.add_argument(
+        "--e2e-size", type=int, default=None, metavar="PX",
+        help="end-to-end output side in pixels (default 256; a multiple of 4x the UNet's size multiple)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _write_json_atomic(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    config = QUICK if args.quick else FULL
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    if args.repeats is not None:
+        if args.repeats < 1:
+            print(f"error: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
+            return 2
+        config = replace(config, repeats=args.repeats)
+    if args.e2e_size is not None:
+        if args.e2e_size <= 0 or args.e2e_size % 4:
+            print(f"error: --e2e-size must be a positive multiple of 4, got {args.e2e_size}", file=sys.stderr)
+            return 2
+        config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
+    sections = tuple(dict.fromkeys(args.only)) if args.only else SECTIONS
+    results = run_benchmarks(config, sections, threads=args.threads)
+    results["meta"]["argv"] = sys.argv
+    print(format_markdown(results))
+    if args.json is not None:
+        _write_json_atomic(results, args.json)
+        print(f"Wrote {args.json}")
+    return 0

@@ -1,0 +1,143 @@
+"""``difiisr-dwt eval``: PSNR_Y / SSIM_Y / LPIPS of x4 results against HR images, with a bicubic baseline.
+
+Examples::
+
+    # the model (default: the embedded one) on LR made from HR by PIL bicubic /4, with the bicubic baseline
+    difiisr-dwt eval --hr shared/data/ir/roadscene --file-list shared/data/ir/roadscene_val.txt \\
+        --model PATH --steps 15 --seed 0 --json out.json --grid grid.png
+    # results someone else produced, paired with HR by file name
+    difiisr-dwt eval --hr HR_DIR --sr SR_DIR --bicubic --csv out.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from difiisr_dwt.evaluation import METRICS
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "eval",
+        help="measure PSNR_Y / SSIM_Y / LPIPS of x4 results against HR images",
+        description="Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y channel, "
+        "LPIPS (AlexNet, VGG) on RGB; grayscale images count as three equal channels. Files pair by name "
+        "(LR/SR names may add a suffix such as x4 or _x4). Without --lr, LR is made from HR (cropped to a "
+        "multiple of 4) by PIL bicubic /4, the DifIISR/M3FD protocol. A model run always gets the bicubic "
+        "baseline (PIL bicubic x4 of the same LR) as a second row.",
+    )
+    parser.add_argument("--hr", required=True, type=Path, help="folder of HR (ground-truth) images")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--sr", type=Path, default=None, help="folder of x4 results to measure (method 'sr')")
+    parser.add_argument("--lr", type=Path, default=None,
+                        help="folder of LR inputs (default: made from HR by PIL bicubic /4)")
+    source.add_argument("--model", default=None,
+                        help="pipeline folder or Hub repo id to run on LR (default: the embedded model, unless "
+                        "--sr is given or --bicubic alone asks for the baseline only)")
+    parser.add_argument("--bicubic", action="store_true",
+                        help="measure the bicubic baseline; given without --model it is the only method")
+    parser.add_argument("--file-list", "--file_list", type=Path, default=None,
+                        help="text file of HR file names to use, one per line (e.g. roadscene_val.txt)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N HR images")
+    parser.add_argument("--metrics", default=",".join(METRICS),
+                        help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    parser.add_argument("--crop-border", "--crop_border", type=int, default=0,
+                        help="pixels removed from each side before measuring (default 0)")
+    parser.add_argument("--lpips_weights", "--lpips-weights", default=None,
+                        help="folder with alexnet_features.safetensors / vgg16_features.safetensors, used when the "
+                        "torchvision cache has no backbone (default: $DIFIISR_LPIPS_WEIGHTS)")
+    parser.add_argument("--steps", type=int, default=15, help="sampling steps (default 15)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
+    parser.add_argument("--tile", type=int, default=None, help="diffusion tile size in LR pixels (default: none)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default), for model and LPIPS")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--json", type=Path, default=None, help="write {method: {mean, images}} as JSON")
+    parser.add_argument("--csv", type=Path, default=None, help="write one row per (method, image) as CSV")
+    parser.add_argument("--grid", type=Path, default=None,
+                        help="write a PNG of crops side by side (bicubic | model/sr | HR)")
+    parser.add_argument("--grid-images", "--grid_images", type=int, default=4,
+                        help="rows of the grid: the first N images (default 4)")
+    parser.add_argument("--summary-only", action="store_true", help="print only the mean rows")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def select_methods(args: argparse.Namespace) -> list[str]:
+    """``bicubic`` when asked for or as a model's baseline; ``model`` unless ``--sr`` or a lone ``--bicubic``."""
+    if args.sr is not None:
+        return ["bicubic", "sr"] if args.bicubic else ["sr"]
+    if args.bicubic and args.model is None:
+        return ["bicubic"]
+    return ["bicubic", "model"]
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from difiisr_dwt import evaluation as ev
+    from difiisr_dwt.io import ImageReadError
+    from difiisr_dwt.metrics import LPIPSWeightsError
+
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ev.EvaluationError(f"--limit must be >= 1, got {args.limit}")
+        metrics = ev.parse_metrics(args.metrics)
+        methods = select_methods(args)
+        hr_paths = ev.list_hr(args.hr, args.file_list, args.limit)
+        needs_lr = "bicubic" in methods or "model" in methods
+        lr_paths = ev.pair_files(hr_paths, args.lr, "--lr") if needs_lr and args.lr is not None else None
+        sr_paths = ev.pair_files(hr_paths, args.sr, "--sr") if args.sr is not None else None
+        device = None
+        if any(m.startswith("lpips") for m in metrics) or "model" in methods:
+            from difiisr_dwt.loading import resolve_device
+
+            device = resolve_device(args.device)
+        if any(m.startswith("lpips") for m in metrics):
+            from difiisr_dwt.metrics import load_lpips
+
+            for name in metrics:  # fail before the (slow) model run when a backbone is missing
+                if name.startswith("lpips"):
+                    load_lpips(name.split("_")[1], args.lpips_weights, device)
+        upscale = _model_upscaler(args) if "model" in methods else None
+        results, grid_rows = ev.evaluate(
+            hr_paths, lr_paths, sr_paths, methods, upscale, metrics, args.crop_border, args.lpips_weights, device,
+            grid_images=args.grid_images if args.grid is not None else 0,
+            progress=lambda it: tqdm(it, desc="eval", unit="img", disable=None),
+        )
+    except (ev.EvaluationError, LPIPSWeightsError, ImageReadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    print(ev.markdown_table(results, per_image=not args.summary_only))
+    if args.json is not None:
+        ev.write_text_atomic(ev.to_json(results), args.json)
+        print(f"wrote {args.json}")
+    if args.csv is not None:
+        ev.write_text_atomic(ev.to_csv(results), args.csv)
+        print(f"wrote {args.csv}")
+    if args.grid is not None and grid_rows:
+        ev.save_grid(grid_rows, args.grid)
+        print(f"wrote {args.grid}")
+    return 0
+
+
+def _model_upscaler(args: argparse.Namespace):
+    """LR PIL image -> x4 PIL image with the pipeline of ``--model``; every image starts from ``--seed``."""
+    import torch
+
+    from difiisr_dwt.evaluation import EvaluationError
+    from difiisr_dwt.loading import load_pipeline
+
+    try:
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    except (OSError, ValueError) as error:  # missing folder, not a pipeline, unknown repo id
+        raise EvaluationError(f"cannot load the model {args.model or '(embedded default)'}: {error}") from error
+    pipe.set_progress_bar_config(disable=True)
+
+    def upscale(image):
+        generator = torch.Generator("cpu").manual_seed(args.seed)
+        return pipe(image, num_inference_steps=args.steps, generator=generator, tile_size=args.tile).images[0]
+
+    return upscale

@@ -1,0 +1,139 @@
+"""``difiisr-dwt export``: write, check and upload Hub releases.
+
+    difiisr-dwt export PIPELINE_DIR --out HUB_DIR [--eval-json LABEL=FILE ...] [--card-meta META.json] [--variant fp16]
+    difiisr-dwt export --check HUB_DIR [HUB_DIR ...]
+    difiisr-dwt export HUB_DIR --push --repo-id ORG/NAME [--private] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a Hub release of a pipeline folder, check one against the sources, or upload one",
+        description=(
+            "Export PIPELINE_DIR (a DifIISRDWTPipeline folder, e.g. training's OUTPUT_DIR/pipeline) to --out as a "
+            "Hub release: model_index.json in diffusers' remote-code form, safetensors weights, the current "
+            "top-level code files and a model card (README.md). The release is written to a temporary folder "
+            "and renamed into place. --check compares release folders' code files with the sources; --push "
+            "uploads the release (--out, or PIPELINE_DIR itself when it already is a release); --dry-run lists "
+            "what --push would upload, offline."
+        ),
+    )
+    parser.add_argument("source", nargs="?", metavar="PIPELINE_DIR", help="pipeline folder to export (or push)")
+    parser.add_argument("--out", type=Path, default=None, metavar="HUB_DIR", help="release folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing release at --out")
+    parser.add_argument("--variant", choices=["fp16"], default=None,
+                        help="also write fp16 weights (*.fp16.safetensors), loaded with variant='fp16'")
+    card = parser.add_argument_group("model card")
+    card.add_argument("--card-meta", type=Path, default=None, metavar="META.json",
+                      help="release metadata: a JSON object with the fields of difiisr_dwt.model_card.ReleaseInfo "
+                      "(model_id, title, summary, datasets, tags, base_model, code_url, training_data, "
+                      "train_commands, steps_note, cpu_time, eval_note, limitations, extra, eval)")
+    card.add_argument("--eval-json", action="append", default=[], metavar="[LABEL=]FILE",
+                      help="an `eval --json` file for the metrics table, repeatable (e.g. 'RoadScene val=val.json')")
+    card.add_argument("--train-command", action="append", default=[], metavar="CMD",
+                      help="a command that trained the model, repeatable, shown verbatim")
+    card.add_argument("--steps-note", default=None, help="training steps / wall time note")
+    card.add_argument("--cpu-time", default=None, help="measured inference time, e.g. '7.1 s per 160x128 LR on 2 CPU'")
+    card.add_argument("--card-extra", type=Path, default=None, metavar="EXTRA.md",
+                      help="a markdown section added to the card as it is")
+    card.add_argument("--model-id", default=None,
+                      help="what the card's snippets load (default: --repo-id, else the --out path as given)")
+    hub = parser.add_argument_group("checking and uploading")
+    hub.add_argument("--check", nargs="+", type=Path, default=None, metavar="HUB_DIR",
+                     help="check release folders' code files against the top-level sources; exit 1 on drift")
+    hub.add_argument("--push", action="store_true", help="upload the release with huggingface_hub")
+    hub.add_argument("--repo-id", default=None, help="Hub model repo to upload to (ORG/NAME)")
+    hub.add_argument("--private", action="store_true", help="create the repo as private")
+    hub.add_argument("--commit-message", default="Upload DifIISR-DWT pipeline")
+    hub.add_argument("--dry-run", action="store_true", help="list what --push would upload; no network")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from difiisr_dwt.model_card import ModelCardError
+    from difiisr_dwt.release import ReleaseError
+
+    try:
+        if args.check is not None:
+            if args.source or args.out or args.push:
+                raise ReleaseError("--check takes only release folders; run it on its own")
+            return _check(args.check)
+        return _export_and_push(args)
+    except (ReleaseError, ModelCardError, FileNotFoundError) as error:
+        print(f"export: {error}", file=sys.stderr)
+        return 2
+
+
+def _check(folders: list[Path]) -> int:
+    from difiisr_dwt.release import check_release
+
+    failed = 0
+    for folder in folders:
+        problems = check_release(folder)
+        if problems:
+            failed += 1
+            print(f"DRIFT {folder}:", *problems, sep="\n  ")
+        else:
+            print(f"OK    {folder}: code files equal the top-level sources")
+    return 1 if failed else 0
+
+
+def _release_info(args: argparse.Namespace):
+    from difiisr_dwt.model_card import ModelCardError, ReleaseInfo, load_eval_json
+
+    info = ReleaseInfo.from_json(args.card_meta) if args.card_meta else ReleaseInfo()
+    info.train_commands += args.train_command
+    for field in ("steps_note", "cpu_time", "model_id"):
+        if getattr(args, field) is not None:
+            setattr(info, field, getattr(args, field))
+    info.model_id = info.model_id or args.repo_id or (str(args.out) if args.out else None)
+    if args.card_extra:
+        if not args.card_extra.is_file():
+            raise ModelCardError(f"--card-extra {args.card_extra}: no such file")
+        info.extra = args.card_extra.read_text(encoding="utf-8")
+    sources = dict(info.eval)
+    for item in args.eval_json:
+        label, sep, file = item.partition("=")
+        label, file = (label, file) if sep else (Path(item).stem, item)
+        sources[label] = file
+    return info, {label: load_eval_json(file) for label, file in sources.items()}
+
+
+def _export_and_push(args: argparse.Namespace) -> int:
+    from difiisr_dwt.release import ReleaseError, check_release, export_release, push_release, upload_files
+
+    if not args.source:
+        raise ReleaseError("give a PIPELINE_DIR to export (with --out) or to push, or --check HUB_DIR")
+    if args.push and not args.repo_id and not args.dry_run:
+        raise ReleaseError("--push needs --repo-id ORG/NAME")
+    if args.out is None and not (args.push or args.dry_run):
+        raise ReleaseError("nothing to do: give --out HUB_DIR to export, --push to upload, or --dry-run")
+    release = Path(args.source)
+    if args.out is not None:
+        info, evaluations = _release_info(args)
+        release = export_release(args.source, args.out, info, evaluations, variant=args.variant,
+                                 overwrite=args.overwrite)
+        print(f"Wrote {release}")
+    else:
+        problems = check_release(release)
+        if problems:
+            raise ReleaseError(f"{release} is not a release of the current sources (export it first):\n  "
+                               + "\n  ".join(problems))
+    if args.dry_run or args.push:
+        files = upload_files(release)
+        target = args.repo_id or "(no --repo-id)"
+        verb = "Would upload" if args.dry_run else "Uploading"
+        print(f"{verb} {len(files)} files ({sum(size for _, size in files) / 2**20:.1f} MiB) to {target}:")
+        for relative, size in files:
+            print(f"  {relative}  ({size:,} bytes)")
+        if args.push and not args.dry_run:
+            print(push_release(release, args.repo_id, private=args.private, commit_message=args.commit_message))
+    return 0

@@ -1,0 +1,327 @@
+"""The model card (``README.md``) of a release: Hub metadata, usage, training, metrics, limitations.
+
+What a card says beyond the pipeline itself comes from :class:`ReleaseInfo`, filled from a small
+JSON file (``export --card-meta``) and command-line flags; metrics come from ``difiisr-dwt eval
+--json`` files, one per evaluation set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+DEFAULT_TAGS = ["super-resolution", "image-super-resolution", "infrared", "thermal", "diffusion", "resshift",
+                "wavelet", "difiisr-dwt"]
+# ``eval --json``: method key -> row label, in table order.
+METHODS = {"bicubic": "Bicubic x4", "model": "DifIISR-DWT (this model)", "sr": "SR outputs"}
+# metric key -> (column header, format, higher is better)
+METRICS = {
+    "psnr_y": ("PSNR_Y (dB) ↑", "{:.2f}", True),
+    "ssim_y": ("SSIM_Y ↑", "{:.4f}", True),
+    "lpips_alex": ("LPIPS-alex ↓", "{:.4f}", False),
+    "lpips_vgg": ("LPIPS-vgg ↓", "{:.4f}", False),
+}
+EVAL_PROTOCOL = (
+    "x4; LR = PIL bicubic downsampling of the HR image (the DifIISR / M3FD protocol); PSNR and SSIM on "
+    "the BasicSR Y channel, LPIPS (AlexNet and VGG) on RGB in [0, 1]; all images of each set."
+)
+
+
+class ModelCardError(ValueError):
+    """Release metadata or an evaluation file that cannot go into a model card."""
+
+
+@dataclasses.dataclass
+class ReleaseInfo:
+    """What a model card says beyond the pipeline itself; every field is optional.
+
+    The JSON file of ``export --card-meta`` holds these keys (``eval`` maps a label to an
+    ``eval --json`` file, relative to the JSON file).
+    """
+
+    model_id: str | None = None  # what the usage snippets load: a Hub repo id or a folder
+    title: str | None = None
+    summary: str | None = None  # a paragraph under the title
+    datasets: list[str] = dataclasses.field(default_factory=list)
+    tags: list[str] = dataclasses.field(default_factory=list)  # added to DEFAULT_TAGS
+    base_model: str | None = None  # e.g. the repo whose VQ decoder was reused
+    code_url: str | None = None  # the source repository
+    training_data: str | None = None  # markdown
+    train_commands: list[str] = dataclasses.field(default_factory=list)
+    steps_note: str | None = None  # e.g. steps and wall time of each training stage
+    cpu_time: str | None = None  # e.g. "7.1 s per 160x128 LR image at 15 steps, 2 CPU threads"
+    eval_note: str | None = None  # replaces the default protocol sentence
+    limitations: list[str] = dataclasses.field(default_factory=list)  # added to the default ones
+    extra: str | None = None  # a markdown section appended before the citations
+    eval: dict[str, str] = dataclasses.field(default_factory=dict)  # label -> eval JSON path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ReleaseInfo:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ModelCardError(f"{path}: not a readable JSON file ({error})") from error
+        if not isinstance(data, dict):
+            raise ModelCardError(f"{path}: expected a JSON object of release metadata")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ModelCardError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+        for key in ("datasets", "tags", "train_commands", "limitations"):
+            if key in data and not (isinstance(data[key], list) and all(isinstance(v, str) for v in data[key])):
+                raise ModelCardError(f"{path}: {key!r} must be a list of strings")
+        if "eval" in data:
+            if not isinstance(data["eval"], dict):
+                raise ModelCardError(f"{path}: 'eval' must map a label to an eval --json file")
+            data["eval"] = {label: str(path.parent / file) for label, file in data["eval"].items()}
+        return cls(**data)
+
+
+def load_eval_json(path: str | Path) -> dict[str, dict]:
+    """The ``{method: {"mean": {metric: value}, "images": ...}}`` objects of an ``eval --json`` file.
+
+    Raises:
+        ModelCardError: unreadable file, no known method, or a method without all four means.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelCardError(f"{path}: not a readable eval JSON file ({error})") from error
+    methods = {key: data[key] for key in METHODS if isinstance(data, dict) and key in data}
+    if not methods:
+        raise ModelCardError(f"{path}: no evaluation results; expected one of the keys {list(METHODS)}")
+    for method, result in methods.items():
+        mean = result.get("mean") if isinstance(result, dict) else None
+        if not isinstance(mean, dict):
+            raise ModelCardError(f"{path}: {method!r} has no 'mean' object")
+        absent = [m for m in METRICS if not isinstance(mean.get(m), (int, float)) or not math.isfinite(mean[m])]
+        if absent:
+            raise ModelCardError(f"{path}: {method!r} mean lacks finite value(s) for {absent}")
+    return methods
+
+
+def metrics_table(methods: dict[str, dict]) -> str:
+    """A markdown table, one row per method, plus the difference to bicubic when both are there."""
+    header = "| method | " + " | ".join(h for h, _, _ in METRICS.values()) + " | images |"
+    lines = [header, "|---" * (len(METRICS) + 2) + "|"]
+    for method, result in methods.items():
+        cells = [fmt.format(result["mean"][key]) for key, (_, fmt, _) in METRICS.items()]
+        images = result.get("images")
+        count = str(len(images)) if isinstance(images, (list, dict)) else "–"
+        lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {count} |")
+    ours = next((m for m in ("model", "sr") if m in methods), None)
+    if ours and "bicubic" in methods:
+        diffs = []
+        for key, (_, fmt, _) in METRICS.items():
+            diff = methods[ours]["mean"][key] - methods["bicubic"]["mean"][key]
+            diffs.append(("+" if diff >= 0 else "") + fmt.format(diff))
+        lines.append("| difference to bicubic | " + " | ".join(diffs) + " | |")
+    return "\n".join(lines)
+
+
+def _component_table(pipe, folder: Path) -> str:
+    def params(module) -> str:
+        return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
+
+    vq = pipe.vqvae
+    rows = [
+        ("`dwt_encoder`", "`DWTEncoder` (this repo)",
+         f"2-level Haar DWT ({pipe.dwt_encoder.out_channels} channels at 1/4 size, no weights) + latent "
+         f"adapter ({params(pipe.dwt_encoder)} parameters incl. the detail downsampler)"),
+        ("`unet`", "diffusers `UNet2DModel`",
+         f"{params(pipe.unet)} parameters, {pipe.unet.config.in_channels} -> {pipe.unet.config.out_channels} "
+         f"channels, widths {list(pipe.unet.config.block_out_channels)}; predicts the clean VQ latent"),
+        ("`vqvae`", "diffusers `VQModel`",
+         f"VQ-f4, decoder {params(vq.decoder)} parameters (+ post-quant conv); codebook "
+         f"{vq.config.num_vq_embeddings} x {vq.config.vq_embed_dim}; the encoder ({params(vq.encoder)}) is "
+         "only used in training"),
+        ("`scheduler`", "`ResShiftScheduler` (this repo)",
+         f"T = {pipe.scheduler.config.num_train_timesteps}, kappa = {pipe.scheduler.config.kappa}, "
+         f"p = {pipe.scheduler.config.power}"),
+    ]
+    weights = sum(f.stat().st_size for f in folder.rglob("*.safetensors") if len(f.name.split(".")) == 2)
+    lines = ["| component | class | what it is |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines.append("")
+    lines.append(f"Weights: {weights / 2**20:.1f} MiB of safetensors (float32). Decoding snaps latents to the "
+                 f"codebook by default: `quantize_decode = {pipe.config.quantize_decode}`.")
+    return "\n".join(lines)
+
+
+def render_model_card(pipe, folder: str | Path, info: ReleaseInfo, evaluations: dict[str, dict],
+                      variant: str | None = None) -> ModelCard:
+    """The model card of the release in ``folder`` (already holding its weights) for ``pipe``.
+
+    Args:
+        pipe: the exported ``DifIISRDWTPipeline``.
+        folder: the release folder (for weight sizes).
+        info: release metadata.
+        evaluations: label -> methods from :func:`load_eval_json`.
+        variant: ``"fp16"`` when the release has fp16 variant weights too.
+    """
+    folder = Path(folder)
+    model_id = info.model_id or folder.name
+    title = info.title or model_id.rstrip("/").split("/")[-1]
+    steps = pipe.scheduler.config.num_train_timesteps
+    data = ModelCardData(
+        library_name="diffusers", pipeline_tag="image-to-image", license="apache-2.0",
+        tags=list(dict.fromkeys(DEFAULT_TAGS + info.tags)), datasets=info.datasets or None,
+        base_model=info.base_model,
+    )
+    parts = [f"---\n{data.to_yaml()}\n---", f"# {title}"]
+    parts.append(
+        "x4 super-resolution of infrared (thermal) images with a diffusers pipeline: ResShift-style residual "
+        f"shifting ({steps} steps) whose diffusion state lives in the wavelet space of a parameter-free 2-level "
+        "Haar DWT encoder. The UNet predicts the clean VQ-f4 latent, a small adapter carries it back into "
+        "wavelet space for the sampler, and a VQ-f4 decoder turns the last prediction into pixels. Grayscale "
+        "in gives grayscale out; 16-bit in gives 16-bit out."
+    )
+    if info.summary:
+        parts.append(info.summary)
+    parts.append(_component_table(pipe, folder))
+    parts.append(_usage(model_id, steps, info, variant))
+    parts.append(_training(info))
+    parts.append(_evaluation(evaluations, info))
+    parts.append(_limitations(info))
+    if info.extra:
+        parts.append(info.extra.strip())
+    parts.append(CITATIONS)
+    return ModelCard("\n\n".join(parts) + "\n")
+
+
+def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None) -> str:
+    install = f'pip install "difiisr-dwt @ git+{info.code_url}"' if info.code_url else "pip install -e .  # in a clone"
+    lines = [
+        "## Use it",
+        "",
+        "### Python (diffusers)",
+        "",
+        "```python",
+        "import torch",
+        "from diffusers import DiffusionPipeline",
+        "from PIL import Image",
+        "",
+        f'pipe = DiffusionPipeline.from_pretrained("{model_id}", trust_remote_code=True)',
+        'lr = Image.open("thermal.png")  # L, RGB or I;16',
+        f"sr = pipe(lr, num_inference_steps={steps}, generator=torch.Generator().manual_seed(0)).images[0]",
+        'sr.save("thermal_x4.png")',
+        "```",
+        "",
+        "`trust_remote_code=True` is required: the pipeline (`pipeline_difiisr_dwt.py`), the DWT encoder "
+        "(`dwt_encoder/modeling_dwt_encoder.py`) and the scheduler (`scheduler/scheduler_resshift.py`) are "
+        "code files of this repository; read them before running them. Fewer steps are faster "
+        f"(`num_inference_steps` from 1 to {steps}); `tile_size=128` bounds memory on large images.",
+    ]
+    if variant:
+        lines += [
+            "",
+            f"On a GPU, the {variant} weights halve the download and the memory:",
+            "",
+            "```python",
+            f'pipe = DiffusionPipeline.from_pretrained("{model_id}", trust_remote_code=True, variant="{variant}",',
+            "                                         torch_dtype=torch.float16).to(\"cuda\")",
+            "```",
+        ]
+    lines += [
+        "",
+        "### Command line",
+        "",
+        "```bash",
+        install,
+        f"difiisr-dwt upscale thermal.png -o out/ --model {model_id}",
+        f"difiisr-dwt eval --hr HR_DIR --lr LR_DIR --model {model_id} --steps {steps} --json eval.json",
+        "```",
+        "",
+        "### Train or fine-tune with accelerate",
+        "",
+        "`train_accelerate.py` (source repository) trains the three stages on 1..N GPUs or CPU processes:",
+        "",
+        "```bash",
+        "accelerate launch train_accelerate.py --stage autoencoder --preset tiny --train_data_dir IR_IMAGES "
+        "--output_dir out/ae",
+        "accelerate launch train_accelerate.py --stage adapter --preset tiny --train_data_dir IR_IMAGES "
+        "--vqvae_model_name_or_path out/ae/vqvae --output_dir out/adapter",
+        "accelerate launch train_accelerate.py --stage diffusion --preset tiny --train_data_dir IR_IMAGES "
+        "--vqvae_model_name_or_path out/ae/vqvae --dwt_encoder_model_name_or_path out/adapter/dwt_encoder "
+        "--output_dir out/diffusion   # -> out/diffusion/pipeline",
+        "difiisr-dwt export out/diffusion/pipeline --out my-release",
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def _training(info: ReleaseInfo) -> str:
+    lines = ["## Training"]
+    if info.training_data:
+        lines += ["", info.training_data.strip()]
+    if info.train_commands:
+        lines += ["", "The commands that trained this model:", "", "```bash", *info.train_commands, "```"]
+    if info.steps_note:
+        lines += ["", info.steps_note.strip()]
+    if len(lines) == 1:
+        lines += ["", "Not recorded for this release."]
+    return "\n".join(lines)
+
+
+def _evaluation(evaluations: dict[str, dict], info: ReleaseInfo) -> str:
+    lines = ["## Evaluation", "", info.eval_note or EVAL_PROTOCOL]
+    if not evaluations:
+        lines += ["", "No evaluation was recorded for this release."]
+    for label, methods in evaluations.items():
+        lines += ["", f"### {label}", "", metrics_table(methods)]
+    if info.cpu_time:
+        lines += ["", f"Speed: {info.cpu_time.strip()}"]
+    return "\n".join(lines)
+
+
+DEFAULT_LIMITATIONS = [
+    "x4 only, trained on synthetic LR images (bicubic downsampling unless the training command says "
+    "otherwise): real sensor blur, noise and fixed-pattern noise are outside what it has seen.",
+    "A generative model: it can invent plausible but false detail. Do not use its output for measurement, "
+    "radiometry or as the only evidence in safety-critical decisions.",
+    "16-bit inputs are scaled by their own minimum and maximum and restored afterwards; absolute "
+    "temperatures are not modelled.",
+    "The VQ-f4 decoder bounds the quality: the output cannot be sharper than what the decoder reconstructs.",
+    "Trained and evaluated on the data listed above; other sensors, scenes and resolutions may do worse.",
+]
+
+
+def _limitations(info: ReleaseInfo) -> str:
+    return "\n".join(["## Limitations", ""] + [f"- {item}" for item in DEFAULT_LIMITATIONS + info.limitations])
+
+
+CITATIONS = r"""## Citation
+
+This model follows ResShift's residual shifting and DifIISR's infrared setting, and uses the VQ-f4
+autoencoder design of latent diffusion:
+
+```bibtex
+@inproceedings{yue2023resshift,
+  title     = {ResShift: Efficient Diffusion Model for Image Super-resolution by Residual Shifting},
+  author    = {Yue, Zongsheng and Wang, Jianyi and Loy, Chen Change},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2023}
+}
+
+@inproceedings{li2025difiisr,
+  title     = {DifIISR: A Diffusion Model with Gradient Guidance for Infrared Image Super-Resolution},
+  author    = {Li, Xingyuan and Wang, Zirui and Zou, Yang and Chen, Zhixin and Ma, Jun and Jiang, Zhiying
+               and Ma, Long and Liu, Jinyuan},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2025}
+}
+
+@inproceedings{rombach2022ldm,
+  title     = {High-Resolution Image Synthesis with Latent Diffusion Models},
+  author    = {Rombach, Robin and Blattmann, Andreas and Lorenz, Dominik and Esser, Patrick and Ommer, Bj{\"o}rn},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {10684--10695},
+  year      = {2022}
+}
+```"""

@@ -1,0 +1,152 @@
+"""Command-line flags of ``train_accelerate.py``, named like diffusers' official training examples.
+
+Flags left at ``None`` take a default that depends on ``--preset`` and ``--stage`` (:data:`DEFAULTS`):
+the ``full`` preset's diffusion defaults follow ResShift (AdamW 5e-5, 5k warm-up steps, EMA 0.999,
+256-pixel crops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from difiisr_dwt.data import AUGMENTATIONS
+from difiisr_dwt.degradations import DEGRADATIONS
+
+STAGES = ("autoencoder", "adapter", "diffusion")
+
+# (preset, stage) -> defaults for the flags left at None.
+DEFAULTS = {
+    ("tiny", "autoencoder"): dict(learning_rate=4e-4, lr_warmup_steps=100, resolution=64, train_batch_size=8,
+                                  max_train_steps=3000, vq_warmup_steps=500, lpips_weight=0.1, ema_decay=0.999),
+    ("tiny", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=50, resolution=64, train_batch_size=8,
+                              max_train_steps=1000, ema_decay=0.999),
+    ("tiny", "diffusion"): dict(learning_rate=2e-4, lr_warmup_steps=200, resolution=64, train_batch_size=8,
+                                max_train_steps=4000, ema_decay=0.999),
+    ("full", "autoencoder"): dict(learning_rate=1e-4, lr_warmup_steps=1000, resolution=256, train_batch_size=8,
+                                  max_train_steps=200_000, vq_warmup_steps=5000, lpips_weight=0.1, ema_decay=0.999),
+    ("full", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=500, resolution=256, train_batch_size=16,
+                              max_train_steps=20_000, ema_decay=0.999),
+    ("full", "diffusion"): dict(learning_rate=5e-5, lr_warmup_steps=5000, resolution=256, train_batch_size=8,
+                                max_train_steps=500_000, ema_decay=0.999),
+}
+for (_preset, _stage), _defaults in DEFAULTS.items():
+    _defaults["lpips_net"] = "vgg" if _preset == "full" else "alex"
+# "test" is the unit-test preset: the tiny defaults, the test model sizes.
+DEFAULTS.update({("test", stage): DEFAULTS[("tiny", stage)] for stage in STAGES})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train DifIISR-DWT: autoencoder, adapter or diffusion stage.")
+    add = p.add_argument
+    # what to train
+    add("--stage", choices=STAGES, required=True, help="Which component to train.")
+    add("--preset", choices=("test", "tiny", "full"), default="tiny", help="Model sizes (difiisr_dwt.presets).")
+    add("--vqvae_model_name_or_path", default=None,
+        help="VQModel folder or Hub repo (the autoencoder stage's output, or CompVis/ldm-super-resolution-4x-"
+             "openimages with --vqvae_subfolder vqvae). Required by the adapter and diffusion stages; the "
+             "autoencoder stage fine-tunes it when given.")
+    add("--vqvae_subfolder", default=None, help="Subfolder of --vqvae_model_name_or_path that holds the VQModel.")
+    add("--dwt_encoder_model_name_or_path", default=None,
+        help="DWTEncoder folder (the adapter stage's output). Required by the diffusion stage.")
+    add("--dwt_encoder_subfolder", default=None, help="Subfolder of --dwt_encoder_model_name_or_path.")
+    add("--no_quantize_decode", action="store_true",
+        help="Diffusion: the saved pipeline (and validation) decode without snapping to the codebook.")
+    add("--unet_model_name_or_path", default=None, help="Start the diffusion stage from this UNet2DModel folder.")
+    add("--revision", default=None, help="Hub revision of the pretrained components.")
+    # data
+    add("--train_data_dir", default=None, help="Folder of HR training images (or data_dir for imagefolder).")
+    add("--train_file_list", default=None, help="Text file naming the training images in --train_data_dir.")
+    add("--dataset_name", default=None, help="A `datasets` dataset (Hub id, or 'imagefolder').")
+    add("--dataset_config_name", default=None)
+    add("--image_column", default="image", help="Image column of --dataset_name.")
+    add("--cache_dir", default=None, help="Cache folder for `datasets` and the Hub.")
+    add("--lr_data_dir", default=None, help="Paired LR images (same file names as the HR); skips the degradation.")
+    add("--degradation", choices=DEGRADATIONS, default="bicubic", help="How LR training inputs are made.")
+    add("--resolution", type=int, default=None, help="HR crop side in pixels (multiple of 16).")
+    add("--augment", choices=AUGMENTATIONS, default="flip_rot90", help="Random flips / 90-degree rotations.")
+    add("--dataloader_num_workers", type=int, default=0)
+    add("--validation_data_dir", default=None, help="Folder of HR validation images (LR = PIL bicubic / 4).")
+    add("--validation_file_list", default=None)
+    add("--num_validation_images", type=int, default=4, help="Validation images used (the first N).")
+    add("--validation_crop", type=int, default=256, help="Centre crop of each validation HR image (pixels).")
+    add("--validation_steps", type=int, default=500, help="Validate every N steps (and at the end).")
+    add("--validation_inference_steps", type=int, default=15, help="Sampling steps of diffusion validation.")
+    # optimisation
+    add("--train_batch_size", type=int, default=None, help="Batch size per process.")
+    add("--max_train_steps", type=int, default=None, help="Optimiser steps.")
+    add("--gradient_accumulation_steps", type=int, default=1)
+    add("--gradient_checkpointing", action="store_true", help="Trade compute for memory (UNet).")
+    add("--learning_rate", type=float, default=None)
+    add("--scale_lr", action="store_true", help="Scale the LR by accumulation x batch size x processes.")
+    add("--lr_scheduler", default="constant_with_warmup",
+        help='"linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup".')
+    add("--lr_warmup_steps", type=int, default=None)
+    add("--adam_beta1", type=float, default=0.9)
+    add("--adam_beta2", type=float, default=0.999)
+    add("--adam_weight_decay", type=float, default=0.0)
+    add("--adam_epsilon", type=float, default=1e-8)
+    add("--max_grad_norm", type=float, default=1.0)
+    add("--use_ema", action="store_true", help="Keep an EMA of the trained weights; it is what gets saved.")
+    add("--ema_decay", type=float, default=None)
+    add("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
+        help="Defaults to the accelerate config's value.")
+    add("--allow_tf32", action="store_true")
+    add("--seed", type=int, default=0)
+    # losses
+    add("--lpips_weights", default=None, help="Folder of offline LPIPS backbones (shared/lpips).")
+    add("--lpips_net", choices=("alex", "vgg"), default=None,
+        help="LPIPS network of the training losses (default: alex for tiny, 17x cheaper on CPU; vgg for full).")
+    add("--lpips_weight", type=float, default=None,
+        help="Autoencoder: LPIPS weight. Diffusion: final weight of the LPIPS ramp (default 0.1).")
+    add("--lpips_weight_start", type=float, default=0.02, help="Diffusion: LPIPS weight at step 0.")
+    add("--lpips_ramp_steps", type=int, default=None, help="Diffusion: steps of the LPIPS ramp (default half).")
+    add("--edge_weight", type=float, default=0.1, help="Diffusion: Sobel edge loss weight (0 = off).")
+    add("--fft_weight", type=float, default=0.0, help="Diffusion: FFT loss weight (0 = off).")
+    add("--image_loss_batch_fraction", type=float, default=1.0,
+        help="Diffusion: decode only this fraction of the batch for the image-space terms (saves time).")
+    # autoencoder stage
+    add("--vq_warmup_steps", type=int, default=None, help="Autoencoder: steps trained without quantisation.")
+    add("--vq_init_batches", type=int, default=16, help="Autoencoder: batches of encoder outputs for k-means.")
+    add("--vq_reseed_steps", type=int, default=100, help="Autoencoder: re-seed unused codes every N steps.")
+    add("--commitment_weight", type=float, default=1.0, help="Autoencoder: weight of the quantiser loss.")
+    # checkpoints, logging, hub
+    add("--output_dir", required=True)
+    add("--logging_dir", default="logs", help="Tensorboard folder, relative to --output_dir.")
+    add("--report_to", default=None, help='"tensorboard", "wandb", "all" (default: CSV + PNG curves only).')
+    add("--checkpointing_steps", type=int, default=500)
+    add("--checkpoints_total_limit", type=int, default=None)
+    add("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
+    add("--push_to_hub", action="store_true")
+    add("--hub_model_id", default=None)
+    add("--hub_token", default=None)
+    add("--debug_dump_rank_weights", action="store_true",
+        help="At the end every process writes its trained weights to OUTPUT_DIR/rank_weights/ (DDP tests).")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for key, value in DEFAULTS[(args.preset, args.stage)].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.lpips_weight is None:
+        args.lpips_weight = 0.1
+    if args.lpips_ramp_steps is None:
+        args.lpips_ramp_steps = args.max_train_steps // 2
+    env_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if env_rank != -1:
+        args.local_rank = env_rank
+    if args.resolution % 16:
+        raise ValueError(f"--resolution must be a multiple of 16 (LR crop a multiple of 4), got {args.resolution}.")
+    if args.stage in ("adapter", "diffusion") and args.vqvae_model_name_or_path is None:
+        raise ValueError(f"--stage {args.stage} needs --vqvae_model_name_or_path (the autoencoder stage's output).")
+    if args.stage == "diffusion" and args.dwt_encoder_model_name_or_path is None:
+        raise ValueError("--stage diffusion needs --dwt_encoder_model_name_or_path (the adapter stage's output).")
+    if args.dataset_name is None and args.train_data_dir is None:
+        raise ValueError("Give --train_data_dir (an image folder) or --dataset_name.")
+    if args.push_to_hub and args.hub_model_id is None:
+        raise ValueError("--push_to_hub needs --hub_model_id.")
+    if not 0 < args.image_loss_batch_fraction <= 1:
+        raise ValueError(f"--image_loss_batch_fraction must be in (0, 1], got {args.image_loss_batch_fraction}.")
+    return args

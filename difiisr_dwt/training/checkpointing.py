@@ -1,0 +1,180 @@
+"""Atomic training checkpoints on top of ``accelerator.save_state`` / ``load_state``.
+
+A checkpoint is written into a hidden temporary folder and renamed to ``checkpoint-<step>`` only when
+every process has finished writing, so a kill during a save never leaves a ``checkpoint-*`` folder
+that cannot load; ``latest`` only considers complete folders (with ``training_state.json``).
+
+The trained component is saved by a save hook as a ``save_pretrained`` folder (safetensors) instead
+of accelerate's flat ``model.safetensors``; the EMA weights as a second folder of the same component.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers.training_utils import EMAModel
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.json"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``output_dir`` as ``(step, path)``, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        match = _CHECKPOINT_RE.match(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None) -> Path | None:
+    """``"latest"`` -> the newest complete checkpoint of ``output_dir`` (``None`` when there is none, so a
+    first run with ``--resume_from_checkpoint latest`` starts fresh); a path -> that checkpoint, checked."""
+    if resume_from is None:
+        return None
+    if resume_from == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1][1] if checkpoints else None
+    path = Path(resume_from)
+    if not path.is_absolute() and not path.exists():
+        path = Path(output_dir) / resume_from
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from}: {path} is not a complete checkpoint "
+                                f"(no {STATE_FILE}).")
+    return path
+
+
+def read_training_state(checkpoint: str | os.PathLike) -> dict:
+    with open(Path(checkpoint) / STATE_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state: dict,
+                    total_limit: int | None = None) -> Path:
+    """Save the accelerate state at ``step`` atomically; call on every process.
+
+    Args:
+        state: JSON-serialisable training state (the step and anything needed to resume).
+        total_limit: keep at most this many checkpoints (the oldest are removed after the save).
+    """
+    output_dir = Path(output_dir)
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every rank's RNG file is written
+    if accelerator.is_main_process:
+        with open(tmp / STATE_FILE, "w", encoding="utf-8") as f:
+            json.dump({"step": step, **state}, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        replace_dir(tmp, final)  # a resumed run passing an old step again replaces the stale copy
+        if total_limit is not None:
+            for _, old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        logger.info("Saved checkpoint %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move the complete folder ``src`` to ``dst`` by renames only, replacing an existing ``dst``."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        stale = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(dst, stale)
+        os.replace(src, dst)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def save_folder_atomic(save_fn, path: str | os.PathLike) -> str:
+    """Call ``save_fn(tmp_folder)`` (e.g. a ``save_pretrained``) and rename the result to ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_fn(str(tmp))
+    replace_dir(tmp, path)
+    return str(path)
+
+
+def _ema_meta_path(folder: Path) -> Path:
+    return folder / "ema_state.json"
+
+
+def register_hooks(accelerator, component, name: str, ema: EMAModel | None, trainable) -> None:
+    """Save/load hooks writing ``save_pretrained`` folders instead of accelerate's model files.
+
+    Args:
+        component: the `ModelMixin` whose folder is saved (``VQModel``, ``DWTEncoder``, ``UNet2DModel``);
+            the prepared modules share their parameters with it.
+        name: its folder name in the checkpoint (``<name>`` and ``<name>_ema``).
+        ema: the EMA of ``trainable``'s parameters, or ``None``.
+        trainable: a callable returning the parameters the EMA tracks (in order).
+    """
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            component.save_pretrained(os.path.join(output_dir, name))
+            if ema is not None:
+                folder = Path(output_dir) / f"{name}_ema"
+                ema.store(trainable())
+                ema.copy_to(trainable())
+                component.save_pretrained(folder)
+                ema.restore(trainable())
+                meta = {k: v for k, v in ema.state_dict().items() if k not in ("shadow_params", "collected_params")}
+                with open(_ema_meta_path(folder), "w", encoding="utf-8") as f:
+                    json.dump(meta, f, indent=2)
+        while weights:  # the folders above replace accelerate's own model files
+            weights.pop()
+
+    def load_hook(models, input_dir):
+        while models:
+            models.pop()
+        loaded = type(component).from_pretrained(os.path.join(input_dir, name))
+        component.load_state_dict(loaded.state_dict())
+        if ema is not None:
+            folder = Path(input_dir) / f"{name}_ema"
+            loaded = type(component).from_pretrained(folder)
+            # the EMA tracks a subset of the component's parameters: map them by name
+            by_id = {id(p): n for n, p in component.named_parameters()}
+            ema_params = dict(loaded.named_parameters())
+            shadow = [ema_params[by_id[id(p)]].detach().clone() for p in trainable()]
+            with open(_ema_meta_path(folder), encoding="utf-8") as f:
+                meta = json.load(f)
+            ema.load_state_dict({**meta, "shadow_params": shadow})
+            ema.to(next(iter(trainable())).device)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def dump_rank_weights(module: torch.nn.Module, output_dir: str | os.PathLike, rank: int) -> Path:
+    """Write this process's trained weights to ``OUTPUT_DIR/rank_weights/rank<r>.safetensors`` (tests compare
+    them across ranks: accelerate itself only saves from the main process)."""
+    from safetensors.torch import save_file
+
+    folder = Path(output_dir) / "rank_weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"rank{rank}.safetensors"
+    tmp = folder / f".rank{rank}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return path

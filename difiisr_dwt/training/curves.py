@@ -1,0 +1,89 @@
+"""Per-step training curves: a CSV that survives resumes and a PNG of every loss term and the LR."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+
+class CurveLog:
+    """Append-only CSV of per-step values (``step`` first); columns are fixed by the first row written.
+
+    On resume, rows after the resumed step are dropped, so the file always describes one run.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.columns: list[str] | None = None
+        if self.path.is_file():
+            with open(self.path, encoding="utf-8", newline="") as f:
+                header = next(csv.reader(f), None)
+            self.columns = header or None
+
+    def read(self) -> list[dict[str, float]]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, encoding="utf-8", newline="") as f:
+            return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+
+    def truncate(self, step: int) -> None:
+        """Keep the rows with ``step <= step`` (atomically)."""
+        if not self.path.is_file() or self.columns is None:
+            return
+        rows = [r for r in self.read() if r["step"] <= step]
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _fmt(row.get(k, math.nan)) for k in self.columns})
+        os.replace(tmp, self.path)
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        row = {"step": step, **values}
+        if self.columns is None:
+            self.columns = list(row)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with open(self.path, "a", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(k, math.nan)) for k in self.columns])
+
+    def plot(self, png_path: str | os.PathLike, skip: tuple[str, ...] = ("step",)) -> None:
+        """One panel per column (log-scale y for losses), written atomically."""
+        rows = self.read()
+        if not rows:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = [c for c in self.columns if c not in skip]
+        cols = min(3, len(names))
+        nrows = math.ceil(len(names) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
+        steps = [r["step"] for r in rows]
+        for ax, name in zip(axes.flat, names):
+            values = [r[name] for r in rows]
+            ax.plot(steps, values, linewidth=0.8)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            positive = [v for v in values if v == v]
+            if name not in ("lr", "codebook_usage") and positive and min(positive) > 0:
+                ax.set_yscale("log")
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        fig.tight_layout()
+        png_path = Path(png_path)
+        tmp = png_path.with_name(f".{png_path.name}.tmp")
+        fig.savefig(tmp, dpi=90, format="png")
+        plt.close(fig)
+        os.replace(tmp, png_path)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.8g}" if isinstance(value, float) else str(value)

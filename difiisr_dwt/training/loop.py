@@ -1,0 +1,233 @@
+"""The training loop shared by the three stages: accelerate setup, optimiser, EMA, exact resume,
+logging, checkpoints and validation.
+
+Exact resume rests on three things: the model, optimiser, LR schedule and EMA come back from the
+checkpoint; the data stream is a pure function of the step (:class:`~difiisr_dwt.data.StreamSampler`);
+and every random draw of a step (timesteps, noise, degradation) comes from a generator seeded by
+``(seed, step, micro-batch, rank)`` rather than from a global RNG whose position a restart would lose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+
+from difiisr_dwt.data import StreamSampler, build_training_dataset
+from difiisr_dwt.training.checkpointing import (
+    dump_rank_weights,
+    read_training_state,
+    register_hooks,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from difiisr_dwt.training.curves import CurveLog
+from difiisr_dwt.training.stage import Stage
+
+logger = get_logger(__name__)
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
+    """A generator for one micro-batch's random draws, independent of everything that ran before."""
+    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return generator
+
+
+@contextlib.contextmanager
+def ema_weights(ema: EMAModel | None, parameters: list[torch.nn.Parameter]):
+    """Temporarily put the EMA weights into ``parameters`` (no-op without EMA)."""
+    if ema is None:
+        yield
+        return
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    try:
+        yield
+    finally:
+        ema.restore(parameters)
+
+
+def _scalar_config(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+
+
+def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
+    """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share)."""
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        kwargs_handlers=[DistributedDataParallelKwargs(**getattr(stage_cls, "ddp_options", {}))],
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)  # identical initial weights on every rank
+
+    stage = stage_cls(args, accelerator)
+    parameters = list(stage.trainable_parameters())
+    batch = args.train_batch_size
+    num_processes = accelerator.num_processes
+    learning_rate = args.learning_rate
+    if args.scale_lr:
+        learning_rate *= args.gradient_accumulation_steps * batch * num_processes
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    # the prepared scheduler steps once per process each optimiser step
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * num_processes,
+                                 num_training_steps=args.max_train_steps * num_processes)
+    module, optimizer, lr_scheduler = accelerator.prepare(stage.module, optimizer, lr_scheduler)
+    ema = EMAModel(parameters, decay=args.ema_decay) if args.use_ema else None
+    register_hooks(accelerator, stage.component, stage.component_name, ema, lambda: parameters)
+
+    global_step = 0
+    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        logger.info(f"Resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        state = read_training_state(checkpoint)
+        global_step = int(state["step"])
+        stage.load_state(state.get("stage", {}))
+    elif args.resume_from_checkpoint:
+        logger.info("No checkpoint to resume from: starting a new run.")
+
+    dataset = build_training_dataset(args)
+    sampler = StreamSampler(len(dataset), batch, args.seed, num_processes, accelerator.process_index,
+                            start=global_step * args.gradient_accumulation_steps)
+    dataloader = DataLoader(
+        dataset, batch_size=batch, sampler=sampler, num_workers=args.dataloader_num_workers,
+        pin_memory=accelerator.device.type == "cuda", persistent_workers=args.dataloader_num_workers > 0,
+        generator=torch.Generator().manual_seed(args.seed),  # keeps the global RNG untouched
+    )
+
+    curves = CurveLog(output_dir / "curves.csv")
+    if accelerator.is_main_process:
+        curves.truncate(global_step)
+        accelerator.init_trackers("difiisr-dwt", config=_scalar_config(args))
+    logger.info(f"Stage {stage.name}: {len(dataset)} images, {sum(p.numel() for p in parameters):,} trained "
+                f"parameters, {num_processes} process(es) x batch {batch} x accumulation "
+                f"{args.gradient_accumulation_steps}, steps {global_step} -> {args.max_train_steps}")
+
+    timing = {"steps": 0, "samples": 0, "step_s": 0.0, "data_wait_s": 0.0}
+    batches = iter(dataloader)
+    while global_step < args.max_train_steps:
+        step_start = time.perf_counter()
+        wait = 0.0
+        sums: dict[str, float] = {}
+        for micro in range(args.gradient_accumulation_steps):
+            t0 = time.perf_counter()
+            micro_batch = next(batches)
+            wait += time.perf_counter() - t0
+            micro_batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in micro_batch.items()}
+            generator = step_generator(args.seed, global_step, micro, accelerator.process_index, accelerator.device)
+            with accelerator.accumulate(module), accelerator.autocast():
+                losses = stage.training_step(module, micro_batch, generator, global_step)
+                accelerator.backward(losses["loss"])
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / args.gradient_accumulation_steps
+        global_step += 1
+        if ema is not None:
+            ema.step(parameters)
+        extra = stage.after_optimizer_step(module, optimizer, micro_batch, global_step)
+        names = sorted(sums)
+        reduced = accelerator.reduce(torch.tensor([sums[n] for n in names], device=accelerator.device), "mean")
+        values = {n: float(v) for n, v in zip(names, reduced.cpu())}
+        values.update(extra)
+        values["lr"] = lr_scheduler.get_last_lr()[0]
+        step_time = time.perf_counter() - step_start
+        values.update(step_s=step_time, data_wait_s=wait)
+        if global_step > 1:  # the first step pays for lazy initialisation
+            timing["steps"] += 1
+            timing["samples"] += batch * num_processes * args.gradient_accumulation_steps
+            timing["step_s"] += step_time
+            timing["data_wait_s"] += wait
+        if accelerator.is_main_process:
+            curves.append(global_step, values)
+            accelerator.log(values, step=global_step)
+            if global_step % 10 == 0 or global_step == args.max_train_steps:
+                logger.info(f"step {global_step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+
+        if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
+            save_checkpoint(accelerator, output_dir, global_step, {"stage": stage.state()},
+                            args.checkpoints_total_limit)
+            if accelerator.is_main_process:
+                curves.plot(output_dir / "curves.png")
+        if args.validation_data_dir and (global_step % args.validation_steps == 0
+                                         or global_step == args.max_train_steps):
+            if accelerator.is_main_process:
+                with ema_weights(ema, parameters):
+                    metrics = stage.validate(global_step, str(output_dir))
+                accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=global_step)
+                _append_jsonl(output_dir / "validation.jsonl", {"step": global_step, **metrics})
+                logger.info(f"validation at step {global_step}: {metrics}")
+            accelerator.wait_for_everyone()
+
+    summary = _timing_summary(timing)
+    if args.debug_dump_rank_weights:
+        dump_rank_weights(accelerator.unwrap_model(module), output_dir, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        curves.plot(output_dir / "curves.png")
+        with ema_weights(ema, parameters):
+            folders = stage.save_final(str(output_dir))
+        with open(output_dir / "timing.json", "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+        logger.info(f"Saved {', '.join(folders)}; {summary}")
+        if args.push_to_hub:
+            _push(args, folders)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _timing_summary(timing: dict) -> dict:
+    if not timing["steps"]:
+        return {"steps_timed": 0}
+    return {
+        "steps_timed": timing["steps"],
+        "samples_per_s": timing["samples"] / timing["step_s"],
+        "s_per_step": timing["step_s"] / timing["steps"],
+        "data_wait_share": timing["data_wait_s"] / timing["step_s"],
+    }
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()})
+                + "\n")
+
+
+def _push(args: argparse.Namespace, folders: list[str]) -> None:
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = create_repo(args.hub_model_id, exist_ok=True, token=args.hub_token).repo_id
+    for folder in folders:
+        upload_folder(repo_id=repo_id, folder_path=folder, path_in_repo=os.path.basename(folder),
+                      token=args.hub_token, commit_message=f"{args.stage} stage, step {args.max_train_steps}")

@@ -1,0 +1,252 @@
+"""Gradio demo of DifIISR-DWT: x4 super-resolution of infrared images, next to bicubic.
+
+Run locally (binds 127.0.0.1; on a Hugging Face Space the same file runs unchanged):
+
+    python examples/gradio_app/app.py [--model PATH_OR_REPO] [--port 7860]
+
+The pipeline is loaded once at start, on the GPU when there is one. Uploads are PNG / JPEG / TIFF,
+8- or 16-bit, grayscale or RGB; the result file keeps the input's channels and bit depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+HERE = Path(__file__).resolve().parent
+if (HERE.parent.parent / "difiisr_dwt").is_dir():  # a checkout: use its package and embedded model
+    sys.path.insert(0, str(HERE.parent.parent))
+
+from imaging import (  # noqa: E402  (a sibling file: the script's folder is on sys.path)
+    PALETTES,
+    UPLOAD_SUFFIXES,
+    UploadError,
+    bicubic_x4,
+    bit_depth,
+    colorize,
+    open_upload,
+    quantize,
+    save_result,
+    to_unit,
+)
+
+try:
+    from difiisr_dwt import DEFAULT_MODEL
+    from difiisr_dwt.loading import load_pipeline
+except ImportError:  # a Space ships this folder without the difiisr_dwt package
+    DEFAULT_MODEL = load_pipeline = None
+
+#: The model of the Space (its README's ``models:``), used when neither ``--model`` nor the package is there.
+HUB_MODEL = "org/difiisr-dwt"
+#: 640x512, the largest common thermal sensor (x4: 2560x2048 out).
+MAX_INPUT_PIXELS = 640 * 512
+EXAMPLE_DIRS = (HERE / "images", HERE.parent / "images")  # in a Space, or in this repository
+
+logger = logging.getLogger("difiisr_dwt.gradio_app")
+
+
+@dataclass
+class Upscaled:
+    """One upscaled upload.
+
+    Args:
+        result: full-resolution result in the input's mode (``L``, ``RGB`` or 16-bit ``I;16``).
+        result_u8, bicubic_u8: `(4h, 4w, C)` uint8 display arrays (``C`` 1 or 3), same grey scale.
+        info: one line for the user: sizes, bit depth, steps, time, device.
+    """
+
+    result: PIL.Image.Image
+    result_u8: np.ndarray
+    bicubic_u8: np.ndarray
+    info: str
+
+
+def load(model: str | None, device: str | None = None):
+    """The pipeline on ``device`` (the GPU when present), with its console progress bar off."""
+    model = model or os.environ.get("DIFIISR_MODEL") or DEFAULT_MODEL or HUB_MODEL
+    if load_pipeline is not None:
+        pipe = load_pipeline(model, device)
+    else:
+        from diffusers import DiffusionPipeline
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=True).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _checked_int(value, name: str, low: int, high: int) -> int:
+    """Sliders and API clients may send floats; accept integral values within [low, high] only."""
+    if value is None or float(value) != int(value) or not low <= int(value) <= high:
+        raise UploadError(f"{name} must be a whole number in [{low}, {high}], got {value!r}.")
+    return int(value)
+
+
+def upscale_file(
+    pipe, path: str, steps: int, seed: int, tile_size: int, max_pixels: int = MAX_INPUT_PIXELS, on_step=None
+) -> Upscaled:
+    """Upscale one uploaded file x4.
+
+    Args:
+        pipe: a loaded ``DifIISRDWTPipeline``.
+        path: the upload (PNG / JPEG / TIFF).
+        steps: sampling steps, 1..T of the model's scheduler.
+        seed: seed of the sampling noise, 0..2**32-1 (the same seed gives the same result).
+        tile_size: LR pixels per diffusion tile, 0 for the whole image at once.
+        max_pixels: largest accepted input (width x height).
+        on_step: ``fn(done, total)`` after every sampling step (progress).
+
+    Raises:
+        UploadError: a bad upload or setting. ``ValueError`` from the pipeline: an input it rejects.
+    """
+    steps = _checked_int(steps, "Steps", 1, pipe.scheduler.config.num_train_timesteps)
+    seed = _checked_int(seed, "Seed", 0, 2**32 - 1)
+    tile_size = _checked_int(tile_size, "Tile size", 0, 4096)
+    image = open_upload(path, max_pixels)
+
+    def callback(pipeline, i, t, callback_kwargs):
+        if on_step is not None:
+            on_step(i + 1, steps)
+        return {}
+
+    start = time.perf_counter()
+    output = pipe(
+        image,
+        num_inference_steps=steps,
+        generator=torch.Generator("cpu").manual_seed(seed),  # CPU generator: the same noise on any device
+        tile_size=tile_size or None,
+        tile_overlap=min(16, tile_size // 4),  # the pipeline's default, kept below small tiles
+        callback_on_step_end=callback,
+    )
+    seconds = time.perf_counter() - start
+    result, value_range = output.images[0], output.value_ranges[0]
+    bicubic = bicubic_x4(to_unit(image, value_range), pipe.upscale_factor)
+    info = (
+        f"{Path(path).name}: {image.width}x{image.height} {bit_depth(image)}-bit {image.mode} -> "
+        f"{result.width}x{result.height} {bit_depth(result)}-bit {result.mode}; {steps} steps, seed {seed}, "
+        f"{seconds:.1f} s on {pipe.device.type}"
+    )
+    return Upscaled(result, quantize(to_unit(result, value_range)), quantize(bicubic), info)
+
+
+def find_examples() -> tuple[list[str], str]:
+    """Example image paths and their attribution text (``images/ATTRIBUTION.md``), from the first folder found."""
+    for folder in EXAMPLE_DIRS:
+        paths = sorted(str(p) for p in folder.glob("*") if p.suffix.lower() in UPLOAD_SUFFIXES)
+        if paths:
+            attribution = folder / "ATTRIBUTION.md"
+            return paths, attribution.read_text(encoding="utf-8") if attribution.is_file() else ""
+    return [], ""
+
+
+def as_user_error(error: Exception) -> gr.Error:
+    """A readable ``gr.Error`` for any failure (the message is HTML: escape what came from the user)."""
+    if isinstance(error, ValueError):  # UploadError, or an input the pipeline rejects
+        message = html.escape(str(error), quote=False)
+        return gr.Error(message, title="Cannot upscale this input", print_exception=False)
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return gr.Error("Out of GPU memory; set a tile size (e.g. 128) and try again.", title="Out of memory")
+    logger.exception("Upscaling failed")
+    message = html.escape(f"Upscaling failed: {type(error).__name__}: {error}", quote=False)
+    return gr.Error(message, title="Upscaling failed")
+
+
+def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | None = None) -> gr.Blocks:
+    """The Blocks app around a loaded pipeline; ``upscale`` is also its API endpoint (``/upscale``)."""
+    output_root = output_root or Path(tempfile.gettempdir()) / "difiisr_dwt_gradio"
+    max_steps = pipe.scheduler.config.num_train_timesteps
+    examples, attribution = find_examples()
+
+    def run(path, steps, seed, tile_size, palette, progress=gr.Progress()):
+        try:
+            progress(0, desc="Sampling")
+            out = upscale_file(
+                pipe, path, steps, seed, tile_size, max_pixels,
+                on_step=lambda done, total: progress((done, total), desc="Sampling", unit="steps"),
+            )
+            download = save_result(out.result, Path(path).name, output_root)
+            pair = (colorize(out.bicubic_u8, palette), colorize(out.result_u8, palette))
+        except Exception as error:  # every failure becomes a readable message, never a stack trace
+            raise as_user_error(error) from error
+        return pair, str(download), out.info, (out.bicubic_u8, out.result_u8)
+
+    def recolor(shown, palette):
+        if shown is None:
+            return gr.skip()
+        try:
+            return tuple(colorize(image, palette) for image in shown)
+        except Exception as error:
+            raise as_user_error(error) from error
+
+    with gr.Blocks(title="DifIISR-DWT: x4 infrared super-resolution", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# DifIISR-DWT: x4 infrared super-resolution\n"
+            "Residual-shifting diffusion in Haar-wavelet space with a VQ-f4 decoder. Upload a thermal image "
+            f"(PNG / JPEG / TIFF, 8- or 16-bit, grayscale or RGB, at most {max_pixels:,} pixels). "
+            "Drag the slider to compare bicubic (left) with the result (right)."
+        )
+        shown = gr.State(None, time_to_live=3600)  # uint8 (bicubic, result): palette changes need no rerun
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Infrared image", file_types=list(UPLOAD_SUFFIXES),
+                                 elem_id="upload")
+                steps = gr.Slider(1, max_steps, value=min(15, max_steps), step=1, label="Sampling steps",
+                                  elem_id="steps")
+                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
+                tile_size = gr.Slider(0, 512, value=0, step=32, label="Tile size (LR pixels; 0 = whole image)")
+                palette = gr.Dropdown(list(PALETTES), value=PALETTES[0], label="Display palette (display only)",
+                                      elem_id="palette")
+                button = gr.Button("Upscale x4", variant="primary", elem_id="run")
+                if examples:
+                    gr.Examples([[p] for p in examples], inputs=[upload], label="Example IR frames")
+                    if attribution:
+                        with gr.Accordion("Example image sources", open=False):
+                            gr.Markdown(attribution)
+            with gr.Column(scale=2):
+                slider = gr.ImageSlider(label="Bicubic | DifIISR-DWT", format="png", elem_id="result",
+                                        interactive=False)
+                download = gr.File(label="Full-resolution result (input bit depth)", interactive=False,
+                                   elem_id="download")
+                info = gr.Markdown(elem_id="info")
+        button.click(run, [upload, steps, seed, tile_size, palette], [slider, download, info, shown],
+                     api_name="upscale", concurrency_limit=1)
+        palette.change(recolor, [shown, palette], slider, api_visibility="private", show_progress="hidden")
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None,
+                        help="pipeline folder or Hub repo id (default: $DIFIISR_MODEL, else the embedded model)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: the GPU when present)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to bind (default 127.0.0.1; a Space sets GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_INPUT_PIXELS, help="largest input, width x height")
+    parser.add_argument("--queue-size", type=int, default=16, help="requests waiting at most; more are turned away")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    pipe = load(args.model, args.device)
+    demo = build_demo(pipe, args.max_pixels)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size="100mb",
+                allowed_paths=[str(d) for d in EXAMPLE_DIRS if d.is_dir()])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Image handling for the demo: checked uploads, display arrays, thermal palettes, result files.
+
+Needs only numpy, PIL and torch (matplotlib for its colour maps), so that the Space runs without the
+``difiisr_dwt`` package.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Display palettes. Grayscale shows an image as it is (colour inputs included); the others colour
+#: the luminance and only change what is shown, never the result file.
+PALETTES = ("Grayscale (white hot)", "Black hot", "Ironbow", "Inferno", "Magma", "Turbo (rainbow)")
+_MATPLOTLIB_MAPS = {"Inferno": "inferno", "Magma": "magma", "Turbo (rainbow)": "turbo"}
+# FLIR-style "iron" palette as control points: black -> indigo -> magenta -> orange -> yellow -> white.
+_IRONBOW = [(0.0, (0, 0, 0)), (0.15, (32, 0, 110)), (0.35, (140, 0, 160)), (0.55, (220, 50, 60)),
+            (0.75, (250, 150, 0)), (0.9, (255, 225, 60)), (1.0, (255, 255, 255))]
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, the weights of PIL's convert("L")
+
+
+class UploadError(ValueError):
+    """An upload the demo cannot use; the message is shown to the user as it is."""
+
+
+def open_upload(path: str | os.PathLike | None, max_pixels: int) -> PIL.Image.Image:
+    """Open an uploaded PNG / JPEG / TIFF, checking its size *before* decoding the pixels.
+
+    Returns:
+        The decoded image in its own mode (``L``, ``RGB``, ``I;16``...).
+
+    Raises:
+        UploadError: no file, an unsupported suffix, an unreadable file, or more than ``max_pixels``.
+    """
+    if path is None:
+        raise UploadError("Upload an image first (PNG, JPEG or TIFF; 8- or 16-bit; grayscale or RGB).")
+    name = Path(path).name
+    if Path(path).suffix.lower() not in UPLOAD_SUFFIXES:
+        raise UploadError(f"{name}: unsupported file type; upload a PNG, JPEG or TIFF image.")
+    try:
+        with PIL.Image.open(path) as image:  # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                raise UploadError(
+                    f"{name} is {width}x{height} = {width * height:,} pixels; this demo accepts at most "
+                    f"{max_pixels:,} input pixels. Crop or downscale the image and try again."
+                )
+            image.load()  # decode now, so that a truncated file fails here with its name
+            return image.copy()
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+        if isinstance(error, UploadError):
+            raise
+        # PIL's messages name the server-side temporary path: show the file's own name instead
+        reason = str(error).replace(str(path), name)
+        if isinstance(error, PIL.UnidentifiedImageError):
+            reason = "not an image"
+        raise UploadError(f"{name} is not a readable PNG, JPEG or TIFF image ({reason}).") from error
+
+
+def bit_depth(image: PIL.Image.Image) -> int:
+    return 16 if image.mode.startswith("I") else 8
+
+
+def to_unit(image: PIL.Image.Image, value_range: tuple[float, float]) -> np.ndarray:
+    """`(H, W, C)` float32 in [0, 1], ``C`` 1 or 3; integer (16-bit) modes map ``value_range`` to [0, 1].
+
+    The pipeline reports the range it used for a 16-bit input in ``value_ranges``; input and result
+    are shown with that same range, so that their grey levels compare.
+    """
+    if image.mode.startswith("I"):
+        low, high = value_range
+        array = (np.asarray(image, dtype=np.float64) - low) / max(high - low, 1e-12)
+    else:
+        gray = image.mode in ("1", "L", "LA")
+        array = np.asarray(image.convert("L" if gray else "RGB"), dtype=np.float64) / 255
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return np.clip(array, 0, 1).astype(np.float32)
+
+
+def bicubic_x4(unit: np.ndarray, factor: int = 4) -> np.ndarray:
+    """Bicubic upscale of `(h, w, C)` [0, 1] floats to `(factor*h, factor*w, C)`, as the pipeline's condition."""
+    tensor = torch.from_numpy(unit).permute(2, 0, 1)[None]
+    upsampled = F.interpolate(tensor, scale_factor=factor, mode="bicubic", align_corners=False)
+    return upsampled[0].permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def quantize(unit: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8 with the same shape (display only)."""
+    return np.rint(unit * 255).astype(np.uint8)
+
+
+@cache
+def palette_lut(palette: str) -> np.ndarray | None:
+    """`(256, 3)` uint8 look-up table of ``palette``; ``None`` for grayscale (shown as it is)."""
+    if palette not in PALETTES:
+        raise UploadError(f"Unknown palette {palette!r}; choose one of: {', '.join(PALETTES)}.")
+    levels = np.linspace(0, 1, 256)
+    if palette == "Grayscale (white hot)":
+        return None
+    if palette == "Black hot":
+        gray = np.rint(255 - levels * 255)
+        return np.repeat(gray[:, None], 3, axis=1).astype(np.uint8)
+    if palette == "Ironbow":
+        positions = [p for p, _ in _IRONBOW]
+        colors = np.array([c for _, c in _IRONBOW], dtype=np.float64)
+        lut = np.stack([np.interp(levels, positions, colors[:, k]) for k in range(3)], axis=1)
+        return np.rint(lut).astype(np.uint8)
+    import matplotlib  # imported here: only colour palettes need it
+
+    rgba = matplotlib.colormaps[_MATPLOTLIB_MAPS[palette]](levels)
+    return np.rint(rgba[:, :3] * 255).astype(np.uint8)
+
+
+def colorize(image_u8: np.ndarray, palette: str) -> np.ndarray:
+    """`(H, W, C)` uint8 (``C`` 1 or 3) -> `(H, W, 3)` uint8 in ``palette``."""
+    lut = palette_lut(palette)
+    if lut is None:
+        return np.repeat(image_u8, 3, axis=2) if image_u8.shape[2] == 1 else image_u8
+    if image_u8.shape[2] == 1:
+        index = image_u8[:, :, 0]
+    else:
+        index = np.rint(image_u8.astype(np.float64) @ _LUMA).astype(np.uint8)
+    return lut[index]
+
+
+def save_result(image: PIL.Image.Image, upload_name: str, output_root: Path, max_age_s: float = 3600) -> Path:
+    """Write the full-resolution result for download and forget results older than ``max_age_s``.
+
+    TIFF uploads get a TIFF back, the others a PNG (lossless, and 16-bit where the input was). Each
+    result gets a fresh private folder, and its path is handed out only after the file is complete.
+    """
+    output_root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in output_root.glob("*/*"):
+        try:
+            if now - old.stat().st_mtime > max_age_s:
+                old.unlink()
+                old.parent.rmdir()
+        except OSError:  # gone already, or a folder someone else is using: not ours to fail on
+            pass
+    suffix = ".tif" if Path(upload_name).suffix.lower() in (".tif", ".tiff") else ".png"
+    path = Path(tempfile.mkdtemp(dir=output_root)) / f"{Path(upload_name).stem}_x4{suffix}"
+    image.save(path)
+    return path

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random pipelines and the optional ``../shared`` data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DIFIISR_SHARED", REPO.parent / "shared"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` (real IR data, LPIPS weights, reference schedules); skips where it is absent."""
+    if not (SHARED / "DESIGN.md").is_file():
+        pytest.skip(f"needs the project's shared/ folder beside the checkout ({SHARED} not found)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def lpips_weights(shared_dir: Path) -> Path:
+    return shared_dir / "lpips"
+
+
+@pytest.fixture
+def tiny_pipeline():
+    """A seeded pipeline of freshly initialised ``test``-preset components (no progress bar)."""
+    from difiisr_dwt.presets import build_pipeline
+
+    return build_pipeline("test", seed=0)

@@ -1,0 +1,157 @@
+"""``difiisr-dwt bench``: a ``--quick`` smoke run checking the JSON/markdown structure and that every
+figure is a positive finite number (never a timing assertion), plus the measuring tools themselves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from difiisr_dwt.benchmarks import timing
+from difiisr_dwt.benchmarks.end_to_end import predicted_ratio
+from difiisr_dwt.benchmarks.tiling import bench_tiling
+from difiisr_dwt.benchmarks.timing import ComponentTimer, measure_peak_rss
+from difiisr_dwt.benchmarks.vq_start import VQStartEncoder
+from difiisr_dwt.commands import bench
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", *argv])
+    return args.func(args)
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert _run_cli(["--quick", "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_quick_encoder_section(quick_results):
+    section = quick_results["encoder"]
+    assert section["params"]["dwt_encode"] == 90  # the 3x3 depthwise detail downsampler of 9 channels
+    assert section["params"]["vq_encoder"] > section["params"]["dwt_encode"]
+    assert [(r["height"], r["width"]) for r in section["sizes"]] == [(32, 32), (48, 64)]
+    for row in section["sizes"]:
+        assert set(row["seconds"]) == {"dwt_haar", "dwt_ptwt", "copy_floor", "elementwise_floor", "vq_encoder"}
+        assert all(_positive(v) for v in row["seconds"].values()), row["seconds"]
+        assert _positive(row["speedup_vq_over_dwt_haar"]) and _positive(row["dwt_haar_over_copy"])
+        assert row["max_abs_diff_haar_vs_ptwt"] < 1e-5  # both paths compute the same transform
+
+
+def test_quick_end_to_end_section(quick_results):
+    section = quick_results["end_to_end"]
+    assert [e["steps"] for e in section["pipelines"]] == [1, 4, 15]
+    for entry in section["pipelines"]:
+        steps = entry["steps"]
+        for name in ("dwt", "vq_start"):
+            run = entry[name]
+            split = run["split_s"]
+            assert _positive(run["total_s"])
+            assert set(split) == {"encoder", "adapter", "unet", "decoder", "other"}
+            assert all(math.isfinite(v) and v >= 0 for v in split.values()), split
+            assert sum(split.values()) == pytest.approx(run["total_s"], rel=1e-9)
+            assert run["calls"]["unet"] == steps and run["calls"]["decoder"] == 1 and run["calls"]["encoder"] == 1
+        # The VQ start pipeline runs A once more, on Enc's latent: proof its start state came from the VQ encoder.
+        assert entry["dwt"]["calls"]["adapter"] == steps
+        assert entry["vq_start"]["calls"]["adapter"] == steps + 1
+        assert _positive(entry["measured_ratio"]) and _positive(entry["predicted_ratio"])
+    ldm = section["ldm"]
+    assert ldm["steps"] == 100 and ldm["calls"]["unet"] == 100 and ldm["calls"]["decoder"] == 1
+    assert all(_positive(v) for v in section["component_seconds"].values())
+    acceptance = section["acceptance"]
+    assert acceptance["other_share_steps"] == 15 and isinstance(acceptance["ratio_ok"], bool)
+
+
+def test_quick_tiling_section_and_markdown(quick_results, capsys):
+    section = quick_results["tiling"]
+    assert [r["size"] for r in section["sizes"]] == [32, 64]
+    for row in section["sizes"]:
+        assert _positive(row["seconds"])
+        if row["peak_rss_mb"] is not None:  # Linux: the probe works
+            assert _positive(row["peak_rss_mb"]) and row["peak_over_start_mb"] >= 0
+    assert quick_results["meta"]["torch_threads"] >= 1
+
+
+def test_quick_prints_markdown_tables(tmp_path, capsys):
+    assert _run_cli(["--quick", "--only", "encoder"]) == 0
+    text = capsys.readouterr().out
+    assert "### Encoder" in text and "| output WxH |" in text and "### Tiling" not in text
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--e2e-size", "30"], ["--repeats", "0"]])
+def test_bad_arguments_exit_2(argv, capsys):
+    assert _run_cli(["--quick", *argv]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_component_timer_counts_exclusive_time(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    class Model:
+        def inner(self):
+            clock[0] += 2.0
+
+        def outer(self):
+            clock[0] += 1.0
+            self.inner()
+            clock[0] += 0.5
+
+    model = Model()
+    with ComponentTimer() as timer:
+        timer.wrap(model, "outer", "outer")
+        timer.wrap(model, "inner", "inner")
+        model.outer()
+        model.inner()
+    assert timer.seconds == {"outer": 1.5, "inner": 4.0}
+    assert timer.calls == {"outer": 1, "inner": 2}
+    assert "outer" not in vars(model) and "inner" not in vars(model)  # class methods restored
+
+
+def test_predicted_ratio_is_the_issue_formula():
+    c = {"dwt_encoder": 0.0, "vq_encoder": 7.0, "adapter": 0.0, "unet": 1.5, "decoder": 13.0}
+    for steps in (1, 4, 15):
+        assert predicted_ratio(c, steps) == pytest.approx((steps * 1.5 + 13.0) / (7.0 + steps * 1.5 + 13.0))
+
+
+def test_measure_peak_rss_sees_a_64mb_allocation():
+    def allocate():
+        x = torch.ones(16 * 1024 * 1024)  # 64 MB, written so the pages are resident
+        return float(x[-1])
+
+    result, memory = measure_peak_rss(allocate)
+    assert result == 1.0
+    if memory["peak_over_start_mb"] is None:
+        pytest.skip("no resettable resident high-water mark on this OS (/proc/self/clear_refs)")
+    assert memory["peak_over_start_mb"] > 50
+
+
+def test_vq_start_encoder_is_adapter_of_vq_latent(tiny_pipeline):
+    encoder = VQStartEncoder(tiny_pipeline.dwt_encoder, tiny_pipeline.vqvae)
+    images = torch.rand(2, 3, 16, 24) * 2 - 1
+    with torch.no_grad():
+        state = encoder.encode(images)
+        expected = tiny_pipeline.dwt_encoder.project_latent(tiny_pipeline.vqvae.encode(images).latents)
+    assert state.shape == (2, tiny_pipeline.dwt_encoder.out_channels, 4, 6)
+    torch.testing.assert_close(state, expected)
+
+
+@pytest.mark.slow
+def test_tiling_child_process_reports_one_size():
+    result = bench_tiling(
+        (32,), preset="test", steps=1, tile_size=4, tile_overlap=2, decode_tile_size=4, decode_tile_overlap=2,
+        threads=1, isolate=True,
+    )
+    (row,) = result["sizes"]
+    assert row["size"] == 32 and _positive(row["seconds"])
+    assert result["settings"]["isolated"] is True

@@ -1,0 +1,295 @@
+"""The Gradio demo (examples/gradio_app): its functions in-process, and its ``/upscale`` endpoint
+through ``gradio_client`` against the app started as a real server on a free local port."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e .[demo])")
+
+REPO = Path(__file__).resolve().parent.parent
+APP_DIR = REPO / "examples" / "gradio_app"
+MAX_PIXELS = 64 * 64  # the servers' input cap here: 32x24 passes, 80x64 does not
+
+
+def _load_app(app_file: Path = APP_DIR / "app.py", name: str = "difiisr_gradio_app"):
+    sys.path.insert(0, str(APP_DIR))  # app.py imports its sibling imaging.py
+    spec = importlib.util.spec_from_file_location(name, app_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+demo_app = _load_app()
+imaging = sys.modules["imaging"]
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory) -> Path:
+    """A saved ``test``-preset pipeline (Hub layout), as ``--model`` takes it."""
+    from difiisr_dwt.presets import build_pipeline
+
+    folder = tmp_path_factory.mktemp("gradio_model") / "pipeline"
+    build_pipeline("test", seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(pipeline_dir):
+    return demo_app.load(str(pipeline_dir), "cpu")
+
+
+def write_image(path: Path, size=(32, 24), channels: int = 1, bit16: bool = False, seed: int = 0) -> Path:
+    """A random image file of ``size`` (width, height); the suffix picks the format."""
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0]) if channels == 1 else (size[1], size[0], channels)
+    if bit16:
+        array = rng.integers(1000, 60000, shape, dtype=np.uint16)
+    else:
+        array = rng.integers(0, 256, shape, dtype=np.uint8)
+    PIL.Image.fromarray(array).save(path)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(model_dir: Path, work_dir: Path, max_pixels: int = MAX_PIXELS, timeout: float = 120) -> Iterator[str]:
+    """Start ``python examples/gradio_app/app.py`` on a free 127.0.0.1 port; yield its URL; stop it."""
+    port = _free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
+        "GRADIO_TEMP_DIR": str(work_dir / "gradio"), "TMPDIR": str(work_dir),
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    }
+    env.pop("GRADIO_SERVER_NAME", None)
+    log_path = work_dir / "server.log"
+    command = [sys.executable, str(APP_DIR / "app.py"), "--model", str(model_dir), "--port", str(port),
+               "--max-pixels", str(max_pixels), "--device", "cpu"]
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work_dir)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the app exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer on {url} within {timeout} s:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(pipeline_dir, tmp_path_factory) -> Iterator[str]:
+    with running_app(pipeline_dir, tmp_path_factory.mktemp("gradio_server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server, tmp_path_factory):
+    from gradio_client import Client
+
+    return Client(server, download_files=str(tmp_path_factory.mktemp("gradio_downloads")), verbose=False)
+
+
+def predict(client, path: Path, steps=3, seed=0, tile_size=0, palette="Grayscale (white hot)"):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), steps, seed, tile_size, palette, api_name="/upscale")
+
+
+# ---------------------------------------------------------------- in-process
+def test_upscale_file_16bit_gray_keeps_depth_and_size(pipe, tmp_path):
+    path = write_image(tmp_path / "ir16.png", bit16=True)
+    steps_seen = []
+    out = demo_app.upscale_file(pipe, str(path), steps=4, seed=0, tile_size=0,
+                                on_step=lambda done, total: steps_seen.append((done, total)))
+    source = np.asarray(PIL.Image.open(path))
+    assert out.result.mode == "I;16" and out.result.size == (128, 96)
+    result = np.asarray(out.result)
+    assert source.min() <= result.min() and result.max() <= source.max()  # restored to the input's range
+    assert out.result_u8.shape == out.bicubic_u8.shape == (96, 128, 1) and out.result_u8.dtype == np.uint8
+    assert steps_seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert "32x24 16-bit" in out.info and "128x96 16-bit" in out.info
+
+    saved = imaging.save_result(out.result, path.name, tmp_path / "out")
+    assert saved.name == "ir16_x4.png"
+    with PIL.Image.open(saved) as reread:
+        assert reread.mode == "I;16"
+        np.testing.assert_array_equal(np.asarray(reread), result)
+
+
+def test_upscale_file_rgb_jpeg_and_16bit_tiff(pipe, tmp_path):
+    rgb = demo_app.upscale_file(pipe, str(write_image(tmp_path / "rgb.jpg", channels=3)), 2, 0, 0)
+    assert rgb.result.mode == "RGB" and rgb.result.size == (128, 96) and rgb.result_u8.shape == (96, 128, 3)
+
+    tiff = write_image(tmp_path / "ir16.tif", size=(20, 16), bit16=True)
+    out = demo_app.upscale_file(pipe, str(tiff), 2, 0, 0)
+    saved = imaging.save_result(out.result, tiff.name, tmp_path / "out")
+    assert saved.suffix == ".tif"
+    with PIL.Image.open(saved) as reread:
+        assert reread.mode == "I;16" and reread.size == (80, 64)
+
+
+def test_seed_and_tiling_controls(pipe, tmp_path):
+    path = write_image(tmp_path / "ir.png", size=(24, 16))
+    first, again, other = (np.asarray(demo_app.upscale_file(pipe, str(path), 2, seed, 0).result) for seed in (1, 1, 2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    tiled = demo_app.upscale_file(pipe, str(path), 2, 1, tile_size=16)  # 2 tiles across
+    assert tiled.result.size == (96, 64)
+    assert not np.array_equal(np.asarray(tiled.result), first)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (None, None, "Upload an image first"),
+        ("notes.txt", b"hello", "notes.txt: unsupported file type"),
+        ("fake.png", b"this is not a PNG", "fake.png is not a readable PNG, JPEG or TIFF image (not an image)"),
+        ("truncated.png", "truncated", "truncated.png is not a readable"),
+        ("big.png", "big", "big.png is 80x64 = 5,120 pixels; this demo accepts at most 4,096 input pixels"),
+    ],
+)
+def test_bad_uploads_raise_readable_errors(pipe, tmp_path, name, content, message):
+    path = None
+    if name is not None:
+        path = tmp_path / name
+        if content == "big":
+            write_image(path, size=(80, 64))
+        elif content == "truncated":
+            write_image(path, size=(64, 48), channels=3, seed=1)
+            path.write_bytes(path.read_bytes()[:200])
+        else:
+            path.write_bytes(content)
+    with pytest.raises(imaging.UploadError) as error:
+        demo_app.upscale_file(pipe, None if path is None else str(path), 2, 0, 0, max_pixels=MAX_PIXELS)
+    assert message in str(error.value)
+    assert str(tmp_path) not in str(error.value)  # the file's name, never the server's path
+
+
+@pytest.mark.parametrize(("steps", "seed", "tile", "message"), [
+    (0, 0, 0, "Steps must be a whole number in [1, 15]"), (2.5, 0, 0, "Steps"), (2, -1, 0, "Seed"),
+    (2, 0, 31, "`tile_size` must be a positive multiple of 2"),
+])
+def test_bad_settings_raise_readable_errors(pipe, tmp_path, steps, seed, tile, message):
+    path = write_image(tmp_path / "ir.png")
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        demo_app.upscale_file(pipe, str(path), steps, seed, tile)
+
+
+def test_palettes_change_display_only():
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    shown = {name: imaging.colorize(ramp, name) for name in imaging.PALETTES}
+    for name, image in shown.items():
+        assert image.shape == (16, 16, 3) and image.dtype == np.uint8, name
+    np.testing.assert_array_equal(shown["Grayscale (white hot)"], np.repeat(ramp, 3, axis=2))
+    np.testing.assert_array_equal(shown["Black hot"], 255 - shown["Grayscale (white hot)"])
+    for name in ("Ironbow", "Inferno", "Magma", "Turbo (rainbow)"):
+        assert np.ptp(shown[name].astype(int), axis=2).max() > 100, f"{name} has no colour"
+        assert tuple(shown[name][0, 0]) != tuple(shown[name][-1, -1])
+    assert len({image.tobytes() for image in shown.values()}) == len(imaging.PALETTES)
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(imaging.colorize(rgb, "Grayscale (white hot)"), rgb)  # colour input as it is
+    assert imaging.colorize(rgb, "Inferno").shape == (8, 8, 3)
+    with pytest.raises(imaging.UploadError, match="Unknown palette"):
+        imaging.colorize(ramp, "Sepia")
+
+
+def test_space_layout_runs_without_the_package(pipeline_dir, tmp_path, monkeypatch):
+    """A Space holds only app.py + imaging.py: the app must load and run without ``difiisr_dwt``."""
+    space = tmp_path / "space"
+    space.mkdir()
+    for name in ("app.py", "imaging.py"):
+        shutil.copy(APP_DIR / name, space / name)
+    for module in ("difiisr_dwt", "difiisr_dwt.loading"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes `import difiisr_dwt` fail
+    space_app = _load_app(space / "app.py", "difiisr_gradio_space_app")
+    assert space_app.load_pipeline is None and space_app.DEFAULT_MODEL is None
+    monkeypatch.delenv("DIFIISR_MODEL", raising=False)
+    with pytest.raises(OSError):  # offline, the Hub default cannot load: it is the one that was asked for
+        space_app.load(None, "cpu")
+    pipe = space_app.load(str(pipeline_dir), "cpu")
+    out = space_app.upscale_file(pipe, str(write_image(tmp_path / "ir.png", size=(16, 12))), 1, 0, 0)
+    assert out.result.size == (64, 48)
+
+
+# ---------------------------------------------------------------- through the server
+@pytest.mark.slow
+def test_client_upscale_16bit_and_palette(client, tmp_path):
+    path = write_image(tmp_path / "ir16.png", bit16=True)
+    (bicubic, result), download, info = predict(client, path, palette="Grayscale (white hot)")
+    for shown in (bicubic, result):
+        with PIL.Image.open(shown) as image:
+            assert image.size == (128, 96)
+    with PIL.Image.open(download) as image:
+        assert image.mode == "I;16" and image.size == (128, 96) and Path(download).name == "ir16_x4.png"
+        full = np.asarray(image)
+    assert "32x24 16-bit I;16 -> 128x96 16-bit I;16; 3 steps, seed 0" in info
+    with PIL.Image.open(result) as image:
+        gray = np.asarray(image.convert("RGB")).astype(int)
+    assert np.ptp(gray, axis=2).max() == 0  # grayscale palette: R = G = B
+
+    (_, colored), download2, _ = predict(client, path, palette="Inferno")
+    with PIL.Image.open(colored) as image:
+        assert np.ptp(np.asarray(image.convert("RGB")).astype(int), axis=2).max() > 50
+    with PIL.Image.open(download2) as image:
+        np.testing.assert_array_equal(np.asarray(image), full)  # the palette never touches the result file
+
+
+@pytest.mark.slow
+def test_client_errors_leave_server_serving(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"GIF89a but not really")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    cases = [
+        (fake, "fake.png is not a readable PNG, JPEG or TIFF image"),
+        (write_image(tmp_path / "big.png", size=(80, 64)), "this demo accepts at most 4,096 input pixels"),
+        (text, "Invalid file type"),  # gradio's own check of the upload's suffix
+    ]
+    for path, message in cases:
+        with pytest.raises(AppError) as error:
+            predict(client, path)
+        assert message in str(error.value)
+        assert "Traceback" not in str(error.value)
+        # ...and the next request still succeeds
+        (_, result), _, _ = predict(client, write_image(tmp_path / "ok.png", size=(20, 16)), steps=1)
+        with PIL.Image.open(result) as image:
+            assert image.size == (80, 64)
