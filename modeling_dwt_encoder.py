@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 _DOWNSAMPLE_MODES = ("conv", "avg")
@@ -138,6 +139,7 @@ class DWTEncoder(ModelMixin, ConfigMixin):
             bands.extend(details)
         return bands
 
+    @apply_forward_hook  # model CPU offload moves the module on this call, as for VQModel.decode
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``E(images)``: the wavelet state.
 
@@ -174,6 +176,7 @@ class DWTEncoder(ModelMixin, ConfigMixin):
                 out.append(details)
             return torch.cat(out, dim=1).to(dtype)
 
+    @apply_forward_hook
     def project_latent(self, latents: torch.Tensor) -> torch.Tensor:
         """The adapter ``A``: VQ latent `(B, latent_channels, h, w)` -> wavelet state `(B, 7C, h, w)`."""
         if latents.ndim != 4 or latents.shape[1] != self.config.latent_channels:

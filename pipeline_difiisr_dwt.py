@@ -80,7 +80,8 @@ def _to_unit_float(array: np.ndarray, what: str) -> tuple[np.ndarray, ImageMeta]
     if array.dtype == np.uint16:
         low, high = float(array.min()), float(array.max())
         high = high if high > low else low + 1.0
-        return ((array.astype(np.float64) - low) / (high - low)).astype(np.float32), ImageMeta(channels, True, low, high)
+        unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
+        return unit, ImageMeta(channels, True, low, high)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ValueError(f"{what}: image contains NaN or Inf values.")
@@ -303,7 +304,9 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         if callback_on_step_end_tensor_inputs is not None:
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
-                raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}.")
+                raise ValueError(
+                    f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
+                )
 
     def prepare_condition(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reflect-pad the LR batch to the UNet's size multiple and encode ``s_lr = E(bicubic_x4(lr))``.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from difiisr_dwt import DEFAULT_MODEL
@@ -27,6 +29,8 @@ def load_pipeline(model: str | None = None, device: str | None = None, dtype: st
     """
     from diffusers import DiffusionPipeline
 
+    if model is None and not (Path(DEFAULT_MODEL) / "model_index.json").is_file():
+        raise FileNotFoundError(f"The embedded default model is missing at {DEFAULT_MODEL}; pass --model PATH_OR_REPO.")
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}.")
     pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, trust_remote_code=True, dtype=DTYPES[dtype])

@@ -85,8 +85,11 @@ class ReleaseInfo:
 def load_eval_json(path: str | Path) -> dict[str, dict]:
     """The ``{method: {"mean": {metric: value}, "images": ...}}`` objects of an ``eval --json`` file.
 
+    Metrics left out of the evaluation (``eval --metrics``) become empty cells; ``null`` means (PSNR of
+    identical images) are shown as not finite.
+
     Raises:
-        ModelCardError: unreadable file, no known method, or a method without all four means.
+        ModelCardError: unreadable file, no known method, a method without ``mean``, or no known metric.
     """
     path = Path(path)
     try:
@@ -100,34 +103,44 @@ def load_eval_json(path: str | Path) -> dict[str, dict]:
         mean = result.get("mean") if isinstance(result, dict) else None
         if not isinstance(mean, dict):
             raise ModelCardError(f"{path}: {method!r} has no 'mean' object")
-        absent = [m for m in METRICS if not isinstance(mean.get(m), (int, float)) or not math.isfinite(mean[m])]
-        if absent:
-            raise ModelCardError(f"{path}: {method!r} mean lacks finite value(s) for {absent}")
+        bad = [k for k in METRICS if k in mean and mean[k] is not None and not isinstance(mean[k], (int, float))]
+        if bad:
+            raise ModelCardError(f"{path}: {method!r} mean has non-numeric value(s) for {bad}")
+    if not any(key in result["mean"] for result in methods.values() for key in METRICS):
+        raise ModelCardError(f"{path}: no known metric; expected some of {list(METRICS)}")
     return methods
+
+
+def _cell(value, fmt: str, sign: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "–" if value is None else "not finite"
+    return ("+" if sign and value >= 0 else "") + fmt.format(value)
 
 
 def metrics_table(methods: dict[str, dict]) -> str:
     """A markdown table, one row per method, plus the difference to bicubic when both are there."""
-    header = "| method | " + " | ".join(h for h, _, _ in METRICS.values()) + " | images |"
-    lines = [header, "|---" * (len(METRICS) + 2) + "|"]
+    columns = [key for key in METRICS if any(key in result["mean"] for result in methods.values())]
+    header = "| method | " + " | ".join(METRICS[key][0] for key in columns) + " | images |"
+    lines = [header, "|---" * (len(columns) + 2) + "|"]
     for method, result in methods.items():
-        cells = [fmt.format(result["mean"][key]) for key, (_, fmt, _) in METRICS.items()]
+        cells = [_cell(result["mean"].get(key), METRICS[key][1]) for key in columns]
         images = result.get("images")
         count = str(len(images)) if isinstance(images, (list, dict)) else "–"
         lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {count} |")
     ours = next((m for m in ("model", "sr") if m in methods), None)
     if ours and "bicubic" in methods:
-        diffs = []
-        for key, (_, fmt, _) in METRICS.items():
-            diff = methods[ours]["mean"][key] - methods["bicubic"]["mean"][key]
-            diffs.append(("+" if diff >= 0 else "") + fmt.format(diff))
-        lines.append("| difference to bicubic | " + " | ".join(diffs) + " | |")
+        cells = []
+        for key in columns:
+            a, b = methods[ours]["mean"].get(key), methods["bicubic"]["mean"].get(key)
+            cells.append(_cell(None if a is None or b is None else a - b, METRICS[key][1], sign=True))
+        lines.append("| difference to bicubic | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
 
 
 def _component_table(pipe, folder: Path) -> str:
     def params(module) -> str:
-        return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
+        count = sum(p.numel() for p in module.parameters())
+        return f"{count / 1e6:.2f}M" if count >= 100_000 else f"{count:,}"
 
     vq = pipe.vqvae
     rows = [

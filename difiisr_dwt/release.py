@@ -58,17 +58,24 @@ def code_files(index: dict) -> dict[str, str]:
     return files
 
 
-def source_file(module: str) -> Path | None:
-    """The file of a top-level module of this checkout (or installation), without importing it."""
+def source_file(module: str, sources: str | os.PathLike | None = None) -> Path | None:
+    """The file of a top-level module: ``sources/<module>.py``, or by import lookup (without importing it)."""
+    if sources is not None:
+        path = Path(sources) / f"{module}.py"
+        return path if path.is_file() else None
     spec = importlib.util.find_spec(module)
     return Path(spec.origin) if spec is not None and spec.origin else None
 
 
-def check_release(folder: str | os.PathLike) -> list[str]:
+def check_release(folder: str | os.PathLike, sources: str | os.PathLike | None = None) -> list[str]:
     """Problems that make ``folder`` differ from a release of the current sources (empty: none).
 
     Checks that ``model_index.json`` names the pipeline in list form, that every code file it names
     exists and is byte-identical to its top-level source, and that no other ``.py`` file is there.
+
+    Args:
+        folder: the release folder.
+        sources: the folder holding the top-level code files; by default they are found like imports.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -85,7 +92,7 @@ def check_release(folder: str | os.PathLike) -> list[str]:
         )
     expected = code_files(index)
     for relative, module in sorted(expected.items()):
-        release_file, source = folder / relative, source_file(module)
+        release_file, source = folder / relative, source_file(module, sources)
         if source is None:
             problems.append(f"{relative}: no top-level source module {module!r} to compare with")
         elif not release_file.is_file():
@@ -108,7 +115,7 @@ def _first_difference(a: Path, b: Path) -> str:
     return f"{len(lines_a)} vs {len(lines_b)} lines"
 
 
-def load_pipeline_folder(folder: str | os.PathLike):
+def load_pipeline_folder(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
     """Load a pipeline folder (a training output or a release) with the classes of the current sources.
 
     Unlike ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``, which would run the
@@ -137,9 +144,9 @@ def load_pipeline_folder(folder: str | os.PathLike):
     if unknown:
         raise ReleaseError(f"{folder}/model_index.json: the current pipeline code does not take {unknown}")
     pipe = DifIISRDWTPipeline(
-        dwt_encoder=DWTEncoder.from_pretrained(folder, subfolder="dwt_encoder"),
-        unet=UNet2DModel.from_pretrained(folder, subfolder="unet"),
-        vqvae=VQModel.from_pretrained(folder, subfolder="vqvae"),
+        dwt_encoder=DWTEncoder.from_pretrained(folder, subfolder="dwt_encoder", torch_dtype=torch_dtype),
+        unet=UNet2DModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch_dtype),
+        vqvae=VQModel.from_pretrained(folder, subfolder="vqvae", torch_dtype=torch_dtype),
         scheduler=ResShiftScheduler.from_pretrained(folder, subfolder="scheduler"),
         **config,
     )
@@ -212,7 +219,7 @@ def export_release(
         raise ReleaseError(f"{out} already exists; pass --overwrite to replace it")
     if out.exists() and not (out / "model_index.json").is_file():
         raise ReleaseError(f"{out} exists and is not a pipeline folder (no model_index.json); refusing to replace it")
-    pipe = load_pipeline_folder(source)
+    pipe = load_pipeline_folder(source, torch_dtype=torch.float32)  # the release's main weights are float32
     info = info or ReleaseInfo()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -221,12 +228,15 @@ def export_release(
         _copy_code_files(tmp)
         _check_weights(tmp, pipe)
         card = render_model_card(pipe, tmp, info, evaluations or {}, variant=variant)
-        if variant:
-            pipe.to(torch.float16)  # the float32 weights are on disk already
-            pipe.save_pretrained(tmp, safe_serialization=True, variant=variant)
+        if variant:  # diffusers' way to half precision: load the float32 weights with torch_dtype
+            half = load_pipeline_folder(tmp, torch_dtype=torch.float16)
+            half.save_pretrained(tmp, safe_serialization=True, variant=variant)
             _copy_code_files(tmp)
-            _check_weights(tmp, pipe, variant=variant)
+            _check_weights(tmp, half, variant=variant)
         card.save(tmp / "README.md")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0o700 would make the release private to this user
         problems = check_release(tmp)
         if problems:
             raise ReleaseError("the export does not match the sources:\n  " + "\n  ".join(problems))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
@@ -11,17 +10,14 @@ import PIL.Image
 import pytest
 
 from difiisr_dwt import metrics
-from difiisr_dwt.commands import evaluate
+from difiisr_dwt.cli import main
 from difiisr_dwt.metrics import psnr_y, ssim_y
 
 METRIC_KEYS = {"psnr_y", "ssim_y", "lpips_alex", "lpips_vgg"}
 
 
 def run_eval(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    evaluate.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["eval", *map(str, argv)])
-    return args.func(args)
+    return main(["eval", *map(str, argv)])
 
 
 def _save(array: np.ndarray, path) -> None:

@@ -204,6 +204,7 @@ def test_bad_uploads_raise_readable_errors(pipe, tmp_path, name, content, messag
 
 @pytest.mark.parametrize(("steps", "seed", "tile", "message"), [
     (0, 0, 0, "Steps must be a whole number in [1, 15]"), (2.5, 0, 0, "Steps"), (2, -1, 0, "Seed"),
+    (2, float("inf"), 0, "Seed"), (None, 0, 0, "Steps"), (2, 0, "big", "Tile size"),
     (2, 0, 31, "`tile_size` must be a positive multiple of 2"),
 ])
 def test_bad_settings_raise_readable_errors(pipe, tmp_path, steps, seed, tile, message):
@@ -230,6 +231,17 @@ def test_palettes_change_display_only():
         imaging.colorize(ramp, "Sepia")
 
 
+def test_main_binds_localhost_with_a_bounded_queue(pipeline_dir, monkeypatch):
+    launched = {}
+    monkeypatch.setattr(demo_app.gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    demo = demo_app.main(["--model", str(pipeline_dir), "--device", "cpu", "--queue-size", "3"])
+    assert launched["server_name"] == "127.0.0.1" and launched["server_port"] is None
+    assert demo._queue.max_size == 3
+    api = [fn.api_name for fn in demo.fns.values()]
+    assert "upscale" in api
+
+
 def test_space_layout_runs_without_the_package(pipeline_dir, tmp_path, monkeypatch):
     """A Space holds only app.py + imaging.py: the app must load and run without ``difiisr_dwt``."""
     space = tmp_path / "space"
@@ -240,9 +252,20 @@ def test_space_layout_runs_without_the_package(pipeline_dir, tmp_path, monkeypat
         monkeypatch.setitem(sys.modules, module, None)  # makes `import difiisr_dwt` fail
     space_app = _load_app(space / "app.py", "difiisr_gradio_space_app")
     assert space_app.load_pipeline is None and space_app.DEFAULT_MODEL is None
-    monkeypatch.delenv("DIFIISR_MODEL", raising=False)
-    with pytest.raises(OSError):  # offline, the Hub default cannot load: it is the one that was asked for
-        space_app.load(None, "cpu")
+    import diffusers
+
+    asked = []
+
+    def no_network(model, **kwargs):
+        asked.append(model)
+        raise OSError("no network in tests")
+
+    with monkeypatch.context() as patch:
+        patch.delenv("DIFIISR_MODEL", raising=False)
+        patch.setattr(diffusers.DiffusionPipeline, "from_pretrained", no_network)
+        with pytest.raises(OSError):
+            space_app.load(None, "cpu")
+    assert asked == [space_app.HUB_MODEL]  # without the package, the default is the Space's Hub model
     pipe = space_app.load(str(pipeline_dir), "cpu")
     out = space_app.upscale_file(pipe, str(write_image(tmp_path / "ir.png", size=(16, 12))), 1, 0, 0)
     assert out.result.size == (64, 48)

@@ -1,5 +1,6 @@
-"""The Gradio demo in a real browser: headless Debian Chromium driven by Playwright uploads an example
-IR frame, sets the controls, runs it, checks the result is 4x the input and saves a screenshot.
+"""The Gradio demo in a real browser: headless Debian Chromium driven by Playwright uploads a non-image
+(a readable message), then an example IR frame; sets the steps, runs it, checks the result is 4x the
+input, switches the palette, loads an example, and saves a screenshot.
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and ``pip install playwright``; no
 ``playwright install``: the system browser is used.
@@ -64,10 +65,23 @@ def test_browser_upload_upscale_screenshot(browser_page, pipeline_dir, tmp_path)
     with PIL.Image.open(image_path) as image:
         width, height = image.size
     start = time.perf_counter()
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not an image at all")
     with running_app(pipeline_dir, tmp_path / "server", max_pixels=640 * 512) as url:
         page.goto(url)
+        # a bad upload: a readable message in the page, no stack trace, and the app carries on
+        page.locator("#upload input[type=file]").set_input_files(str(fake))
+        page.locator('#upload [aria-label="fake.png"]').wait_for()
+        page.locator("#run").click()
+        toast = page.get_by_test_id("toast-body")
+        toast.wait_for()
+        message = toast.inner_text()
+        assert "fake.png is not a readable PNG, JPEG or TIFF image" in message and "Traceback" not in message
+        page.get_by_test_id("toast-close").click()
+        toast.wait_for(state="detached")
+
         page.locator("#upload input[type=file]").set_input_files(str(image_path))
-        page.locator("#upload").get_by_text(image_path.name).wait_for()
+        page.locator(f'#upload [aria-label="{image_path.name}"]').wait_for()  # the file row names it
         steps = page.locator("#steps input[type=number]")
         steps.fill("2")
         steps.press("Enter")
@@ -84,7 +98,7 @@ def test_browser_upload_upscale_screenshot(browser_page, pipeline_dir, tmp_path)
         assert _shown_sizes(page) == [[4 * width, 4 * height]] * 2  # bicubic and result, both x4
         info = page.locator("#info").inner_text()
         assert f"{width}x{height}" in info and f"{4 * width}x{4 * height}" in info and "2 steps" in info
-        assert page.locator(".toast-body").count() == 0  # no error message shown
+        assert page.get_by_test_id("toast-body").count() == 0  # no error message this time
 
         # a palette changes what is shown, without rerunning the model
         before = page.eval_on_selector_all("#result img", "images => images.map(i => i.src)")
@@ -94,6 +108,10 @@ def test_browser_upload_upscale_screenshot(browser_page, pipeline_dir, tmp_path)
             "before => [...document.querySelectorAll('#result img')].some((i, k) => i.src !== before[k])", arg=before
         )
         assert page.locator("#info").inner_text() == info
+
+        if len(EXAMPLES) > 1:  # an example chip puts its file into the upload box
+            page.get_by_text(EXAMPLES[1].name, exact=True).click()
+            page.locator(f'#upload [aria-label="{EXAMPLES[1].name}"]').wait_for()
 
         screenshot = tmp_path / "gradio_app.png"
         page.screenshot(path=str(screenshot), full_page=True)

@@ -49,18 +49,35 @@ QUICK = BenchConfig(
 
 
 def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = SECTIONS, threads: int | None = None) -> dict:
-    """Run ``sections`` of ``config``; ``threads`` sets ``torch.set_num_threads`` (and the tiling children's)."""
+    """Run ``sections`` of ``config``.
+
+    Args:
+        config: sizes, presets and repeats.
+        sections: names from :data:`SECTIONS`.
+        threads: torch threads while benchmarking (and of the tiling children); the previous count
+            is restored afterwards. ``None`` keeps the current count.
+    """
+    import torch
+
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"Unknown benchmark sections {unknown}; choose from {SECTIONS}.")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_sections(config, sections)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_sections(config: BenchConfig, sections: tuple[str, ...]) -> dict:
     import torch
 
     from difiisr_dwt.benchmarks.encoder import bench_encoder
     from difiisr_dwt.benchmarks.end_to_end import bench_end_to_end
     from difiisr_dwt.benchmarks.tiling import bench_tiling
 
-    unknown = [s for s in sections if s not in SECTIONS]
-    if unknown:
-        raise ValueError(f"Unknown benchmark sections {unknown}; choose from {SECTIONS}.")
-    if threads is not None:
-        torch.set_num_threads(threads)
     results: dict = {
         "meta": {
             "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -27,7 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("source", nargs="?", metavar="PIPELINE_DIR", help="pipeline folder to export (or push)")
     parser.add_argument("--out", type=Path, default=None, metavar="HUB_DIR", help="release folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing release at --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing release at --out (its model card is rewritten from this command's "
+                        "metadata)")
     parser.add_argument("--variant", choices=["fp16"], default=None,
                         help="also write fp16 weights (*.fp16.safetensors), loaded with variant='fp16'")
     card = parser.add_argument_group("model card")
@@ -121,7 +123,8 @@ def _export_and_push(args: argparse.Namespace) -> int:
         info, evaluations = _release_info(args)
         release = export_release(args.source, args.out, info, evaluations, variant=args.variant,
                                  overwrite=args.overwrite)
-        print(f"Wrote {release}")
+        files = [p for p in release.rglob("*") if p.is_file()]
+        print(f"Wrote {release} ({len(files)} files, {sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)")
     else:
         problems = check_release(release)
         if problems:

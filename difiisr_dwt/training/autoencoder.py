@@ -175,7 +175,7 @@ class AutoencoderStage(Stage):
         was_training = vqvae.training
         vqvae.eval()
         rows, scores = [], {}
-        for name, hr in load_validation_set(self.args):
+        for _, hr in load_validation_set(self.args):
             hr_t = torch.from_numpy(hr).permute(2, 0, 1)[None].to(device) * 2 - 1
             latents = vqvae.encode(hr_t).latents
             row = [to_uint8(hr_t)]

@@ -58,8 +58,8 @@ class DiffusionStage(Stage):
         self.pipeline.set_progress_bar_config(disable=True)
         lr_size = args.resolution // self.pipeline.upscale_factor
         if lr_size % self.pipeline.unet_size_multiple:
-            raise ValueError(f"--resolution {args.resolution} gives {lr_size}-pixel LR crops; the UNet needs a multiple "
-                             f"of {self.pipeline.unet_size_multiple} (use a multiple of "
+            raise ValueError(f"--resolution {args.resolution} gives {lr_size}-pixel LR crops; the UNet needs a "
+                             f"multiple of {self.pipeline.unet_size_multiple} (use a multiple of "
                              f"{self.pipeline.unet_size_multiple * self.pipeline.upscale_factor}).")
         lpips = load_lpips_model(args, device) if args.lpips_weight > 0 else None
         self.image_losses = ImageLosses(lpips, edge_weight=args.edge_weight, fft_weight=args.fft_weight)
@@ -90,8 +90,9 @@ class DiffusionStage(Stage):
             n = max(1, round(self.args.image_loss_batch_fraction * z0_hat.shape[0]))
             decoded = self.vqvae.decode(z0_hat[:n], force_not_quantize=True).sample
             terms = self.image_losses(decoded, hr[:n])
-        weights = {"lpips": ramp(step, self.args.lpips_weight_start, self.args.lpips_weight, self.args.lpips_ramp_steps),
-                   "edge": self.args.edge_weight, "fft": self.args.fft_weight}
+        args = self.args
+        weights = {"lpips": ramp(step, args.lpips_weight_start, args.lpips_weight, args.lpips_ramp_steps),
+                   "edge": args.edge_weight, "fft": args.fft_weight}
         return diffusion_loss(z0_hat, z0, timesteps, self.num_train_timesteps, terms, weights)
 
     @torch.no_grad()

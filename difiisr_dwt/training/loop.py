@@ -74,8 +74,9 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
-        kwargs_handlers=[DistributedDataParallelKwargs(**getattr(stage_cls, "ddp_options", {}))],
+        project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                            logging_dir=str(output_dir / args.logging_dir)),
+        kwargs_handlers=[DistributedDataParallelKwargs(**stage_cls.ddp_options)],
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
@@ -189,7 +190,9 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
                 logger.info(f"validation at step {global_step}: {metrics}")
             accelerator.wait_for_everyone()
 
-    summary = _timing_summary(timing)
+    summary = {"num_processes": num_processes, "distributed_type": str(accelerator.distributed_type.value),
+               "final_step": global_step, "resumed_from": str(checkpoint) if checkpoint else None,
+               **_timing_summary(timing)}
     if args.debug_dump_rank_weights:
         dump_rank_weights(accelerator.unwrap_model(module), output_dir, accelerator.process_index)
     accelerator.wait_for_everyone()
@@ -197,7 +200,7 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
         curves.plot(output_dir / "curves.png")
         with ema_weights(ema, parameters):
             folders = stage.save_final(str(output_dir))
-        with open(output_dir / "timing.json", "w", encoding="utf-8") as f:
+        with open(output_dir / "run_summary.json", "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
         logger.info(f"Saved {', '.join(folders)}; {summary}")
         if args.push_to_hub:

@@ -28,6 +28,8 @@ class Stage:
     component_name: str = ""
     component: nn.Module
     module: nn.Module
+    #: ``DistributedDataParallel`` options of this stage (``DistributedDataParallelKwargs``).
+    ddp_options: dict = {}
 
     def __init__(self, args: argparse.Namespace, accelerator):
         self.args, self.accelerator = args, accelerator
@@ -35,9 +37,6 @@ class Stage:
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         """The parameters the optimiser and the EMA see (``module``'s by default)."""
         return [p for p in self.module.parameters() if p.requires_grad]
-
-    def ddp_kwargs(self) -> dict:
-        return {}
 
     def training_step(self, module: nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator,
                       step: int) -> dict[str, torch.Tensor]:

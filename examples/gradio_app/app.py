@@ -89,9 +89,14 @@ def load(model: str | None, device: str | None = None):
 
 def _checked_int(value, name: str, low: int, high: int) -> int:
     """Sliders and API clients may send floats; accept integral values within [low, high] only."""
-    if value is None or float(value) != int(value) or not low <= int(value) <= high:
+    try:
+        number = float(value)
+        ok = number.is_integer() and low <= number <= high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise UploadError(f"{name} must be a whole number in [{low}, {high}], got {value!r}.")
-    return int(value)
+    return int(number)
 
 
 def upscale_file(
@@ -239,13 +244,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> gr.Blocks:
     args = parse_args(argv)
     pipe = load(args.model, args.device)
     demo = build_demo(pipe, args.max_pixels)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size="100mb",
                 allowed_paths=[str(d) for d in EXAMPLE_DIRS if d.is_dir()])
+    return demo
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Release folders under ``hub/`` ship the code files of this checkout, byte for byte."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from difiisr_dwt.commands import export
+from difiisr_dwt.release import check_release
+
+REPO = Path(__file__).resolve().parent.parent
+RELEASES = sorted(p for p in (REPO / "hub").glob("*") if p.is_dir() and not p.name.startswith("."))
+CODE_FILES = ("pipeline_difiisr_dwt.py", "dwt_encoder/modeling_dwt_encoder.py", "scheduler/scheduler_resshift.py")
+
+
+def run_cli(argv: list[str]) -> int:
+    """``difiisr-dwt`` with only the ``export`` subcommand."""
+    parser = argparse.ArgumentParser(prog="difiisr-dwt")
+    export.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.mark.parametrize("release", RELEASES or [None], ids=[p.name for p in RELEASES] or ["no-release"])
+def test_hub_release_matches_sources(release):
+    if release is None:
+        pytest.skip("hub/ holds no release folder yet (the default model is added with `difiisr-dwt export`)")
+    assert check_release(release, sources=REPO) == []
+    for relative in CODE_FILES:  # the same property, stated without the checker
+        assert (release / relative).read_bytes() == (REPO / Path(relative).name).read_bytes(), relative
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(release / "README.md")  # a release has a model card whose metadata parses
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "image-to-image"
+
+
+@pytest.fixture
+def release(tiny_pipeline, tmp_path) -> Path:
+    folder = tmp_path / "release"
+    tiny_pipeline.save_pretrained(folder)  # the Hub layout with the code files copied in
+    return folder
+
+
+def test_drift_check_fails_on_a_modified_code_file(release, capsys):
+    assert check_release(release, sources=REPO) == []
+    assert run_cli(["export", "--check", str(release)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+    encoder_file = release / "dwt_encoder" / "modeling_dwt_encoder.py"
+    lines = encoder_file.read_text().splitlines(keepends=True)
+    lines[20] = lines[20].rstrip("\n") + "  # edited in the release only\n"
+    encoder_file.write_text("".join(lines))
+    problems = check_release(release, sources=REPO)
+    assert len(problems) == 1 and problems[0].startswith("dwt_encoder/modeling_dwt_encoder.py: differs")
+    assert "line 21" in problems[0]
+    assert run_cli(["export", "--check", str(release)]) == 1
+    out = capsys.readouterr().out
+    assert "DRIFT" in out and "dwt_encoder/modeling_dwt_encoder.py" in out
+
+
+def test_drift_check_finds_missing_stray_and_unlisted_code(release):
+    (release / "scheduler" / "scheduler_resshift.py").unlink()
+    (release / "unet" / "helpers.py").write_text("x = 1\n")
+    problems = check_release(release, sources=REPO)
+    assert any(p.startswith("scheduler/scheduler_resshift.py: missing") for p in problems), problems
+    assert any(p.startswith("unet/helpers.py: a code file model_index.json does not name") for p in problems)
+
+    index = json.loads((release / "model_index.json").read_text())
+    index["_class_name"] = "DifIISRDWTPipeline"  # the plain form: diffusers would not load the code file
+    (release / "model_index.json").write_text(json.dumps(index))
+    assert any("remote-code list form" in p for p in check_release(release, sources=REPO))
+    assert check_release(release.parent / "absent") == [f"{release.parent / 'absent'}: not a folder"]
