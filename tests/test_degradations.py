@@ -86,7 +86,8 @@ def test_realesrgan_is_seeded_shaped_and_grey():
 
 def test_random_kernels_mix_sinc_and_gaussians():
     g = torch.Generator().manual_seed(0)
-    kernels = random_kernels(64, (0.45, 0.25, 0.12, 0.03, 0.12, 0.03), 0.5, (0.2, 3.0), (0.5, 4.0), (1.0, 2.0), g, "cpu")
+    probs = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+    kernels = random_kernels(64, probs, 0.5, (0.2, 3.0), (0.5, 4.0), (1.0, 2.0), g, "cpu")
     has_negative = (kernels.flatten(1).min(dim=1).values < -1e-6).float().mean()
     assert 0.2 < has_negative < 0.8  # about half are sinc kernels (the only ones with negative taps)
 

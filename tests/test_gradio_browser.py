@@ -79,6 +79,7 @@ def test_browser_upload_upscale_screenshot(browser_page, pipeline_dir, tmp_path)
         assert "fake.png is not a readable PNG, JPEG or TIFF image" in message and "Traceback" not in message
         page.get_by_test_id("toast-close").click()
         toast.wait_for(state="detached")
+        page.locator("#upload").get_by_role("button", name="Clear").click()
 
         page.locator("#upload input[type=file]").set_input_files(str(image_path))
         page.locator(f'#upload [aria-label="{image_path.name}"]').wait_for()  # the file row names it

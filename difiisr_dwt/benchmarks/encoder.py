@@ -4,10 +4,14 @@ can beat by much."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from difiisr_dwt.benchmarks.timing import count_parameters, time_call
 from difiisr_dwt.presets import build_dwt_encoder, build_vqvae
+
+logger = logging.getLogger(__name__)
 
 
 def _bytes(*tensors: torch.Tensor) -> int:
@@ -56,6 +60,7 @@ def bench_encoder(
 
 def _bench_size(x: torch.Tensor, dwt, dwt_ptwt, vqvae, fast: dict, vq: dict) -> dict:
     """One input size of :func:`bench_encoder`; ``fast`` / ``vq`` are `time_call` keyword arguments."""
+    logger.info("encoder: %dx%d", x.shape[-1], x.shape[-2])
     dwt_out = dwt.encode(x)
     max_diff = (dwt_out - dwt_ptwt.encode(x)).abs().max().item()
     timings = {

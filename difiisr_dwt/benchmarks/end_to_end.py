@@ -9,6 +9,7 @@ of the pipeline itself (pre/post-processing, scheduler math, tiling, copies) lan
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -24,6 +25,8 @@ from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolut
 from difiisr_dwt.benchmarks.timing import ComponentTimer, count_parameters, measure_peak_rss, time_call
 from difiisr_dwt.benchmarks.vq_start import vq_start_pipeline
 from difiisr_dwt.presets import build_pipeline, build_scheduler
+
+logger = logging.getLogger(__name__)
 
 OTHER_SHARE_LIMIT = 0.03  # acceptance: time outside DWT/UNet/VQ calls at the full step count
 RATIO_TOLERANCE = 0.02  # acceptance: measured vs predicted end-to-end ratio
@@ -141,6 +144,7 @@ def bench_end_to_end(
     rng = np.random.default_rng(seed)
     lr_image = PIL.Image.fromarray(rng.integers(0, 256, (*lr_size, 3), dtype=np.uint8))
 
+    logger.info("end-to-end: components alone at LR %s", lr_size)
     components = component_times(pipe, lr_size, component_repeats, component_seconds)
 
     dwt, unet, vqvae = pipe.dwt_encoder, pipe.unet, pipe.vqvae
@@ -159,6 +163,7 @@ def bench_end_to_end(
                     p(lr_image, num_inference_steps=n, generator=torch.Generator().manual_seed(seed))
 
                 runs.setdefault((name, num_steps), []).append(timed_run(call, wraps[name]))
+                logger.info("end-to-end: %s, %d steps: %.2f s", name, num_steps, runs[(name, num_steps)][-1]["total_s"])
 
     results = []
     for num_steps in steps:
@@ -191,6 +196,7 @@ def bench_end_to_end(
             ldm_runs.append(
                 timed_run(call_ldm, [(ldm_pipe.unet, "forward", "unet"), (vqvae, "decode", "decoder")])
             )
+            logger.info("end-to-end: LDM-SR, %d steps: %.2f s", ldm_steps, ldm_runs[-1]["total_s"])
         ldm = {"steps": ldm_steps, "params_unet": count_parameters(ldm_pipe.unet), **_median_run(ldm_runs)}
         ldm["other_share"] = ldm["split_s"]["other"] / ldm["total_s"]
 

@@ -9,10 +9,13 @@ measures in this process instead (smoke tests: no interpreter start per size).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
+
+logger = logging.getLogger(__name__)
 
 PEAK_RATIO_LIMIT = 2.0  # acceptance: peak at the largest size / peak at the smallest
 
@@ -95,8 +98,12 @@ def bench_tiling(
         "decode_tile_size": decode_tile_size, "decode_tile_overlap": decode_tile_overlap,
         "threads": threads, "seed": seed, "isolated": isolate,
     }
-    rows = [_run_isolated({**settings, "size": size}) if isolate else _run_child({**settings, "size": size})
-            for size in sizes]
+    rows = []
+    for size in sizes:
+        spec = {**settings, "size": size}
+        rows.append(_run_isolated(spec) if isolate else _run_child(spec))
+        logger.info("tiling: %dx%d: %.2f s, peak over start %s MB", size, size, rows[-1]["seconds"],
+                    rows[-1]["peak_over_start_mb"])
 
     first, last = rows[0], rows[-1]
     acceptance = {"sizes": [first["size"], last["size"]], "limit": PEAK_RATIO_LIMIT}

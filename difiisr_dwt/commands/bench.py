@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -67,7 +68,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
         config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
     sections = tuple(dict.fromkeys(args.only)) if args.only else SECTIONS
-    results = run_benchmarks(config, sections, threads=args.threads)
+    # Progress on stderr: the full run takes minutes; the tables go to stdout at the end.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[bench %(asctime)s] %(message)s", "%H:%M:%S"))
+    package_logger = logging.getLogger("difiisr_dwt.benchmarks")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    try:
+        results = run_benchmarks(config, sections, threads=args.threads)
+    finally:
+        package_logger.removeHandler(handler)
     results["meta"]["argv"] = sys.argv
     print(format_markdown(results))
     if args.json is not None:

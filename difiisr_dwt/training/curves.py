@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 class CurveLog:
-    """Append-only CSV of per-step values (``step`` first); columns are fixed by the first row written.
+    """Append-only CSV of per-step values (``step`` first). A value that appears later (e.g. codebook usage
+    once quantisation starts) adds a column: the file is rewritten once with the wider header.
 
     On resume, rows after the resumed step are dropped, so the file always describes one run.
     """
@@ -31,15 +32,16 @@ class CurveLog:
 
     def truncate(self, step: int) -> None:
         """Keep the rows with ``step <= step`` (atomically)."""
-        if not self.path.is_file() or self.columns is None:
-            return
-        rows = [r for r in self.read() if r["step"] <= step]
+        if self.path.is_file() and self.columns is not None:
+            self._rewrite([r for r in self.read() if r["step"] <= step])
+
+    def _rewrite(self, rows: list[dict[str, float]]) -> None:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
+            writer = csv.writer(f)
+            writer.writerow(self.columns)
             for row in rows:
-                writer.writerow({k: _fmt(row.get(k, math.nan)) for k in self.columns})
+                writer.writerow([_fmt(row.get(k, math.nan)) for k in self.columns])
         os.replace(tmp, self.path)
 
     def append(self, step: int, values: dict[str, float]) -> None:
@@ -47,8 +49,12 @@ class CurveLog:
         if self.columns is None:
             self.columns = list(row)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8", newline="") as f:
-                csv.writer(f).writerow(self.columns)
+            self._rewrite([])
+        new = [k for k in row if k not in self.columns]
+        if new:
+            rows = self.read()
+            self.columns += new
+            self._rewrite(rows)
         with open(self.path, "a", encoding="utf-8", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(k, math.nan)) for k in self.columns])
 
