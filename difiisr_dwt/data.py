@@ -205,6 +205,19 @@ class StreamSampler(Sampler[int]):
             micro += 1
 
 
+class _ColumnView(Sequence):
+    """One column of a `datasets.Dataset`, decoded row by row (``ds[column]`` would decode every image at once)."""
+
+    def __init__(self, dataset, column: str):
+        self.dataset, self.column = dataset, column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index][self.column]
+
+
 def build_training_dataset(args) -> PairedCropDataset:
     """The training set from ``--train_data_dir`` [+ ``--train_file_list``], or ``--dataset_name``."""
     if args.dataset_name is not None:
@@ -218,9 +231,8 @@ def build_training_dataset(args) -> PairedCropDataset:
                                        cache_dir=args.cache_dir)
         if args.image_column not in ds.column_names:
             raise ValueError(f"--image_column {args.image_column!r} is not in {args.dataset_name}: {ds.column_names}.")
-        images = ds[args.image_column]
-        return PairedCropDataset(images, args.resolution, augment=args.augment,
-                                 names=[f"{args.dataset_name}[{i}]" for i in range(len(images))])
+        return PairedCropDataset(_ColumnView(ds, args.image_column), args.resolution, augment=args.augment,
+                                 names=[f"{args.dataset_name}[{i}]" for i in range(len(ds))])
     if args.train_data_dir is None:
         raise ValueError("Give --train_data_dir (an image folder) or --dataset_name.")
     paths = list_image_files(args.train_data_dir, args.train_file_list)

@@ -59,7 +59,7 @@ def test_quick_end_to_end_section(quick_results):
         for name in ("dwt", "vq_start"):
             run = entry[name]
             split = run["split_s"]
-            assert _positive(run["total_s"])
+            assert _positive(run["total_s"]) and _positive(run["cpu_s"])
             assert set(split) == {"encoder", "adapter", "unet", "decoder", "other"}
             assert all(math.isfinite(v) and v >= 0 for v in split.values()), split
             assert sum(split.values()) == pytest.approx(run["total_s"], rel=1e-9)
@@ -68,9 +68,11 @@ def test_quick_end_to_end_section(quick_results):
         assert entry["dwt"]["calls"]["adapter"] == steps
         assert entry["vq_start"]["calls"]["adapter"] == steps + 1
         assert _positive(entry["measured_ratio"]) and _positive(entry["predicted_ratio"])
+        assert entry["predicted_ratio"] == pytest.approx(predicted_ratio(entry["component_seconds"], steps))
+        assert entry["predicted_cpu_ratio"] == pytest.approx(predicted_ratio(entry["component_cpu_seconds"], steps))
+        assert all(_positive(v) for v in entry["component_seconds"].values())
     ldm = section["ldm"]
     assert ldm["steps"] == 100 and ldm["calls"]["unet"] == 100 and ldm["calls"]["decoder"] == 1
-    assert all(_positive(v) for v in section["component_seconds"].values())
     acceptance = section["acceptance"]
     assert acceptance["other_share_steps"] == 15 and isinstance(acceptance["ratio_ok"], bool)
 

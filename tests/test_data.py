@@ -109,3 +109,16 @@ def test_build_training_dataset_from_roadscene(shared_dir):
     assert len(dataset) == 181
     sample = dataset[0]["hr"]
     assert sample.shape == (3, 64, 64) and torch.equal(sample[0], sample[1])  # grey PNG -> 3 equal channels
+
+
+def test_datasets_imagefolder_source(tmp_path):
+    pytest.importorskip("datasets", reason="the `datasets` package is an optional training dependency")
+    for i in range(2):
+        PIL.Image.fromarray(np.roll(_gradient_image(64, 64), 9 * i)).save(tmp_path / f"{i}.png")
+    args = SimpleNamespace(dataset_name="imagefolder", dataset_config_name=None, train_data_dir=str(tmp_path),
+                           cache_dir=str(tmp_path / "cache"), image_column="image", resolution=32, augment="none")
+    dataset = build_training_dataset(args)
+    assert len(dataset) == 2
+    crops = {k: dataset[k]["hr"] for k in range(2)}
+    assert all(c.shape == (3, 32, 32) for c in crops.values())
+    assert not torch.equal(crops[0], crops[1])

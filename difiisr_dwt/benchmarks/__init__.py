@@ -26,10 +26,10 @@ class BenchConfig:
     e2e_lr_size: tuple[int, int] = (64, 64)  # output 256x256
     steps: tuple[int, ...] = (1, 4, 15)
     ldm_steps: int = 100
-    repeats: int = 1
-    component_seconds: float = 10.0
+    repeats: int = 2  # per pipeline and step count, alternating A B B A
+    component_seconds: float = 6.0
     tiling_preset: str = "tiny"
-    tiling_sizes: tuple[int, ...] = (512, 1024, 1536, 2048)
+    tiling_sizes: tuple[int, ...] = (512, 1024, 2048)
     tiling_steps: int = 15
     tile_size: int = 64
     tile_overlap: int = 16
@@ -42,7 +42,7 @@ class BenchConfig:
 FULL = BenchConfig()
 QUICK = BenchConfig(
     encoder_preset="test", encoder_sizes=[(32, 32), (48, 64)], fast_seconds=0.1, vq_seconds=0.2,
-    e2e_preset="test", e2e_lr_size=(8, 8), ldm_steps=100, component_seconds=0.2,
+    e2e_preset="test", e2e_lr_size=(8, 8), ldm_steps=100, repeats=1, component_seconds=0.2,
     tiling_preset="test", tiling_sizes=(32, 64), tiling_steps=2, tile_size=4, tile_overlap=2,
     decode_tile_size=4, decode_tile_overlap=2, tiling_isolate=False,
 )

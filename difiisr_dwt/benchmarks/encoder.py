@@ -77,6 +77,7 @@ def _bench_size(x: torch.Tensor, dwt, dwt_ptwt, vqvae, fast: dict, vq: dict) -> 
         "height": x.shape[-2],
         "width": x.shape[-1],
         "seconds": seconds,
+        "min_seconds": {name: timing.minimum for name, timing in timings.items()},
         "repeats": {name: timing.repeats for name, timing in timings.items()},
         "speedup_vq_over_dwt_haar": seconds["vq_encoder"] / seconds["dwt_haar"],
         "speedup_vq_over_dwt_ptwt": seconds["vq_encoder"] / seconds["dwt_ptwt"],

@@ -49,7 +49,8 @@ def component_times(pipe, lr_size: tuple[int, int], repeats: int, seconds: float
     """Seconds per call of each component alone, at the shapes the pipelines use for ``lr_size``.
 
     Returns:
-        ``{"dwt_encoder", "vq_encoder", "adapter", "unet", "decoder"}`` medians in seconds.
+        ``({"dwt_encoder", "vq_encoder", "adapter", "unet", "decoder"}, same keys)``: the fastest call
+        of each in wall-clock seconds (other load on the machine only adds time), and in CPU seconds.
     """
     height, width = lr_size
     factor = pipe.upscale_factor
@@ -66,11 +67,14 @@ def component_times(pipe, lr_size: tuple[int, int], repeats: int, seconds: float
         "unet": lambda: pipe.unet(unet_input, timestep).sample,
         "decoder": lambda: pipe.vqvae.decode(latents, force_not_quantize=not quantize).sample,
     }
-    out = {}
+    wall, cpu = {}, {}
     for name, fn in calls.items():
-        fast = name in ("dwt_encoder", "adapter")
-        out[name] = time_call(fn, repeats=20 if fast else repeats, warmup=1, max_seconds=seconds).median
-    return out
+        if name in ("dwt_encoder", "adapter"):  # milliseconds: many repeats cost nothing
+            timing = time_call(fn, repeats=20, warmup=1, max_seconds=seconds)
+        else:
+            timing = time_call(fn, repeats=repeats, max_seconds=seconds)
+        wall[name], cpu[name] = timing.minimum, timing.cpu_minimum
+    return wall, cpu
 
 
 def timed_run(call, wraps: list[tuple[object, str, str]]) -> dict:
@@ -81,28 +85,30 @@ def timed_run(call, wraps: list[tuple[object, str, str]]) -> dict:
         wraps: ``(object, method name, category)`` to time.
 
     Returns:
-        ``{"total_s", "split_s": {category: s, "other": s}, "calls", "memory": {...}}``.
+        ``{"total_s", "cpu_s", "split_s": {category: s, "other": s}, "calls", "memory": {...}}``
+        (``cpu_s``: this process's CPU time).
     """
     with ComponentTimer() as timer:
         for obj, method, category in wraps:
             timer.wrap(obj, method, category)
 
-        def run() -> float:
-            start = time.perf_counter()
+        def run() -> tuple[float, float]:
+            start, cpu_start = time.perf_counter(), time.process_time()
             call()
-            return time.perf_counter() - start
+            return time.perf_counter() - start, time.process_time() - cpu_start
 
-        total, memory = measure_peak_rss(run)
+        (total, cpu), memory = measure_peak_rss(run)
         split = dict(timer.seconds)
         calls = dict(timer.calls)
     split["other"] = total - sum(split.values())
-    return {"total_s": total, "split_s": split, "calls": calls, "memory": memory}
+    return {"total_s": total, "cpu_s": cpu, "split_s": split, "calls": calls, "memory": memory}
 
 
-def _median_run(runs: list[dict]) -> dict:
-    ranked = sorted(runs, key=lambda r: r["total_s"])
-    chosen = dict(ranked[(len(ranked) - 1) // 2])
+def _fastest_run(runs: list[dict]) -> dict:
+    """The run with the smallest total: on a shared machine other load only ever adds time."""
+    chosen = dict(min(runs, key=lambda r: r["total_s"]))
     chosen["all_totals_s"] = [r["total_s"] for r in runs]
+    chosen["min_cpu_s"] = min(r["cpu_s"] for r in runs)
     return chosen
 
 
@@ -123,8 +129,8 @@ def bench_end_to_end(
     steps: tuple[int, ...] = (1, 4, 15),
     ldm_steps: int = 100,
     repeats: int = 1,
-    component_repeats: int = 3,
-    component_seconds: float = 10.0,
+    component_repeats: int = 2,
+    component_seconds: float = 6.0,
     seed: int = 0,
 ) -> dict:
     """Time the three pipelines on one random LR image of ``lr_size`` (output 4x that).
@@ -133,19 +139,19 @@ def bench_end_to_end(
         preset: model size (``"full"``: ResShift-size UNet, CompVis VQ-f4).
         lr_size: LR ``(height, width)``; multiples of the UNet's size multiple (and of 32 is not needed:
             the LDM pipeline gets a tensor).
-        steps: step counts for the DWT and VQ-start pipelines (interleaved, so drift hits both alike).
-        ldm_steps: DDIM steps of the LDM pipeline (its default is 100); 0 skips it.
-        repeats: runs of each configuration; the run with the median total is reported.
-        component_repeats, component_seconds: repeats and time budget of each standalone component timing.
+        steps: step counts for the DWT and VQ-start pipelines. Each step count is one block: the
+            components alone (for the prediction), then the two pipelines alternating (A B B A ...),
+            so that load drift on a shared machine hits prediction and measurement alike.
+        ldm_steps: DDIM steps of the LDM pipeline (its default is 100; one run); 0 skips it.
+        repeats: runs of each pipeline per block; the fastest run is reported (all totals are kept).
+        component_repeats, component_seconds: repeats (fastest kept) and time budget of each component
+            timing (at least one call).
         seed: seed of weights, input and sampling noise.
     """
     pipe = build_pipeline(preset, seed=seed)
     vq_pipe = vq_start_pipeline(pipe, build_scheduler())
     rng = np.random.default_rng(seed)
     lr_image = PIL.Image.fromarray(rng.integers(0, 256, (*lr_size, 3), dtype=np.uint8))
-
-    logger.info("end-to-end: components alone at LR %s", lr_size)
-    components = component_times(pipe, lr_size, component_repeats, component_seconds)
 
     dwt, unet, vqvae = pipe.dwt_encoder, pipe.unet, pipe.vqvae
     shared_wraps = [(dwt, "project_latent", "adapter"), (unet, "forward", "unet"), (vqvae, "decode", "decoder")]
@@ -154,30 +160,41 @@ def bench_end_to_end(
         "vq_start": [(vqvae, "encode", "encoder")] + shared_wraps,
     }
     pipes = {"dwt": pipe, "vq_start": vq_pipe}
-    runs: dict[tuple[str, int], list[dict]] = {}
-    for _ in range(repeats):
-        for num_steps in steps:
-            for name in ("dwt", "vq_start"):
+    logger.info("end-to-end: warm-up run (untimed)")
+    vq_pipe(lr_image, num_inference_steps=1)  # first calls at these shapes pick kernels and map memory
+
+    results = []
+    for num_steps in steps:
+        components, components_cpu = component_times(pipe, lr_size, component_repeats, component_seconds)
+        logger.info("end-to-end: components alone: %s", {k: round(v, 3) for k, v in components.items()})
+        runs: dict[str, list[dict]] = {"dwt": [], "vq_start": []}
+        for repeat in range(repeats):
+            for name in ("dwt", "vq_start") if repeat % 2 == 0 else ("vq_start", "dwt"):
 
                 def call(p=pipes[name], n=num_steps):
                     p(lr_image, num_inference_steps=n, generator=torch.Generator().manual_seed(seed))
 
-                runs.setdefault((name, num_steps), []).append(timed_run(call, wraps[name]))
-                logger.info("end-to-end: %s, %d steps: %.2f s", name, num_steps, runs[(name, num_steps)][-1]["total_s"])
-
-    results = []
-    for num_steps in steps:
-        dwt_run, vq_run = _median_run(runs[("dwt", num_steps)]), _median_run(runs[("vq_start", num_steps)])
+                runs[name].append(timed_run(call, wraps[name]))
+                logger.info("end-to-end: %s, %d steps: %.2f s", name, num_steps, runs[name][-1]["total_s"])
+        dwt_run, vq_run = _fastest_run(runs["dwt"]), _fastest_run(runs["vq_start"])
         measured = dwt_run["total_s"] / vq_run["total_s"]
         predicted = predicted_ratio(components, num_steps)
+        # The same check in CPU seconds: a cross-check that is far less disturbed by other processes.
+        measured_cpu = dwt_run["min_cpu_s"] / vq_run["min_cpu_s"]
+        predicted_cpu = predicted_ratio(components_cpu, num_steps)
         results.append(
             {
                 "steps": num_steps,
-                "dwt": dwt_run,
+                "component_seconds": components,
+                "component_cpu_seconds": components_cpu,
+                        "dwt": dwt_run,
                 "vq_start": vq_run,
                 "measured_ratio": measured,
                 "predicted_ratio": predicted,
                 "ratio_error": measured - predicted,
+                "measured_cpu_ratio": measured_cpu,
+                "predicted_cpu_ratio": predicted_cpu,
+                "cpu_ratio_error": measured_cpu - predicted_cpu,
                 "dwt_other_share": dwt_run["split_s"]["other"] / dwt_run["total_s"],
                 "vq_start_other_share": vq_run["split_s"]["other"] / vq_run["total_s"],
             }
@@ -187,17 +204,13 @@ def bench_end_to_end(
     if ldm_steps:
         ldm_pipe = build_ldm_pipeline(pipe)
         lr_tensor = torch.from_numpy(np.array(lr_image)).permute(2, 0, 1)[None].float() / 127.5 - 1
-        ldm_runs = []
-        for _ in range(repeats):
 
-            def call_ldm():
-                ldm_pipe(lr_tensor, num_inference_steps=ldm_steps, generator=torch.Generator().manual_seed(seed))
+        def call_ldm():
+            ldm_pipe(lr_tensor, num_inference_steps=ldm_steps, generator=torch.Generator().manual_seed(seed))
 
-            ldm_runs.append(
-                timed_run(call_ldm, [(ldm_pipe.unet, "forward", "unet"), (vqvae, "decode", "decoder")])
-            )
-            logger.info("end-to-end: LDM-SR, %d steps: %.2f s", ldm_steps, ldm_runs[-1]["total_s"])
-        ldm = {"steps": ldm_steps, "params_unet": count_parameters(ldm_pipe.unet), **_median_run(ldm_runs)}
+        ldm_run = timed_run(call_ldm, [(ldm_pipe.unet, "forward", "unet"), (vqvae, "decode", "decoder")])
+        logger.info("end-to-end: LDM-SR, %d steps: %.2f s", ldm_steps, ldm_run["total_s"])
+        ldm = {"steps": ldm_steps, "params_unet": count_parameters(ldm_pipe.unet), **ldm_run}
         ldm["other_share"] = ldm["split_s"]["other"] / ldm["total_s"]
 
     acceptance = _acceptance(results, max(steps))
@@ -212,7 +225,6 @@ def bench_end_to_end(
             "vq_encoder": count_parameters(vqvae.encoder, vqvae.quant_conv),
             "vq_decoder": count_parameters(vqvae) - count_parameters(vqvae.encoder, vqvae.quant_conv),
         },
-        "component_seconds": components,
         "pipelines": results,
         "ldm": ldm,
         "acceptance": acceptance,

@@ -51,8 +51,8 @@ def _e2e(section: dict) -> list[str]:
     height, width = section["output_size"]
     params = section["params"]
     lines = [
-        f"### End-to-end (preset `{section['preset']}`, output {width}x{height}, run with the median total of "
-        f"{section['repeats']})",
+        f"### End-to-end (preset `{section['preset']}`, output {width}x{height}; per configuration the fastest of "
+        f"{section['repeats']} runs; LDM-SR one run)",
         "",
         f"Parameters: UNet {params['unet']:,}; VQ encoder {params['vq_encoder']:,}; VQ decoder "
         f"{params['vq_decoder']:,}; DWT encoder + adapter {params['dwt_encoder_and_adapter']:,}.",
@@ -75,18 +75,29 @@ def _e2e(section: dict) -> list[str]:
         add("diffusers LDM-SR (DDIM)", section["ldm"]["steps"], section["ldm"])
     header = ["pipeline", "steps", "total s", *(f"{p} s" for p in _E2E_PARTS), "other %", "peak MB over start"]
     lines += _table(header, rows)
-    c = section["component_seconds"]
+    lines += [""]
+    ratio_rows = []
+    for e in section["pipelines"]:
+        c = e["component_seconds"]
+        ratio_rows.append([
+            str(e["steps"]), f"{c['dwt_encoder'] * 1e3:.3g}", f"{c['vq_encoder']:.3g}", f"{c['unet']:.3g}",
+            f"{c['adapter'] * 1e3:.3g}", f"{c['decoder']:.3g}", f"{e['measured_ratio']:.3f}",
+            f"{e['predicted_ratio']:.3f}", f"{abs(e['ratio_error']):.3f}",
+            f"{e['measured_cpu_ratio']:.3f} / {e['predicted_cpu_ratio']:.3f}",
+        ])
+    header = [
+        "steps", "E ms", "Enc s", "UNet s", "A ms", "decoder s", "measured DWT / VQ-start", "predicted", "abs error",
+        "CPU-time ratio measured / predicted",
+    ]
+    lines += _table(header, ratio_rows)
     lines += [
         "",
-        "Components alone (s per call): " + ", ".join(f"{k} {v:.3g}" for k, v in c.items()) + ".",
-        "",
+        "Components timed alone (fastest call) just before each step count's runs; predicted = "
+        "(E + T(UNet + A) + dec) / (Enc + A + T(UNet + A) + dec).",
     ]
-    ratio_rows = [
-        [str(e["steps"]), f"{e['measured_ratio']:.3f}", f"{e['predicted_ratio']:.3f}", f"{abs(e['ratio_error']):.3f}"]
-        for e in section["pipelines"]
-    ]
-    lines += _table(["steps", "measured DWT / VQ-start", "predicted from components", "abs error"], ratio_rows)
     acc = section["acceptance"]
+    if section["preset"] != "full":
+        lines += ["", f"(preset `{section['preset']}`: a smoke run; the acceptance figures are for the `full` preset)"]
     lines += [
         "",
         f"- Time outside DWT/UNet/VQ calls at {acc['other_share_steps']} steps: {100 * acc['other_share']:.2f}% "

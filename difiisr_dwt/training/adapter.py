@@ -48,7 +48,7 @@ class AdapterStage(Stage):
 
     @torch.no_grad()
     def validate(self, step: int, output_dir: str) -> dict[str, float]:
-        """MSE of ``A(Enc(x))`` against ``E(x))`` and that error relative to the bands' variance."""
+        """MSE of ``A(Enc(x))`` against ``E(x)`` and that error relative to the bands' variance."""
         device = self.accelerator.device
         self.module.eval()
         errors, relative = [], []

@@ -8,7 +8,6 @@ the ``full`` preset's diffusion defaults follow ResShift (AdamW 5e-5, 5k warm-up
 from __future__ import annotations
 
 import argparse
-import os
 
 from difiisr_dwt.data import AUGMENTATIONS
 from difiisr_dwt.degradations import DEGRADATIONS
@@ -126,7 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    """Parse and check the flags, filling the preset defaults; a bad combination exits with a usage error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _complete(args)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _complete(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in DEFAULTS[(args.preset, args.stage)].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -134,9 +142,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lpips_weight = 0.1
     if args.lpips_ramp_steps is None:
         args.lpips_ramp_steps = args.max_train_steps // 2
-    env_rank = int(os.environ.get("LOCAL_RANK", -1))
-    if env_rank != -1:
-        args.local_rank = env_rank
     if args.resolution % 16:
         raise ValueError(f"--resolution must be a multiple of 16 (LR crop a multiple of 4), got {args.resolution}.")
     if args.stage in ("adapter", "diffusion") and args.vqvae_model_name_or_path is None:

@@ -78,6 +78,12 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
                                             logging_dir=str(output_dir / args.logging_dir)),
         kwargs_handlers=[DistributedDataParallelKwargs(**stage_cls.ddp_options)],
     )
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and accelerator.num_processes == 1:
+        raise RuntimeError(
+            f"Launched as {world_size} processes, but accelerate set up a single-process run, so each process would "
+            "train alone and overwrite the others' files. On a machine without GPUs set ACCELERATE_USE_CPU=1."
+        )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     if args.allow_tf32 and torch.cuda.is_available():
