@@ -45,7 +45,7 @@ def build_ldm_pipeline(pipe) -> LDMSuperResolutionPipeline:
 
 
 @torch.no_grad()
-def component_times(pipe, lr_size: tuple[int, int], repeats: int, seconds: float) -> dict:
+def component_times(pipe, lr_size: tuple[int, int], repeats: int, seconds: float) -> tuple[dict, dict]:
     """Seconds per call of each component alone, at the shapes the pipelines use for ``lr_size``.
 
     Returns:
@@ -137,8 +137,8 @@ def bench_end_to_end(
 
     Args:
         preset: model size (``"full"``: ResShift-size UNet, CompVis VQ-f4).
-        lr_size: LR ``(height, width)``; multiples of the UNet's size multiple (and of 32 is not needed:
-            the LDM pipeline gets a tensor).
+        lr_size: LR ``(height, width)``, multiples of the UNet's size multiple (the LDM pipeline gets a
+            tensor, so its multiple-of-32 resize of PIL inputs does not apply).
         steps: step counts for the DWT and VQ-start pipelines. Each step count is one block: the
             components alone (for the prediction), then the two pipelines alternating (A B B A ...),
             so that load drift on a shared machine hits prediction and measurement alike.
@@ -187,7 +187,7 @@ def bench_end_to_end(
                 "steps": num_steps,
                 "component_seconds": components,
                 "component_cpu_seconds": components_cpu,
-                        "dwt": dwt_run,
+                "dwt": dwt_run,
                 "vq_start": vq_run,
                 "measured_ratio": measured,
                 "predicted_ratio": predicted,

@@ -31,10 +31,12 @@ def add_parser(subparsers) -> None:
         "--only", action="append", choices=SECTIONS, default=None, help="run only this section (repeatable)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--repeats", type=int, default=None, help="runs per end-to-end configuration (fastest kept; default 2)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs per end-to-end configuration (the fastest is kept; default 2)"
+    )
     parser.add_argument(
         "--e2e-size", type=int, default=None, metavar="PX",
-        help="end-to-end output side in pixels (default 256; a multiple of 32, so every preset's UNet fits the LR size)",
+        help="end-to-end output side in pixels (default 256; a multiple of 32, so that every preset's UNet fits)",
     )
     parser.set_defaults(func=run)
 
