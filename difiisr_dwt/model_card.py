@@ -162,8 +162,10 @@ def _component_table(pipe, folder: Path) -> str:
     lines = ["| component | class | what it is |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines.append("")
-    lines.append(f"Weights: {weights / 2**20:.1f} MiB of safetensors (float32). Decoding snaps latents to the "
-                 f"codebook by default: `quantize_decode = {pipe.config.quantize_decode}`.")
+    snap = ("snaps latents to the VQ codebook" if pipe.config.quantize_decode
+            else "decodes latents without snapping them to the VQ codebook")
+    lines.append(f"Weights: {weights / 2**20:.1f} MiB of safetensors (float32). By default the pipeline {snap} "
+                 f"(`quantize_decode = {pipe.config.quantize_decode}`; override per call with `quantize=`).")
     return "\n".join(lines)
 
 

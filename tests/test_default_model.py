@@ -22,7 +22,13 @@ from difiisr_dwt.metrics import lpips_distance, psnr_y
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "images" / "FLIR_08954_lr.png"  # PIL bicubic /4 of roadscene/FLIR_08954.png
 
-pytestmark = pytest.mark.slow  # ~15 s in all: one 15-step and three 1-step runs on a 160x128 frame
+pytestmark = pytest.mark.slow  # one 15-step run on the 160x128 frame, three 1-step runs on a 64x64 crop
+
+# Measured for the released model (seed 0, 15 steps) on this frame: SR /4 vs LR 43.3 dB PSNR_Y (bicubic x4 then /4
+# gives 40.6 dB); LPIPS-alex 0.239 vs bicubic 0.440; PSNR_Y 29.11 vs bicubic 29.67 dB.
+CONSISTENCY_MIN = 40.0
+LPIPS_MARGIN = 0.1
+PSNR_SLACK = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +63,12 @@ def test_output_is_x4_grayscale(lr, sr):
 
 
 def test_fixed_seed_is_deterministic(pipe, lr):
-    first = _upscale(pipe, lr, seed=3, steps=1)
-    assert np.array_equal(first, _upscale(pipe, lr, seed=3, steps=1))
+    crop = lr.crop((0, 0, 64, 64))  # keeps the three runs to about a second each
+    first = _upscale(pipe, crop, seed=3, steps=1)
+    assert first.shape == (256, 256)
+    assert np.array_equal(first, _upscale(pipe, crop, seed=3, steps=1))
     # The seed is actually used: the sampler starts from LR + noise, so another seed gives another image.
-    assert not np.array_equal(first, _upscale(pipe, lr, seed=4, steps=1))
+    assert not np.array_equal(first, _upscale(pipe, crop, seed=4, steps=1))
 
 
 def test_sr_is_consistent_with_its_lr(lr, sr):
@@ -68,7 +76,6 @@ def test_sr_is_consistent_with_its_lr(lr, sr):
     lr_array = np.asarray(lr)
     back = np.asarray(bicubic_down(sr))
     assert back.shape == lr_array.shape
-    # Measured for the released model: CONSISTENCY_MEASURED dB.
     assert psnr_y(back, lr_array) > CONSISTENCY_MIN
 
 
@@ -81,6 +88,5 @@ def test_sr_beats_bicubic_perceptually_without_losing_fidelity(shared_dir, lpips
     sr = np.asarray(sr)
     sr_lpips = lpips_distance(sr, hr, "alex", lpips_weights)
     bicubic_lpips = lpips_distance(bicubic, hr, "alex", lpips_weights)
-    # Measured for the released model on this frame: LPIPS_MEASURED; PSNR_MEASURED.
     assert sr_lpips < bicubic_lpips - LPIPS_MARGIN
     assert psnr_y(sr, hr) > psnr_y(bicubic, hr) - PSNR_SLACK
