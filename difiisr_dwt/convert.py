@@ -24,6 +24,8 @@ import torch
 from diffusers import VQModel
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
+from difiisr_dwt.io import replace_dir
+
 # Prefixes under which a full latent-diffusion checkpoint stores its autoencoder.
 AUTOENCODER_PREFIXES = ("first_stage_model.", "vae.")
 # Present in LDM autoencoder training checkpoints (LPIPS + discriminator); not part of the model.
@@ -221,13 +223,7 @@ def save_vqmodel_atomic(model: VQModel, out: str | os.PathLike, overwrite: bool 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        if out.exists():
-            old = tmp.with_suffix(".old")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL.Image
@@ -33,24 +36,55 @@ def read_image(path: str | os.PathLike) -> PIL.Image.Image:
         raise ImageReadError(f"{path}: not a readable image ({error})") from error
 
 
-def save_image_atomic(image: PIL.Image.Image, path: str | os.PathLike) -> None:
-    """Write ``image`` to ``path`` through a temporary file in the same folder and ``os.replace``,
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a temporary file in ``path``'s folder, then ``os.replace`` it to ``path``,
     so that an interrupted write never leaves a half-written file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = PIL.Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"{path}: unknown image format for suffix {path.suffix!r}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`write_atomic`)."""
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_image_atomic(image: PIL.Image.Image, path: str | os.PathLike) -> None:
+    """Save ``image`` to ``path`` atomically, in the format its suffix names (see :func:`write_atomic`)."""
+    fmt = PIL.Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image format for suffix {Path(path).suffix!r}")
+    write_atomic(path, lambda f: image.save(f, format=fmt))
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move the complete folder ``src`` to ``dst`` by renames only, replacing an existing ``dst``.
+
+    The old ``dst`` is moved aside first and put back if the final rename fails, so ``dst`` always
+    holds one complete folder.
+    """
+    src, dst = Path(src), Path(dst)
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    stale = dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(stale, ignore_errors=True)
+    os.replace(dst, stale)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        os.replace(stale, dst)
+        raise
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def to_rgb_uint8(image: PIL.Image.Image) -> np.ndarray:

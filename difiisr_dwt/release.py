@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from difiisr_dwt.io import replace_dir
 from difiisr_dwt.model_card import ReleaseInfo, render_model_card
 
 # component -> class the current code expects in model_index.json
@@ -176,21 +177,6 @@ def _check_weights(folder: Path, pipe, variant: str | None = None) -> None:
             raise ReleaseError(f"{folder}/{name}: weights read back differ from the exported ones")
 
 
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Put the finished ``tmp`` folder at ``out``; a previous ``out`` is removed only once ``tmp`` is in place."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = tmp.with_name(tmp.name + ".old")
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old)
-
-
 def export_release(
     source: str | os.PathLike,
     out: str | os.PathLike,
@@ -240,7 +226,7 @@ def export_release(
         problems = check_release(tmp)
         if problems:
             raise ReleaseError("the export does not match the sources:\n  " + "\n  ".join(problems))
-        _replace_folder(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from difiisr_dwt.benchmarks import FULL, QUICK, SECTIONS, run_benchmarks
 from difiisr_dwt.benchmarks.report import format_markdown
+from difiisr_dwt.io import write_text_atomic
 
 
 def add_parser(subparsers) -> None:
@@ -39,19 +38,6 @@ def add_parser(subparsers) -> None:
         help="end-to-end output side in pixels (default 256; a multiple of 32, so that every preset's UNet fits)",
     )
     parser.set_defaults(func=run)
-
-
-def _write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
     results["meta"]["argv"] = sys.argv
     print(format_markdown(results))
     if args.json is not None:
-        _write_json_atomic(results, args.json)
+        write_text_atomic(json.dumps(results, indent=2) + "\n", args.json)
         print(f"Wrote {args.json}")
     return 0

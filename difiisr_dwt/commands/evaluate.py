@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from difiisr_dwt.evaluation import METRICS
+from difiisr_dwt.io import write_text_atomic
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -112,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
     print(ev.markdown_table(results, per_image=not args.summary_only))
     if args.json is not None:
-        ev.write_text_atomic(ev.to_json(results), args.json)
+        write_text_atomic(ev.to_json(results), args.json)
         print(f"wrote {args.json}")
     if args.csv is not None:
-        ev.write_text_atomic(ev.to_csv(results), args.csv)
+        write_text_atomic(ev.to_csv(results), args.csv)
         print(f"wrote {args.csv}")
     if args.grid is not None and grid_rows:
         ev.save_grid(grid_rows, args.grid)

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from diffusers.training_utils import EMAModel
 
+from difiisr_dwt.io import replace_dir
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.json"
@@ -90,19 +92,6 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
         logger.info("Saved checkpoint %s", final)
     accelerator.wait_for_everyone()
     return final
-
-
-def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Move the complete folder ``src`` to ``dst`` by renames only, replacing an existing ``dst``."""
-    src, dst = Path(src), Path(dst)
-    if dst.exists():
-        stale = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(stale, ignore_errors=True)
-        os.replace(dst, stale)
-        os.replace(src, dst)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def save_folder_atomic(save_fn, path: str | os.PathLike) -> str:

@@ -11,6 +11,7 @@ import PIL.Image
 import torch
 
 from difiisr_dwt.data import load_validation_images
+from difiisr_dwt.evaluation import bicubic_down, bicubic_up
 from difiisr_dwt.io import save_image_atomic
 from difiisr_dwt.metrics import lpips_distance, psnr_y, ssim_y
 
@@ -35,14 +36,13 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def pil_bicubic_lr(hr: np.ndarray, scale: int = 4) -> np.ndarray:
-    """The evaluation protocol's LR: PIL bicubic downsampling of the 8-bit HR (DESIGN section 6)."""
-    image = PIL.Image.fromarray(hr)
-    return np.asarray(image.resize((image.width // scale, image.height // scale), PIL.Image.BICUBIC))
+    """The evaluation protocol's LR (:func:`difiisr_dwt.evaluation.bicubic_down`) of a uint8 array."""
+    return np.asarray(bicubic_down(PIL.Image.fromarray(hr), scale))
 
 
 def pil_bicubic_up(lr: np.ndarray, scale: int = 4) -> np.ndarray:
-    image = PIL.Image.fromarray(lr)
-    return np.asarray(image.resize((image.width * scale, image.height * scale), PIL.Image.BICUBIC))
+    """The bicubic baseline (:func:`difiisr_dwt.evaluation.bicubic_up`) of a uint8 array."""
+    return np.asarray(bicubic_up(PIL.Image.fromarray(lr), scale))
 
 
 def image_metrics(sr: np.ndarray, hr: np.ndarray, lpips_weights: str | os.PathLike | None) -> dict[str, float]:
