@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from difiisr_dwt.benchmarks import timing
-from difiisr_dwt.benchmarks.end_to_end import predicted_ratio
+from difiisr_dwt.benchmarks.end_to_end import in_run_components, paired_ratio, predicted_ratio
 from difiisr_dwt.benchmarks.tiling import bench_tiling
 from difiisr_dwt.benchmarks.timing import ComponentTimer, measure_peak_rss
 from difiisr_dwt.benchmarks.vq_start import VQStartEncoder
@@ -64,13 +64,22 @@ def test_quick_end_to_end_section(quick_results):
             assert all(math.isfinite(v) and v >= 0 for v in split.values()), split
             assert sum(split.values()) == pytest.approx(run["total_s"], rel=1e-9)
             assert run["calls"]["unet"] == steps and run["calls"]["decoder"] == 1 and run["calls"]["encoder"] == 1
+            # Per-call times of the run add up to its split.
+            assert {k: len(v) for k, v in run["call_s"].items()} == run["calls"]
+            assert all(sum(run["call_s"][k]) == pytest.approx(split[k], rel=1e-9) for k in run["call_s"])
+            assert run["median_total_s"] == pytest.approx(run["total_s"])  # one repeat: the run itself
+        assert entry["measured_ratio"] == pytest.approx(entry["dwt"]["total_s"] / entry["vq_start"]["total_s"])
         # The VQ start pipeline runs A once more, on Enc's latent: proof its start state came from the VQ encoder.
         assert entry["dwt"]["calls"]["adapter"] == steps
         assert entry["vq_start"]["calls"]["adapter"] == steps + 1
         assert _positive(entry["measured_ratio"]) and _positive(entry["predicted_ratio"])
         assert entry["predicted_ratio"] == pytest.approx(predicted_ratio(entry["component_seconds"], steps))
+        assert entry["component_seconds"] == in_run_components([entry["dwt"]], [entry["vq_start"]])
+        assert entry["predicted_isolated_ratio"] == pytest.approx(
+            predicted_ratio(entry["isolated_component_seconds"], steps))
         assert entry["predicted_cpu_ratio"] == pytest.approx(predicted_ratio(entry["component_cpu_seconds"], steps))
         assert all(_positive(v) for v in entry["component_seconds"].values())
+        assert all(_positive(v) for v in entry["isolated_component_seconds"].values())
     ldm = section["ldm"]
     assert ldm["steps"] == 100 and ldm["calls"]["unet"] == 100 and ldm["calls"]["decoder"] == 1
     acceptance = section["acceptance"]
@@ -120,7 +129,28 @@ def test_component_timer_counts_exclusive_time(monkeypatch):
         model.inner()
     assert timer.seconds == {"outer": 1.5, "inner": 4.0}
     assert timer.calls == {"outer": 1, "inner": 2}
+    assert timer.durations == {"outer": [1.5], "inner": [2.0, 2.0]}
     assert "outer" not in vars(model) and "inner" not in vars(model)  # class methods restored
+
+
+def test_in_run_components_are_per_call_medians():
+    def run(encoder, unet, decoder):
+        return {"call_s": {"encoder": [encoder], "adapter": [0.001] * len(unet), "unet": unet, "decoder": [decoder]}}
+
+    dwt_runs = [run(0.002, [1.0, 1.2], 3.0), run(0.004, [1.1, 5.0], 3.4)]
+    vq_runs = [run(2.0, [1.3, 1.0], 2.9), run(2.2, [0.9, 1.05], 9.0)]
+    c = in_run_components(dwt_runs, vq_runs)
+    assert c == pytest.approx({"dwt_encoder": 0.003, "vq_encoder": 2.1, "adapter": 0.001,
+                               "unet": (1.05 + 1.1) / 2, "decoder": (3.0 + 3.4) / 2})
+
+
+def test_paired_ratio_cancels_drift():
+    # The machine slows down 50% halfway; each back-to-back pair still shows the true ratio 0.5.
+    dwt = [{"total_s": 1.0}, {"total_s": 1.0}, {"total_s": 1.5}, {"total_s": 1.5}]
+    vq = [{"total_s": 2.0}, {"total_s": 2.0}, {"total_s": 3.0}, {"total_s": 3.0}]
+    assert paired_ratio(dwt, vq, "total_s") == 0.5
+    with pytest.raises(ValueError):
+        paired_ratio(dwt, vq[:3], "total_s")
 
 
 def test_predicted_ratio_is_the_issue_formula():

@@ -26,7 +26,7 @@ class BenchConfig:
     e2e_lr_size: tuple[int, int] = (64, 64)  # output 256x256
     steps: tuple[int, ...] = (1, 4, 15)
     ldm_steps: int = 100
-    repeats: int = 2  # per pipeline and step count, alternating A B B A
+    repeats: int = 6  # per pipeline and step count, alternating A B B A; medians (1-step runs vary ~4%)
     component_seconds: float = 6.0
     tiling_preset: str = "tiny"
     tiling_sizes: tuple[int, ...] = (512, 1024, 2048)

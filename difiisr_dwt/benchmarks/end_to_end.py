@@ -5,11 +5,18 @@ into encoder / adapter / UNet / decoder / everything else.
 The split comes from timers wrapped around the components' methods (:class:`ComponentTimer`); the
 "other" share is the pipeline's measured total minus the time inside those calls, so any overhead
 of the pipeline itself (pre/post-processing, scheduler math, tiling, copies) lands there.
+
+The ratio check predicts DWT / VQ-start time from per-call component costs. Those costs are the
+medians of the calls made inside the measured runs themselves (both pipelines pooled for the
+shared UNet, adapter and decoder): on a shared CPU the same decoder call varies by ~10% from one
+minute to the next, so components timed in a separate block predict a different machine state
+than the one the pipelines ran in. The separately timed components are still reported.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 
 import numpy as np
@@ -100,16 +107,49 @@ def timed_run(call, wraps: list[tuple[object, str, str]]) -> dict:
         (total, cpu), memory = measure_peak_rss(run)
         split = dict(timer.seconds)
         calls = dict(timer.calls)
+        call_seconds = {category: list(values) for category, values in timer.durations.items()}
     split["other"] = total - sum(split.values())
-    return {"total_s": total, "cpu_s": cpu, "split_s": split, "calls": calls, "memory": memory}
+    return {"total_s": total, "cpu_s": cpu, "split_s": split, "calls": calls, "call_s": call_seconds,
+            "memory": memory}
 
 
-def _fastest_run(runs: list[dict]) -> dict:
-    """The run with the smallest total: on a shared machine other load only ever adds time."""
-    chosen = dict(min(runs, key=lambda r: r["total_s"]))
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median total (the lower middle one for an even count), plus every run's
+    total, the median total and the smallest CPU time."""
+    ordered = sorted(runs, key=lambda r: r["total_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
     chosen["all_totals_s"] = [r["total_s"] for r in runs]
+    chosen["median_total_s"] = statistics.median(chosen["all_totals_s"])
     chosen["min_cpu_s"] = min(r["cpu_s"] for r in runs)
     return chosen
+
+
+def paired_ratio(dwt_runs: list[dict], vq_runs: list[dict], key: str) -> float:
+    """Median over repeats of ``dwt[key] / vq[key]`` for the two runs of each repeat, which ran back to
+    back: a machine whose speed drifts over minutes moves both runs of a pair alike, so the pairwise
+    ratio cancels the drift that a ratio of separately pooled totals keeps."""
+    return statistics.median(a[key] / b[key] for a, b in zip(dwt_runs, vq_runs, strict=True))
+
+
+def in_run_components(dwt_runs: list[dict], vq_runs: list[dict]) -> dict:
+    """Median seconds per call of each component, read off the measured pipeline runs.
+
+    Returns:
+        ``{"dwt_encoder", "vq_encoder", "adapter", "unet", "decoder"}``; the encoders from their own
+        pipeline's runs, the shared components from the calls of both pipelines.
+    """
+
+    def median_call(runs: list[dict], category: str) -> float:
+        return statistics.median(d for run in runs for d in run["call_s"][category])
+
+    both = dwt_runs + vq_runs
+    return {
+        "dwt_encoder": median_call(dwt_runs, "encoder"),
+        "vq_encoder": median_call(vq_runs, "encoder"),
+        "adapter": median_call(both, "adapter"),
+        "unet": median_call(both, "unet"),
+        "decoder": median_call(both, "decoder"),
+    }
 
 
 def predicted_ratio(c: dict, steps: int) -> float:
@@ -128,7 +168,7 @@ def bench_end_to_end(
     lr_size: tuple[int, int] = (64, 64),
     steps: tuple[int, ...] = (1, 4, 15),
     ldm_steps: int = 100,
-    repeats: int = 1,
+    repeats: int = 6,
     component_repeats: int = 2,
     component_seconds: float = 6.0,
     seed: int = 0,
@@ -140,12 +180,13 @@ def bench_end_to_end(
         lr_size: LR ``(height, width)``, multiples of the UNet's size multiple (the LDM pipeline gets a
             tensor, so its multiple-of-32 resize of PIL inputs does not apply).
         steps: step counts for the DWT and VQ-start pipelines. Each step count is one block: the
-            components alone (for the prediction), then the two pipelines alternating (A B B A ...),
-            so that load drift on a shared machine hits prediction and measurement alike.
+            components alone (a cross-check), then the two pipelines alternating (A B B A ...). The
+            prediction uses the per-call medians of the components inside those runs.
         ldm_steps: DDIM steps of the LDM pipeline (its default is 100; one run); 0 skips it.
-        repeats: runs of each pipeline per block; the fastest run is reported (all totals are kept).
-        component_repeats, component_seconds: repeats (fastest kept) and time budget of each component
-            timing (at least one call).
+        repeats: runs of each pipeline per block; the measured ratio is the median of the
+            back-to-back pairs' ratios (all totals are kept) and the reported split is the median run's.
+        component_repeats, component_seconds: repeats (fastest kept) and time budget of each
+            separate component timing (at least one call).
         seed: seed of weights, input and sampling noise.
     """
     pipe = build_pipeline(preset, seed=seed)
@@ -165,8 +206,8 @@ def bench_end_to_end(
 
     results = []
     for num_steps in steps:
-        components, components_cpu = component_times(pipe, lr_size, component_repeats, component_seconds)
-        logger.info("end-to-end: components alone: %s", {k: round(v, 3) for k, v in components.items()})
+        isolated, isolated_cpu = component_times(pipe, lr_size, component_repeats, component_seconds)
+        logger.info("end-to-end: components alone: %s", {k: round(v, 3) for k, v in isolated.items()})
         runs: dict[str, list[dict]] = {"dwt": [], "vq_start": []}
         for repeat in range(repeats):
             for name in ("dwt", "vq_start") if repeat % 2 == 0 else ("vq_start", "dwt"):
@@ -176,22 +217,28 @@ def bench_end_to_end(
 
                 runs[name].append(timed_run(call, wraps[name]))
                 logger.info("end-to-end: %s, %d steps: %.2f s", name, num_steps, runs[name][-1]["total_s"])
-        dwt_run, vq_run = _fastest_run(runs["dwt"]), _fastest_run(runs["vq_start"])
-        measured = dwt_run["total_s"] / vq_run["total_s"]
+        dwt_run, vq_run = _median_run(runs["dwt"]), _median_run(runs["vq_start"])
+        measured = paired_ratio(runs["dwt"], runs["vq_start"], "total_s")
+        components = in_run_components(runs["dwt"], runs["vq_start"])
         predicted = predicted_ratio(components, num_steps)
+        predicted_isolated = predicted_ratio(isolated, num_steps)
         # The same check in CPU seconds: a cross-check that is far less disturbed by other processes.
-        measured_cpu = dwt_run["min_cpu_s"] / vq_run["min_cpu_s"]
-        predicted_cpu = predicted_ratio(components_cpu, num_steps)
+        measured_cpu = paired_ratio(runs["dwt"], runs["vq_start"], "cpu_s")
+        predicted_cpu = predicted_ratio(isolated_cpu, num_steps)
         results.append(
             {
                 "steps": num_steps,
                 "component_seconds": components,
-                "component_cpu_seconds": components_cpu,
+                "isolated_component_seconds": isolated,
+                "component_cpu_seconds": isolated_cpu,
                 "dwt": dwt_run,
                 "vq_start": vq_run,
                 "measured_ratio": measured,
                 "predicted_ratio": predicted,
                 "ratio_error": measured - predicted,
+                "ratio_of_median_totals": dwt_run["median_total_s"] / vq_run["median_total_s"],
+                "predicted_isolated_ratio": predicted_isolated,
+                "isolated_ratio_error": measured - predicted_isolated,
                 "measured_cpu_ratio": measured_cpu,
                 "predicted_cpu_ratio": predicted_cpu,
                 "cpu_ratio_error": measured_cpu - predicted_cpu,

@@ -20,13 +20,15 @@ class ComponentTimer:
 
     Each wrapped method adds its own time minus the time of wrapped methods it calls, so nested
     components (a VQ encoder called inside an encoder wrapper) are never counted twice and the
-    categories add up to the time spent inside any wrapped call. Use as a context manager: the
-    original methods come back on exit.
+    categories add up to the time spent inside any wrapped call. ``durations`` keeps every call's
+    exclusive time, so per-call costs can be read off the very runs being measured. Use as a context
+    manager: the original methods come back on exit.
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.durations: dict[str, list[float]] = defaultdict(list)
         self._child_seconds: list[float] = []
         self._wrapped: list[tuple[Any, str]] = []
 
@@ -42,8 +44,10 @@ class ComponentTimer:
                 return original(*args, **kwargs)
             finally:
                 elapsed = time.perf_counter() - start
-                self.seconds[category] += elapsed - self._child_seconds.pop()
+                exclusive = elapsed - self._child_seconds.pop()
+                self.seconds[category] += exclusive
                 self.calls[category] += 1
+                self.durations[category].append(exclusive)
                 if self._child_seconds:
                     self._child_seconds[-1] += elapsed
 
@@ -53,6 +57,7 @@ class ComponentTimer:
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
+        self.durations.clear()
 
     def restore(self) -> None:
         for obj, method in reversed(self._wrapped):

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per end-to-end configuration (the fastest is kept; default 2)"
+        "--repeats", type=int, default=None, help="runs per end-to-end configuration (medians are used; default 6)"
     )
     parser.add_argument(
         "--e2e-size", type=int, default=None, metavar="PX",

@@ -1,0 +1,118 @@
+"""Checks of a pipeline's accelerator path, one JSON line each: a CUDA generator repeats itself, a CPU
+generator gives the same image on CPU and on the device, float16/bfloat16 stay finite and close to
+float32, model CPU offload matches, plus seconds and peak device memory per call.
+
+    python -m difiisr_dwt.benchmarks.gpu_check hub/difiisr-dwt-tiny --device cuda
+
+Timings are the fastest of a few calls after a warm-up; they are figures to report, not assertions.
+``--device cpu --quick`` runs the same code paths on a CPU (a 64x64 crop, 2 steps, one timed call each,
+no offload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "images" / "FLIR_08954_lr.png"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two float images in [0, 1] (inf when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+class Checker:
+    """Runs ``pipe`` on one image with seed 0 and prints each check as a JSON line."""
+
+    def __init__(self, pipe, device: str, steps: int = 15, repeats: int = 3):
+        self.pipe, self.device, self.steps, self.repeats = pipe, device, steps, repeats
+        self.records: list[dict] = []
+
+    def show(self, name: str, **values) -> None:
+        record = {"check": name, **values}
+        self.records.append(record)
+        print(json.dumps(record), flush=True)
+
+    def run(self, image, generator_device: str | None = None, steps: int | None = None, **kwargs) -> np.ndarray:
+        generator = torch.Generator(generator_device or self.device).manual_seed(0)
+        return self.pipe(image, num_inference_steps=steps or self.steps, generator=generator, output_type="np",
+                         **kwargs).images[0]
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def timed(self, image, repeats: int | None = None, **kwargs) -> dict:
+        """Fastest of ``repeats`` calls after a warm-up, and the peak device memory of those calls."""
+        repeats = min(repeats or self.repeats, self.repeats)
+        self.run(image, **kwargs)
+        self._sync()
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.run(image, **kwargs)
+            self._sync()
+            times.append(time.perf_counter() - start)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if self.device.startswith("cuda") else None
+        return {"seconds": min(times), "peak_mib": peak}
+
+
+def check(path: str, device: str, quick: bool = False) -> list[dict]:
+    """Run every check on the pipeline at ``path``; returns the printed records."""
+    pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    with PIL.Image.open(EXAMPLE) as image:
+        lr = image.crop((0, 0, 64, 64)) if quick else image.copy()
+    # A 640x512 LR (2560x2048 output): the size where tiling and half precision matter.
+    big = lr if quick else lr.resize((lr.width * 4, lr.height * 4), PIL.Image.BICUBIC)
+    c = Checker(pipe, device, steps=2 if quick else 15, repeats=1 if quick else 3)
+    size = "x".join(map(str, lr.size))
+    on_cpu = c.run(lr, generator_device="cpu")
+    pipe.to(device)
+    first, second = c.run(lr), c.run(lr)
+    c.show("device_generator_repeats", identical=bool(np.array_equal(first, second)), shape=list(first.shape))
+    reference = c.run(lr, generator_device="cpu")
+    c.show("cpu_generator_cpu_vs_device", psnr_db=psnr(reference, on_cpu),
+           max_abs=float(np.abs(reference - on_cpu).max()))
+    for steps in (1, 4, c.steps):
+        c.show(f"speed_float32_{size}_{steps}_steps", **c.timed(lr, steps=steps))
+    c.show("speed_float32_big", lr_size=list(big.size), **c.timed(big, repeats=2))
+    c.show("speed_float32_big_tile128", lr_size=list(big.size), **c.timed(big, repeats=2, tile_size=128))
+    for dtype in (torch.float16, torch.bfloat16):
+        pipe.to(dtype=dtype)
+        out = c.run(lr, generator_device="cpu")
+        c.show(f"{dtype}_{size}", finite=bool(np.isfinite(out).all()), psnr_vs_float32_db=psnr(out, reference),
+               **c.timed(lr))
+        c.show(f"speed_{dtype}_big", lr_size=list(big.size), **c.timed(big, repeats=2))
+    pipe.to(dtype=torch.float32)
+    if device.startswith("cuda"):
+        pipe.to("cpu")
+        pipe.enable_model_cpu_offload(device=device)
+        offloaded = c.run(lr, generator_device="cpu")
+        c.show("model_cpu_offload", psnr_vs_device_db=psnr(offloaded, reference),
+               max_abs=float(np.abs(offloaded - reference).max()))
+    return c.records
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pipeline", help="pipeline folder (Hub layout)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--quick", action="store_true", help="2 steps and no large input (a smoke run)")
+    args = parser.parse_args(argv)
+    check(args.pipeline, args.device, args.quick)
+
+
+if __name__ == "__main__":
+    main()
