@@ -56,6 +56,14 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
     return rgb @ np.array([65.481, 128.553, 24.966]) + 16.0
 
 
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """PSNR in dB of two arrays of the same shape whose values span ``data_range`` (``inf`` when equal)."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    if mse == 0:
+        return float("inf")
+    return float(10.0 * np.log10(data_range**2 / mse))
+
+
 def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
     """PSNR in dB between the Y channels of two 8-bit images (BasicSR ``calculate_psnr``, ``test_y_channel``).
 
@@ -68,10 +76,7 @@ def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
         PSNR in dB; ``inf`` for identical images.
     """
     y_sr, y_hr = _y_pair(sr, hr, crop_border)
-    mse = np.mean((y_sr - y_hr) ** 2)
-    if mse == 0:
-        return float("inf")
-    return float(10.0 * np.log10(255.0**2 / mse))
+    return psnr(y_sr, y_hr, data_range=255.0)
 
 
 def ssim_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:

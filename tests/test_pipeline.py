@@ -7,6 +7,7 @@ import PIL.Image
 import pytest
 import torch
 
+from difiisr_dwt.metrics import psnr
 from pipeline_difiisr_dwt import blend_tiles
 
 
@@ -19,10 +20,6 @@ def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def run(pipe, image, seed=0, **kwargs):
     return pipe(image, generator=torch.Generator().manual_seed(seed), **kwargs).images
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
 @pytest.mark.parametrize("size", [(37, 53), (1, 1), (8, 8), (17, 4)])

@@ -115,12 +115,11 @@ def timed_run(call, wraps: list[tuple[object, str, str]]) -> dict:
 
 def _median_run(runs: list[dict]) -> dict:
     """The run with the median total (the lower middle one for an even count), plus every run's
-    total, the median total and the smallest CPU time."""
+    total and the median total."""
     ordered = sorted(runs, key=lambda r: r["total_s"])
     chosen = dict(ordered[(len(ordered) - 1) // 2])
     chosen["all_totals_s"] = [r["total_s"] for r in runs]
     chosen["median_total_s"] = statistics.median(chosen["all_totals_s"])
-    chosen["min_cpu_s"] = min(r["cpu_s"] for r in runs)
     return chosen
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,10 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 
+from difiisr_dwt.benchmarks.timing import time_call
+from difiisr_dwt.metrics import psnr
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "images" / "FLIR_08954_lr.png"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two float images in [0, 1] (inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 class Checker:
@@ -35,6 +31,7 @@ class Checker:
 
     def __init__(self, pipe, device: str, steps: int = 15, repeats: int = 3):
         self.pipe, self.device, self.steps, self.repeats = pipe, device, steps, repeats
+        self.on_cuda = device.startswith("cuda")
         self.records: list[dict] = []
 
     def show(self, name: str, **values) -> None:
@@ -47,25 +44,21 @@ class Checker:
         return self.pipe(image, num_inference_steps=steps or self.steps, generator=generator, output_type="np",
                          **kwargs).images[0]
 
-    def _sync(self) -> None:
-        if self.device.startswith("cuda"):
+    def synced_run(self, image, **kwargs) -> None:
+        """One call, waited for: device kernels run asynchronously."""
+        self.run(image, **kwargs)
+        if self.on_cuda:
             torch.cuda.synchronize()
 
     def timed(self, image, repeats: int | None = None, **kwargs) -> dict:
         """Fastest of ``repeats`` calls after a warm-up, and the peak device memory of those calls."""
         repeats = min(repeats or self.repeats, self.repeats)
-        self.run(image, **kwargs)
-        self._sync()
-        if self.device.startswith("cuda"):
+        self.synced_run(image, **kwargs)
+        if self.on_cuda:
             torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self.run(image, **kwargs)
-            self._sync()
-            times.append(time.perf_counter() - start)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if self.device.startswith("cuda") else None
-        return {"seconds": min(times), "peak_mib": peak}
+        seconds = time_call(lambda: self.synced_run(image, **kwargs), repeats=repeats).minimum
+        peak = torch.cuda.max_memory_allocated() / 2**20 if self.on_cuda else None
+        return {"seconds": seconds, "peak_mib": peak}
 
 
 def check(path: str, device: str, quick: bool = False) -> list[dict]:
