@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from difiisr_dwt.errors import DifIISRError
+
 # subcommand -> (module, one-line help); each module defines ``add_parser(subparsers)`` that sets
 # ``func``. Only the chosen subcommand's module is imported, so start-up stays fast.
 COMMANDS = {
@@ -32,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except DifIISRError as error:  # the one error boundary: one line, the type's exit status
+        if str(error):
+            print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":
