@@ -4,10 +4,12 @@
 The diffusion state lives in the wavelet space of ``dwt_encoder`` (``E``): it starts at
 ``E(bicubic_x4(lr))`` plus noise, the UNet predicts the clean VQ latent ``z0``, the adapter
 ``A = dwt_encoder.project_latent`` carries ``z0`` into the state space for the ResShift posterior,
-and the VQ-f4 decoder turns the last ``z0`` into pixels.
+and the VQ-f4 decoder turns the last ``z0`` into pixels. Iterative back-projection then makes the
+output agree with its input: ``bicubic_down(SR) = LR`` (a grey level of a thermal image is a
+temperature; the output must not move it).
 
-This file is self-contained (torch, numpy, PIL, diffusers): it is also the Hub code file of the
-pipeline; its components arrive as objects.
+The file reads: image processor, tiling, pipeline. It is self-contained (torch, numpy, PIL,
+diffusers): it is also the Hub code file of the pipeline; its components arrive as objects.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,27 +28,42 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline, UNet2DModel, VQModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, deprecate
 from diffusers.utils.torch_utils import randn_tensor
 
 PipelineImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
 
-# Modes that load as they are, and the ones a user expects to work after a lossless-enough conversion.
+# PIL modes that load as they are, and those converted first (P is decided by its palette).
 _PIL_CONVERT = {
-    "L": "L", "RGB": "RGB", "1": "L", "LA": "L", "P": "RGB", "PA": "RGB", "RGBA": "RGB", "RGBX": "RGB",
+    "L": "L", "RGB": "RGB", "1": "L", "LA": "L", "PA": "RGBA", "RGBA": "RGB", "RGBX": "RGB",
     "CMYK": "RGB", "YCbCr": "RGB",
 }
 _PIL_16BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# ITU-R BT.601 luma / chroma (JPEG's full-range YCbCr, as PIL's "YCbCr" mode), on [-1, 1] pixels.
+_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
+# RGB inputs whose channels differ by at most this (in [0, 1]) are grey images stored as RGB.
+_GREY_TOLERANCE = 1.5 / 255
 
 
+# ====================================================================== image processor
 @dataclass
 class ImageMeta:
-    """How to give one output image back in its input's form."""
+    """How to give one output image back in its input's form.
 
-    channels: int  # 1 (grayscale) or 3
-    bit16: bool  # 16-bit input: output restored to [low, high] as uint16
+    Args:
+        channels: 1 (grayscale) or 3.
+        bit16: a 16-bit input, restored to ``[low, high]`` as uint16.
+        low, high: the input values that 0 and 1 stand for.
+        chroma: `(2, h, w)` LR chroma (Cb, Cr in [-1, 1]) of a colour input, whose luma alone is
+            super-resolved; ``None`` for grey inputs.
+    """
+
+    channels: int
+    bit16: bool
     low: float = 0.0
     high: float = 1.0
+    chroma: torch.Tensor | None = None
 
 
 @dataclass
@@ -62,110 +80,235 @@ class DifIISRDWTPipelineOutput(BaseOutput):
     value_ranges: list[tuple[float, float]]
 
 
-def _to_unit_float(array: np.ndarray, what: str) -> tuple[np.ndarray, ImageMeta]:
-    """`(H, W)` or `(H, W, C)` array -> float32 `(H, W, C)` in [0, 1] and how to restore it."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3:
-        raise ValueError(f"{what}: expected an (H, W) or (H, W, C) array, got shape {array.shape}.")
-    if array.shape[2] == 4:  # drop alpha
-        array = array[:, :, :3]
-    if array.shape[2] not in (1, 3):
-        raise ValueError(f"{what}: expected 1 or 3 channels (4 with alpha), got {array.shape[2]}.")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{what}: image is empty (size {array.shape[1]}x{array.shape[0]}).")
-    channels = array.shape[2]
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0, ImageMeta(channels, False)
-    if array.dtype == np.uint16:
-        low, high = float(array.min()), float(array.max())
-        high = high if high > low else low + 1.0
-        unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
-        return unit, ImageMeta(channels, True, low, high)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ValueError(f"{what}: image contains NaN or Inf values.")
-        if array.min() < -1e-3 or array.max() > 1 + 1e-3:
-            raise ValueError(
-                f"{what}: float images must lie in [0, 1], got [{array.min():.4g}, {array.max():.4g}]."
-            )
-        return np.clip(array, 0, 1).astype(np.float32), ImageMeta(channels, False)
-    raise ValueError(f"{what}: unsupported dtype {array.dtype} (use uint8, uint16 or float in [0, 1]).")
+def bicubic_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PIL-style bicubic resize of `(B, C, H, W)` float images (Keys a = -0.5, antialiased when
+    shrinking), the degradation the evaluation protocol and the model assume (LR = PIL bicubic / 4)."""
+    return F.interpolate(images.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
-def _pil_to_array(image: PIL.Image.Image, what: str) -> np.ndarray:
-    if image.width == 0 or image.height == 0:
-        raise ValueError(f"{what}: image is empty (size {image.width}x{image.height}).")
-    if image.mode in _PIL_16BIT:  # I;16 variants, and 32-bit I as PIL opens some 16-bit files
-        array = np.asarray(image, dtype=np.int64)
-        if array.min() < 0 or array.max() > 65535:
-            raise ValueError(f"{what}: mode {image.mode} values must lie in [0, 65535] to be read as 16-bit.")
-        return array.astype(np.uint16)
-    if image.mode not in _PIL_CONVERT:
-        raise ValueError(
-            f"{what}: unsupported PIL mode {image.mode!r}; use L, RGB or I;16 "
-            f"(also converted: {', '.join(sorted(_PIL_CONVERT))})."
-        )
-    return np.asarray(image.convert(_PIL_CONVERT[image.mode]))
+class IRImageProcessor:
+    """Pre- and post-processing of infrared images for :class:`DifIISRDWTPipeline`.
 
-
-def preprocess_image(image: PipelineImageInput) -> list[tuple[torch.Tensor, ImageMeta]]:
-    """Inputs -> list of `(3, h, w)` float tensors in [-1, 1] with their :class:`ImageMeta`.
-
-    Accepts PIL images, numpy `(H, W)` / `(H, W, C)` (uint8, uint16, float in [0, 1]), torch
-    `(C, H, W)` / `(B, C, H, W)` (float in [0, 1] or uint8), or a list of them.
+    Like diffusers' ``VaeImageProcessor``, but for what thermal cameras write: grayscale stays
+    grayscale, 16-bit stays 16-bit (scaled by its own range and restored), and a pseudo-colour frame
+    (ironbow, inferno...) keeps its colour: its BT.601 luma is super-resolved and its chroma is
+    bicubic-upscaled. Multi-frame PIL images are refused with their frame count (pass the frames as
+    a list); a palette image whose palette is grey is read as ``L``.
     """
-    items = list(image) if isinstance(image, (list, tuple)) else [image]
-    if not items:
-        raise ValueError("`image` is an empty list; pass at least one image.")
-    out = []
-    for index, item in enumerate(items):
-        what = f"image {index}"
-        if isinstance(item, PIL.Image.Image):
-            array, meta = _to_unit_float(_pil_to_array(item, f"PIL {what}"), f"PIL {what}")
-            tensors = [torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)]
-            metas = [meta]
-        elif isinstance(item, np.ndarray):
-            array, meta = _to_unit_float(item, what)
-            tensors = [torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)]
-            metas = [meta]
-        elif isinstance(item, torch.Tensor):
-            tensors, metas = _tensor_images(item, what)
+
+    def __init__(self, scale_factor: int = 4):
+        self.scale_factor = scale_factor
+
+    # -------------------------------------------------------------- in
+    def preprocess(self, image: PipelineImageInput) -> list[tuple[torch.Tensor, ImageMeta]]:
+        """Inputs -> list of ``(lr, meta)``: `(3, h, w)` float tensors in [-1, 1] (3 equal channels:
+        the luma of colour images) with their :class:`ImageMeta`.
+
+        Args:
+            image: PIL images, numpy `(H, W)` / `(H, W, C)` (uint8, uint16, float in [0, 1]), torch
+                `(C, H, W)` / `(B, C, H, W)` (float in [0, 1] or uint8), or a list of them.
+
+        Raises:
+            ValueError: empty input, unsupported type / mode / dtype / channel count, values outside
+                [0, 1] for floats, NaN or Inf, or a multi-frame PIL image.
+        """
+        items = list(image) if isinstance(image, (list, tuple)) else [image]
+        if not items:
+            raise ValueError("`image` is an empty list; pass at least one image.")
+        out = []
+        for index, item in enumerate(items):
+            what = f"image {index}"
+            if isinstance(item, PIL.Image.Image):
+                pairs = [self._unit_float(self._pil_to_array(item, f"PIL {what}"), f"PIL {what}")]
+            elif isinstance(item, np.ndarray):
+                pairs = [self._unit_float(item, what)]
+            elif isinstance(item, torch.Tensor):
+                pairs = self._tensor_images(item, what)
+            else:
+                raise ValueError(f"{what}: unsupported type {type(item).__name__}; use PIL, numpy or torch images.")
+            out.extend(self._to_model_input(tensor, meta) for tensor, meta in pairs)
+        return out
+
+    @staticmethod
+    def _to_model_input(tensor: torch.Tensor, meta: ImageMeta) -> tuple[torch.Tensor, ImageMeta]:
+        """`(C, h, w)` in [0, 1] -> `(3, h, w)` in [-1, 1]; colour images keep their chroma aside."""
+        tensor = tensor.float() * 2 - 1
+        if tensor.shape[0] == 3 and (tensor.amax(0) - tensor.amin(0)).max() > 2 * _GREY_TOLERANCE:
+            ycbcr = torch.einsum("ij,jhw->ihw", _RGB_TO_YCBCR, tensor)
+            meta.chroma, tensor = ycbcr[1:].clone(), ycbcr[:1]
+        if tensor.shape[0] == 1:
+            tensor = tensor.expand(3, -1, -1)
+        return tensor, meta
+
+    @staticmethod
+    def _unit_float(array: np.ndarray, what: str) -> tuple[torch.Tensor, ImageMeta]:
+        """`(H, W)` or `(H, W, C)` array -> float32 `(C, H, W)` in [0, 1] and how to restore it."""
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim != 3:
+            raise ValueError(f"{what}: expected an (H, W) or (H, W, C) array, got shape {array.shape}.")
+        if array.shape[2] == 4:  # drop alpha
+            array = array[:, :, :3]
+        if array.shape[2] not in (1, 3):
+            raise ValueError(f"{what}: expected 1 or 3 channels (4 with alpha), got {array.shape[2]}.")
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise ValueError(f"{what}: image is empty (size {array.shape[1]}x{array.shape[0]}).")
+        meta = ImageMeta(array.shape[2], False)
+        if array.dtype == np.uint8:
+            unit = array.astype(np.float32) / 255.0
+        elif array.dtype == np.uint16:
+            low, high = float(array.min()), float(array.max())
+            high = high if high > low else low + 1.0
+            unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
+            meta = ImageMeta(array.shape[2], True, low, high)
+        elif np.issubdtype(array.dtype, np.floating):
+            if not np.isfinite(array).all():
+                raise ValueError(f"{what}: image contains NaN or Inf values.")
+            if array.min() < -1e-3 or array.max() > 1 + 1e-3:
+                raise ValueError(
+                    f"{what}: float images must lie in [0, 1], got [{array.min():.4g}, {array.max():.4g}]."
+                )
+            unit = np.clip(array, 0, 1).astype(np.float32)
         else:
-            raise ValueError(f"{what}: unsupported type {type(item).__name__}; use PIL, numpy or torch images.")
-        for tensor, meta in zip(tensors, metas):
-            tensor = tensor.float()
-            if tensor.shape[0] == 1:
-                tensor = tensor.expand(3, -1, -1)
-            out.append((tensor * 2 - 1, meta))
-    return out
+            raise ValueError(f"{what}: unsupported dtype {array.dtype} (use uint8, uint16 or float in [0, 1]).")
+        return torch.from_numpy(np.ascontiguousarray(unit)).permute(2, 0, 1), meta
 
-
-def _tensor_images(tensor: torch.Tensor, what: str) -> tuple[list[torch.Tensor], list[ImageMeta]]:
-    if tensor.ndim == 3:
-        tensor = tensor[None]
-    if tensor.ndim != 4:
-        raise ValueError(f"{what}: expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(tensor.shape)}.")
-    if tensor.shape[1] not in (1, 3):
-        raise ValueError(f"{what}: expected 1 or 3 channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)}).")
-    if tensor.numel() == 0:
-        raise ValueError(f"{what}: image is empty (shape {tuple(tensor.shape)}).")
-    if tensor.dtype == torch.uint8:
-        tensor = tensor.float() / 255
-    elif tensor.is_floating_point():
-        tensor = tensor.detach().float().cpu()
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"{what}: image contains NaN or Inf values.")
-        if tensor.min() < -1e-3 or tensor.max() > 1 + 1e-3:
+    @staticmethod
+    def _pil_to_array(image: PIL.Image.Image, what: str) -> np.ndarray:
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
             raise ValueError(
-                f"{what}: float tensors must lie in [0, 1], got [{tensor.min():.4g}, {tensor.max():.4g}]."
+                f"{what}: has {frames} frames; the pipeline takes one frame per image. Pass them as a list: "
+                "[frame.copy() for frame in PIL.ImageSequence.Iterator(image)]."
             )
-        tensor = tensor.clamp(0, 1)
-    else:
-        raise ValueError(f"{what}: unsupported tensor dtype {tensor.dtype} (use uint8 or float in [0, 1]).")
-    return list(tensor.cpu()), [ImageMeta(tensor.shape[1], False)] * tensor.shape[0]
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"{what}: image is empty (size {image.width}x{image.height}).")
+        if image.mode in _PIL_16BIT:  # I;16 variants, and 32-bit I as PIL opens some 16-bit files
+            array = np.asarray(image, dtype=np.int64)
+            if array.min() < 0 or array.max() > 65535:
+                raise ValueError(f"{what}: mode {image.mode} values must lie in [0, 65535] to be read as 16-bit.")
+            return array.astype(np.uint16)
+        if image.mode == "P":  # a grey palette (common for thermal PNGs) stays grey
+            palette = np.asarray(image.getpalette() or [0, 0, 0], np.uint8).reshape(-1, 3)
+            grey = bool((palette == palette[:, :1]).all())
+            return np.asarray(image.convert("L" if grey else "RGB"))
+        if image.mode not in _PIL_CONVERT:
+            raise ValueError(
+                f"{what}: unsupported PIL mode {image.mode!r}; use L, RGB or I;16 "
+                f"(also converted: {', '.join(sorted([*_PIL_CONVERT, 'P']))})."
+            )
+        array = np.asarray(image.convert(_PIL_CONVERT[image.mode]))
+        return array
+
+    @staticmethod
+    def _tensor_images(tensor: torch.Tensor, what: str) -> list[tuple[torch.Tensor, ImageMeta]]:
+        if tensor.ndim == 3:
+            tensor = tensor[None]
+        if tensor.ndim != 4:
+            raise ValueError(f"{what}: expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(tensor.shape)}.")
+        if tensor.shape[1] not in (1, 3):
+            raise ValueError(f"{what}: expected 1 or 3 channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)}).")
+        if tensor.numel() == 0:
+            raise ValueError(f"{what}: image is empty (shape {tuple(tensor.shape)}).")
+        if tensor.dtype == torch.uint8:
+            tensor = tensor.float() / 255
+        elif tensor.is_floating_point():
+            tensor = tensor.detach().float().cpu()
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{what}: image contains NaN or Inf values.")
+            if tensor.min() < -1e-3 or tensor.max() > 1 + 1e-3:
+                raise ValueError(
+                    f"{what}: float tensors must lie in [0, 1], got [{tensor.min():.4g}, {tensor.max():.4g}]."
+                )
+            tensor = tensor.clamp(0, 1)
+        else:
+            raise ValueError(f"{what}: unsupported tensor dtype {tensor.dtype} (use uint8 or float in [0, 1]).")
+        return [(item, ImageMeta(tensor.shape[1], False)) for item in tensor.cpu()]
+
+    # -------------------------------------------------------------- out
+    def postprocess(self, images: list[torch.Tensor], metas: list[ImageMeta], output_type: str = "pil"):
+        """`(3, H, W)` SR tensors in [-1, 1] -> the requested output, each in its input's form.
+
+        Colour inputs get their bicubic-upscaled chroma back; grey inputs give 1 channel; 16-bit PIL
+        outputs are uint16 in the input's ``[low, high]``. ``output_type``: ``"pil"``, ``"np"``
+        (`(B, H, W, C)` float32 in [0, 1]) or ``"pt"`` (`(B, C, H, W)`); a list where shapes differ.
+        """
+        outs = []
+        for image, meta in zip(images, metas):
+            image = image.float()
+            if meta.chroma is not None:
+                chroma = bicubic_resize(meta.chroma[None], tuple(image.shape[-2:]))[0]
+                ycbcr = torch.cat([image.mean(dim=0, keepdim=True), chroma])
+                image = torch.einsum("ij,jhw->ihw", _YCBCR_TO_RGB, ycbcr)
+            image = image.add(1).div_(2).clamp_(0, 1)  # one copy; the caller's tensor is kept
+            if meta.channels == 1:
+                image = image.mean(dim=0, keepdim=True)
+            outs.append(image)
+        same_shape = all(o.shape == outs[0].shape for o in outs)
+        if output_type == "pt":
+            return torch.stack(outs) if same_shape else outs
+        if output_type == "np":
+            arrays = [o.permute(1, 2, 0).numpy() for o in outs]
+            return np.stack(arrays) if same_shape else arrays
+        return [self._to_pil(image, meta) for image, meta in zip(outs, metas)]
+
+    @staticmethod
+    def _to_pil(image: torch.Tensor, meta: ImageMeta) -> PIL.Image.Image:
+        if meta.bit16 and meta.channels == 1:  # PIL has no 16-bit RGB: such inputs come back as 8-bit RGB
+            values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_()
+            return PIL.Image.fromarray(values.numpy().astype(np.uint16))
+        array8 = image.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+        return PIL.Image.fromarray(array8[:, :, 0] if meta.channels == 1 else array8)
 
 
+def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Iterative back-projection (Irani & Peleg, 1991): ``SR += up(LR - down(SR))``, ``iterations`` times.
+
+    ``down`` is the degradation the model assumes (PIL-style bicubic, :func:`bicubic_resize`); each
+    round removes most of what is left of ``down(SR) - LR``, so the output keeps the model's detail
+    above the LR's Nyquist frequency and takes its levels from the input.
+
+    Args:
+        sr (`torch.Tensor` of shape `(B, C, sH, sW)`): the decoded output, [-1, 1].
+        lr (`torch.Tensor` of shape `(B, C, H, W)`): the input, [-1, 1].
+        iterations (`int`): rounds; 0 returns ``sr``.
+
+    Returns:
+        `torch.Tensor` like ``sr`` (float32, not clamped).
+    """
+    sr = sr.float()
+    for _ in range(iterations):
+        sr += bicubic_resize(lr - bicubic_resize(sr, tuple(lr.shape[-2:])), tuple(sr.shape[-2:]))
+    return sr
+
+
+def shrink_flat_detail(sr: torch.Tensor, lr: torch.Tensor, noise_level: float) -> torch.Tensor:
+    """Keep the model's departure from bicubic only where the input has structure.
+
+    A Wiener-style gain per output pixel, ``g = a^2 / (a^2 + noise_level^2)``, with ``a`` the local
+    standard deviation of the input's luma (3x3 LR window, bicubic-upscaled): on a flat patch
+    (``a`` at the sensor's noise level or below) the output stays the smooth bicubic surface instead
+    of a texture the model invents, on edges and texture (``a >> noise_level``) the model's detail
+    passes unchanged: ``SR' = up(LR) + g (SR - up(LR))``.
+
+    Args:
+        sr (`torch.Tensor` of shape `(B, C, sH, sW)`): the decoded output, [-1, 1].
+        lr (`torch.Tensor` of shape `(B, C, H, W)`): the input, [-1, 1].
+        noise_level (`float`): in [-1, 1] pixel units (8-bit grey levels / 127.5); 0 returns ``sr``.
+    """
+    if noise_level <= 0:
+        return sr
+    size = tuple(sr.shape[-2:])
+    luma = lr.float().mean(dim=1, keepdim=True)
+    mean = F.avg_pool2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    square = F.avg_pool2d(F.pad(luma.square(), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    activity = bicubic_resize((square - mean.square()).clamp_min(0), size).clamp_min(0)
+    gain = activity / (activity + noise_level**2)
+    upsampled = bicubic_resize(lr, size)
+    return upsampled.add_(gain * (sr.float() - upsampled))
+
+
+# ====================================================================== tiling
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     if size <= tile:
         return [0]
@@ -225,8 +368,95 @@ def blend_tiles(
     return out.div_(weights)  # in place: at 2048^2 every full-size copy is ~50 MB
 
 
+class GroupNormStatistics:
+    """One set of GroupNorm statistics for all the tiles of an image (the "tiled VAE with global
+    GroupNorm" technique).
+
+    A GroupNorm normalises by the mean and variance of its whole input; run per tile, every tile gets
+    its own, and the output shows bands of different level and contrast. Inside :meth:`collect`
+    every ``torch.nn.GroupNorm`` of ``module`` accumulates per-sample, per-group sums of ``x`` and
+    ``x^2`` over the tiles run (normalising each tile as usual); inside :meth:`apply` it normalises
+    with the pooled mean and variance instead, so every tile sees the same statistics, close to the
+    whole image's. A module called several times in one forward pools those calls together.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        self.norms = [m for m in module.modules() if isinstance(m, torch.nn.GroupNorm)]
+        self.sums: dict[int, list[torch.Tensor]] = {}
+
+    @contextmanager
+    def _patched(self, forward: Callable[[torch.nn.GroupNorm, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        for norm in self.norms:
+            norm.forward = lambda x, norm=norm: forward(norm, x)
+        try:
+            yield
+        finally:
+            for norm in self.norms:
+                del norm.forward
+
+    def collect(self):
+        """Context: accumulate statistics over the tiles run inside it (outputs as without it)."""
+        self.sums = {}
+
+        def forward(norm: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+            grouped = x.detach().reshape(x.shape[0], norm.num_groups, -1).double()
+            sums = [grouped.sum(-1), grouped.square().sum(-1), grouped.shape[-1]]
+            previous = self.sums.get(id(norm))
+            self.sums[id(norm)] = sums if previous is None else [a + b for a, b in zip(previous, sums)]
+            return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+
+        return self._patched(forward)
+
+    def apply(self):
+        """Context: every GroupNorm normalises with the statistics pooled by :meth:`collect`."""
+
+        def forward(norm: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+            total, squares, count = self.sums[id(norm)]
+            mean = total / count
+            inv_std = ((squares / count - mean.square()).clamp_min(0) + norm.eps).rsqrt()
+            grouped = x.reshape(x.shape[0], norm.num_groups, -1)
+            y = ((grouped - mean[..., None].to(x.dtype)) * inv_std[..., None].to(x.dtype)).reshape(x.shape)
+            if norm.affine:
+                shape = (1, -1) + (1,) * (x.ndim - 2)
+                y = y * norm.weight.reshape(shape) + norm.bias.reshape(shape)
+            return y
+
+        return self._patched(forward)
+
+
+def tiled_with_shared_norms(
+    fn: Callable[[torch.Tensor], torch.Tensor], module: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int,
+    scale: int,
+) -> torch.Tensor:
+    """:func:`blend_tiles` whose tiles share their GroupNorm statistics (:class:`GroupNormStatistics`).
+
+    A first pass over the tiles pools the statistics (its outputs are dropped), the second blends
+    the tiles normalised with them: twice the compute of plain tiling, the memory of one tile.
+    ``x`` that fits in one tile runs whole, once.
+    """
+    if len(_tile_starts(x.shape[-2], tile, overlap)) == 1 and len(_tile_starts(x.shape[-1], tile, overlap)) == 1:
+        return fn(x)
+    stats = GroupNormStatistics(module)
+    with stats.collect():
+        for top in _tile_starts(x.shape[-2], tile, overlap):
+            for left in _tile_starts(x.shape[-1], tile, overlap):
+                fn(x[..., top : top + tile, left : left + tile])
+    with stats.apply():
+        return blend_tiles(fn, x, tile, overlap, scale)
+
+
+# ====================================================================== pipeline
+@dataclass
+class TilingConfig:
+    """A tiling memory feature: tile side and overlap, in the component's input pixels."""
+
+    tile_size: int
+    tile_overlap: int
+
+
 class DifIISRDWTPipeline(DiffusionPipeline):
-    r"""x4 super-resolution of infrared images: ResShift sampling in wavelet space, VQ-f4 decoding.
+    r"""x4 super-resolution of infrared images: ResShift sampling in wavelet space, VQ-f4 decoding,
+    back-projection onto the input.
 
     Args:
         dwt_encoder ([`DWTEncoder`]): wavelet encoder ``E`` with the latent adapter ``A``.
@@ -236,10 +466,21 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         scheduler ([`ResShiftScheduler`]): the residual-shifting schedule.
         quantize_decode (`bool`): snap the predicted latent to the codebook before decoding (default
             of ``__call__``'s ``quantize``).
+
+    Memory features (state, as diffusers' ``enable_vae_tiling``): :meth:`enable_decode_tiling`
+    (on by default for latents larger than 128 x 128; whole-image decoding below) and
+    :meth:`enable_unet_tiling` (off by default). Both share GroupNorm statistics across tiles, so
+    tiling moves no grey level.
     """
 
     model_cpu_offload_seq = "dwt_encoder->unet->vqvae"
-    _callback_tensor_inputs = ["latents", "pred_latents", "lr_latents"]
+    _callback_tensor_inputs = ["latents", "pred_vq_latents", "lr_condition"]
+    _deprecated_tensor_inputs = {"pred_latents": "pred_vq_latents", "lr_latents": "lr_condition"}
+    #: rounds of iterative back-projection under ``lr_consistency=True``.
+    back_projection_iterations = 10
+    #: input noise level (8-bit grey levels) below which ``lr_consistency=True`` keeps no invented
+    #: detail (:func:`shrink_flat_detail`).
+    detail_noise_level = 2.0
 
     def __init__(self, dwt_encoder, unet: UNet2DModel, vqvae: VQModel, scheduler, quantize_decode: bool = True):
         super().__init__()
@@ -261,6 +502,9 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             )
         self.register_modules(dwt_encoder=dwt_encoder, unet=unet, vqvae=vqvae, scheduler=scheduler)
         self.register_to_config(quantize_decode=quantize_decode)
+        self.image_processor = IRImageProcessor(scale_factor=dwt_encoder.downsample_factor)
+        self.decode_tiling: TilingConfig | None = TilingConfig(128, 16)
+        self.unet_tiling: TilingConfig | None = None
 
     @property
     def upscale_factor(self) -> int:
@@ -271,42 +515,77 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         """Latent sizes the UNet accepts are multiples of this (its number of downsamplings)."""
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
+    # per-call settings, read by the steps of one call (as diffusers' ``self._guidance_scale``)
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def noise_scale(self) -> float:
+        return self._noise_scale
+
+    # ------------------------------------------------------------------ memory features
+    def enable_decode_tiling(self, tile_size: int = 128, tile_overlap: int = 16) -> None:
+        """Decode latents larger than ``tile_size`` (latent = LR pixels) in overlapping tiles that share
+        their GroupNorm statistics (two passes over the tiles); smaller ones decode whole.
+
+        Raises:
+            ValueError: ``tile_size <= 0`` or ``tile_overlap`` outside ``[0, tile_size)``.
+        """
+        if tile_size <= 0 or not 0 <= tile_overlap < tile_size:
+            raise ValueError(
+                f"Need decode tile_size > 0 and 0 <= tile_overlap < tile_size, got {tile_size} and {tile_overlap}."
+            )
+        self.decode_tiling = TilingConfig(tile_size, tile_overlap)
+
+    def disable_decode_tiling(self) -> None:
+        """Decode every image whole (peak memory grows with the image)."""
+        self.decode_tiling = None
+
+    def enable_unet_tiling(self, tile_size: int = 64, tile_overlap: int = 16) -> None:
+        """Run the UNet over overlapping tiles of ``tile_size`` LR pixels at every step, blended, with
+        GroupNorm statistics shared across the tiles (two passes: about twice the UNet's time).
+
+        Raises:
+            ValueError: ``tile_size`` not a positive multiple of :attr:`unet_size_multiple`, or
+                ``tile_overlap`` outside ``[0, tile_size)``.
+        """
+        multiple = self.unet_size_multiple
+        if tile_size <= 0 or tile_size % multiple:
+            raise ValueError(f"`tile_size` must be a positive multiple of {multiple}, got {tile_size}.")
+        if not 0 <= tile_overlap < tile_size:
+            raise ValueError(f"`tile_overlap` must be in [0, tile_size), got {tile_overlap}.")
+        self.unet_tiling = TilingConfig(tile_size, tile_overlap)
+
+    def disable_unet_tiling(self) -> None:
+        """Run the UNet on the whole image (the default)."""
+        self.unet_tiling = None
+
     # ------------------------------------------------------------------ inputs
     def check_inputs(
         self,
         image: PipelineImageInput,
         num_inference_steps: int,
-        tile_size: int | None,
-        tile_overlap: int,
-        decode_tile_size: int,
-        decode_tile_overlap: int,
+        noise_scale: float,
         output_type: str,
-        callback_on_step_end_tensor_inputs: list[str] | None,
+        callback_on_step_end_tensor_inputs: list[str],
     ) -> None:
+        """Raise a ``ValueError`` naming the first bad argument of :meth:`__call__` (images are checked
+        by :meth:`IRImageProcessor.preprocess`)."""
         if image is None:
             raise ValueError("`image` must be given.")
         steps = self.scheduler.config.num_train_timesteps
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= steps:
             raise ValueError(f"`num_inference_steps` must be an integer in [1, {steps}], got {num_inference_steps!r}.")
-        multiple = self.unet_size_multiple
-        if tile_size is not None:
-            if tile_size <= 0 or tile_size % multiple:
-                raise ValueError(f"`tile_size` must be a positive multiple of {multiple}, got {tile_size}.")
-            if not 0 <= tile_overlap < tile_size:
-                raise ValueError(f"`tile_overlap` must be in [0, tile_size), got {tile_overlap}.")
-        if decode_tile_size <= 0 or not 0 <= decode_tile_overlap < decode_tile_size:
-            raise ValueError(
-                f"Need decode_tile_size > 0 and 0 <= decode_tile_overlap < decode_tile_size, "
-                f"got {decode_tile_size} and {decode_tile_overlap}."
-            )
+        if not 0.0 <= noise_scale <= 1.0:
+            raise ValueError(f"`noise_scale` must lie in [0, 1], got {noise_scale!r}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
-        if callback_on_step_end_tensor_inputs is not None:
-            unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-            if unknown:
-                raise ValueError(
-                    f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
-                )
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
+            )
 
     def prepare_condition(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reflect-pad the LR batch to the UNet's size multiple and encode ``s_lr = E(bicubic_x4(lr))``.
@@ -328,146 +607,199 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             lr = F.pad(lr, (0, pad_w, 0, pad_h), mode=mode)
         upsampled = F.interpolate(lr, scale_factor=self.upscale_factor, mode="bicubic", align_corners=False)
         encoder_dtype = next(self.dwt_encoder.parameters()).dtype
-        lr_latents = self.dwt_encoder.encode(upsampled.clamp_(-1, 1).to(encoder_dtype))
-        return lr, lr_latents.float()
+        lr_condition = self.dwt_encoder.encode(upsampled.clamp_(-1, 1).to(encoder_dtype))
+        return lr, lr_condition.float()
 
     def prepare_latents(
-        self, lr_latents: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
+        self, lr_condition: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
     ) -> torch.Tensor:
         """The prior sample ``s_T = s_lr + kappa sqrt(eta_T) noise`` (float32 state)."""
-        noise = randn_tensor(lr_latents.shape, generator=generator, device=lr_latents.device, dtype=torch.float32)
-        return self.scheduler.prior_sample(lr_latents, noise)
+        noise = randn_tensor(lr_condition.shape, generator=generator, device=lr_condition.device, dtype=torch.float32)
+        return self.scheduler.prior_sample(lr_condition, noise)
 
-    def predict_latents(
-        self, latents: torch.Tensor, lr_latents: torch.Tensor, t: torch.Tensor, tile_size: int | None, tile_overlap: int
-    ) -> torch.Tensor:
-        """``z0_hat = UNet(cat(scale(s_t), s_lr), t)``, over blended tiles when ``tile_size`` is set."""
-        model_input = torch.cat([self.scheduler.scale_model_input(latents, t), lr_latents], dim=1)
+    # ------------------------------------------------------------------ model calls
+    def predict_vq_latents(self, latents: torch.Tensor, lr_condition: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``z0_hat = UNet(cat(scale(s_t), s_lr), t)``: `(B, c, h, w)` VQ latents, float32 (tiled under
+        :meth:`enable_unet_tiling`)."""
+        model_input = torch.cat([self.scheduler.scale_model_input(latents, t), lr_condition], dim=1)
         model_input = model_input.to(self.unet.dtype)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             timestep = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
             return self.unet(x, timestep).sample.float()
 
-        if tile_size is None:
+        if self.unet_tiling is None:
             return run(model_input)
-        return blend_tiles(run, model_input, tile_size, tile_overlap, scale=1)
+        tiling = self.unet_tiling
+        return tiled_with_shared_norms(run, self.unet, model_input, tiling.tile_size, tiling.tile_overlap, scale=1)
 
-    def decode_latents(
-        self, latents: torch.Tensor, quantize: bool, decode_tile_size: int, decode_tile_overlap: int
-    ) -> torch.Tensor:
-        """VQ-decode `(B, c, h, w)` latents to `(B, 3, 4h, 4w)` pixels in [-1, 1], tiled when large."""
+    def decode_vq_latents(self, vq_latents: torch.Tensor, quantize: bool) -> torch.Tensor:
+        """VQ-decode `(B, c, h, w)` latents to `(B, 3, 4h, 4w)` pixels in [-1, 1] (float32, not clamped),
+        tiled under :meth:`enable_decode_tiling` when larger than one tile."""
+
         def run(z: torch.Tensor) -> torch.Tensor:
             return self.vqvae.decode(z.to(self.vqvae.dtype), force_not_quantize=not quantize).sample.float()
 
-        return blend_tiles(run, latents, decode_tile_size, decode_tile_overlap, self.upscale_factor).clamp_(-1, 1)
+        if self.decode_tiling is None:
+            return run(vq_latents)
+        tiling = self.decode_tiling
+        return tiled_with_shared_norms(
+            run, self.vqvae.decoder, vq_latents, tiling.tile_size, tiling.tile_overlap, self.upscale_factor
+        )
 
     # ------------------------------------------------------------------ sampling
-    def _upscale_batch(
-        self,
-        lr: torch.Tensor,
-        timesteps: torch.Tensor,
-        generator,
-        tile_size: int | None,
-        tile_overlap: int,
-        quantize: bool,
-        decode_tile_size: int,
-        decode_tile_overlap: int,
-        callback_on_step_end,
+    def denoise(
+        self, lr_condition: torch.Tensor, timesteps: torch.Tensor, generator, callback_on_step_end,
         callback_on_step_end_tensor_inputs: list[str],
     ) -> torch.Tensor:
-        height, width = lr.shape[-2:]
-        _, lr_latents = self.prepare_condition(lr)
-        latents = self.prepare_latents(lr_latents, generator)
-        pred_latents = None
+        """The sampling loop from the prior ``s_T`` to the last prediction ``z0_hat``.
+
+        Each step predicts the clean VQ latent, carries it into the state space with the adapter
+        (``s0_hat = A(z0_hat)``) and takes the scheduler's step with this call's ``noise_scale``.
+
+        Returns:
+            `(B, c, h', w')` float32: the VQ latent predicted at the last step.
+        """
+        latents = self.prepare_latents(lr_condition, generator)
+        pred_vq_latents = None
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                pred_latents = self.predict_latents(latents, lr_latents, t, tile_size, tile_overlap)
-                pred_state = self.dwt_encoder.project_latent(pred_latents.to(self.dwt_encoder.dtype)).float()
-                latents = self.scheduler.step(pred_state, t, latents, generator=generator).prev_sample
+                pred_vq_latents = self.predict_vq_latents(latents, lr_condition, t)
+                pred_state = self.dwt_encoder.project_latent(pred_vq_latents.to(self.dwt_encoder.dtype)).float()
+                latents = self.scheduler.step(
+                    pred_state, t, latents, generator=generator, noise_scale=self.noise_scale, lr_sample=lr_condition
+                ).prev_sample
                 if callback_on_step_end is not None:
-                    tensors = {"latents": latents, "pred_latents": pred_latents, "lr_latents": lr_latents}
+                    tensors = {"latents": latents, "pred_vq_latents": pred_vq_latents, "lr_condition": lr_condition}
                     callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     latents = callback_outputs.pop("latents", latents)
-                    pred_latents = callback_outputs.pop("pred_latents", pred_latents)
+                    pred_vq_latents = callback_outputs.pop("pred_vq_latents", pred_vq_latents)
                 progress_bar.update()
-        image = self.decode_latents(pred_latents, quantize, decode_tile_size, decode_tile_overlap)
-        factor = self.upscale_factor
-        return image[..., : height * factor, : width * factor]
+        return pred_vq_latents
+
+    def _legacy_call_options(self, options: dict) -> tuple[TilingConfig | None, TilingConfig | None] | None:
+        """The tiling of one call given with ``__call__``'s old per-call arguments (deprecated)."""
+        if not options:
+            return None
+        unknown = sorted(set(options) - {"tile_size", "tile_overlap", "decode_tile_size", "decode_tile_overlap"})
+        if unknown:
+            raise TypeError(f"__call__() got unexpected keyword arguments {unknown}.")
+        deprecate("tile_size/decode_tile_size", "1.0.0", "Pass tiling as pipeline state: `pipe.enable_unet_tiling("
+                  "tile_size, tile_overlap)` and `pipe.enable_decode_tiling(tile_size, tile_overlap)`.")
+        saved = (self.unet_tiling, self.decode_tiling)
+        if options.get("tile_size") is not None:
+            self.enable_unet_tiling(options["tile_size"], options.get("tile_overlap", 16))
+        if "decode_tile_size" in options:
+            self.enable_decode_tiling(options["decode_tile_size"], options.get("decode_tile_overlap", 16))
+        return saved
 
     @torch.no_grad()
     def __call__(
         self,
         image: PipelineImageInput,
-        num_inference_steps: int = 15,
+        num_inference_steps: int = 4,
+        noise_scale: float = 0.0,
+        lr_consistency: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        tile_size: int | None = None,
-        tile_overlap: int = 16,
-        decode_tile_size: int = 128,
-        decode_tile_overlap: int = 16,
         quantize: bool | None = None,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **legacy_tiling,
     ) -> DifIISRDWTPipelineOutput | tuple:
         r"""Upscale infrared images x4.
 
         Args:
             image: PIL (``L``, ``RGB``, ``I;16``; other common modes converted), numpy `(H, W)` /
                 `(H, W, C)` (uint8, uint16, float in [0, 1]), torch `(C, H, W)` / `(B, C, H, W)` in
-                [0, 1], or a list of them. Grayscale stays grayscale; 16-bit stays 16-bit.
+                [0, 1], or a list of them. Grayscale stays grayscale; 16-bit stays 16-bit; colour keeps
+                its chroma (bicubic) around the super-resolved luma.
             num_inference_steps (`int`): sampling steps, a subsequence of the ``T`` trained steps.
+            noise_scale (`float`): the fidelity-realism knob, in [0, 1]: the share of the ResShift
+                posterior's noise drawn at each step (0: deterministic DDIM-style update, the most
+                faithful; 1: the full posterior, more invented detail). No effect at 1 step.
+            lr_consistency (`bool`): make the output agree with its input: no invented texture where the
+                input is flat (:func:`shrink_flat_detail`), then :attr:`back_projection_iterations`
+                rounds of :func:`back_project`, so that its PIL-bicubic x1/4 reproduces the input.
             generator: ``torch.Generator`` (or one per image) for reproducible sampling.
             output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict (`bool`): return a :class:`DifIISRDWTPipelineOutput` rather than a tuple.
-            tile_size (`int`, *optional*): LR pixels per diffusion tile (a multiple of the UNet's
-                size multiple); ``None`` runs the UNet on the whole image.
-            tile_overlap (`int`): LR pixels shared by neighbouring diffusion tiles (linearly blended).
-            decode_tile_size, decode_tile_overlap (`int`): VQ-decoder tiling, in latent (= LR) pixels.
             quantize (`bool`, *optional*): snap latents to the VQ codebook before decoding; defaults
                 to the pipeline config's ``quantize_decode``.
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
-            callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``,
-                ``"pred_latents"``, ``"lr_latents"``).
+            callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
+                wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
+            **legacy_tiling: ``tile_size``, ``tile_overlap``, ``decode_tile_size``,
+                ``decode_tile_overlap`` for this call only (deprecated: use :meth:`enable_unet_tiling`
+                and :meth:`enable_decode_tiling`).
 
         Returns:
             :class:`DifIISRDWTPipelineOutput` or ``(images, value_ranges)``.
+
+        Raises:
+            ValueError: a bad image or argument, named in the message.
         """
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        self.check_inputs(
-            image, num_inference_steps, tile_size, tile_overlap, decode_tile_size, decode_tile_overlap,
-            output_type, callback_on_step_end_tensor_inputs,
-        )
-        items = preprocess_image(image)
-        if isinstance(generator, list) and len(generator) != len(items):
-            raise ValueError(f"Got {len(generator)} generators for {len(items)} images; pass one per image.")
-        quantize = self.config.quantize_decode if quantize is None else quantize
-        device = self._execution_device
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        saved_tiling = self._legacy_call_options(legacy_tiling)
+        try:
+            # 1. Check inputs; per-call settings live on `self` for the steps below
+            if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+                callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+            tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
+            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs)
+            self._noise_scale = noise_scale
+            quantize = self.config.quantize_decode if quantize is None else quantize
 
-        results: list[torch.Tensor | None] = [None] * len(items)
-        for indices in _group_by_size(items):
-            lr = torch.stack([items[i][0] for i in indices]).to(device)
-            group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
-            sr = self._upscale_batch(
-                lr, timesteps, group_generator, tile_size, tile_overlap, quantize, decode_tile_size,
-                decode_tile_overlap, callback_on_step_end, callback_on_step_end_tensor_inputs,
-            )
-            for i, out in zip(indices, sr):
-                results[i] = out.cpu()
-        self.maybe_free_model_hooks()
+            # 2. Preprocess: (3, h, w) tensors in [-1, 1] and how to give each back
+            items = self.image_processor.preprocess(image)
+            if isinstance(generator, list) and len(generator) != len(items):
+                raise ValueError(f"Got {len(generator)} generators for {len(items)} images; pass one per image.")
+            device = self._execution_device
 
+            # 3. Timesteps: a subsequence of the trained schedule
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.scheduler.timesteps
+            self._num_timesteps = len(timesteps)
+
+            results: list[torch.Tensor | None] = [None] * len(items)
+            for indices in _group_by_size(items):  # one batch per image size
+                lr = torch.stack([items[i][0] for i in indices]).to(device)
+                group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
+                # 4. Condition s_lr = E(bicubic_x4(lr)), padded to the UNet's size multiple
+                _, lr_condition = self.prepare_condition(lr)
+                # 5. Denoising loop
+                vq_latents = self.denoise(
+                    lr_condition, timesteps, group_generator, callback_on_step_end, tensor_inputs
+                )
+                # 6. Decode, crop the padding, back-project onto the input
+                sr = self.decode_vq_latents(vq_latents, quantize)
+                sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor]
+                if lr_consistency:
+                    sr = shrink_flat_detail(sr, lr, self.detail_noise_level / 127.5)
+                    sr = back_project(sr, lr.float(), self.back_projection_iterations)
+                for i, out in zip(indices, sr.clamp_(-1, 1)):
+                    results[i] = out.cpu()
+            self.maybe_free_model_hooks()
+        finally:
+            if saved_tiling is not None:
+                self.unet_tiling, self.decode_tiling = saved_tiling
+
+        # 7. Postprocess to the inputs' forms
         metas = [meta for _, meta in items]
-        images = postprocess_images(results, metas, output_type)
+        images = self.image_processor.postprocess(results, metas, output_type)
         value_ranges = [(meta.low, meta.high) for meta in metas]
         if not return_dict:
             return (images, value_ranges)
         return DifIISRDWTPipelineOutput(images=images, value_ranges=value_ranges)
+
+    def _tensor_input_names(self, names: list[str] | None) -> list[str]:
+        """Callback tensor names, the deprecated ones mapped to their new names (default ``["latents"]``)."""
+        names = list(names or ["latents"])
+        renamed = [self._deprecated_tensor_inputs.get(k, k) for k in names]
+        if renamed != names:
+            deprecate("pred_latents/lr_latents", "1.0.0", "Use 'pred_vq_latents' and 'lr_condition'.")
+        return renamed
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
@@ -502,31 +834,3 @@ def _group_by_size(items: list[tuple[torch.Tensor, ImageMeta]]) -> Iterator[list
     for index, (tensor, _) in enumerate(items):
         groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
     yield from groups.values()
-
-
-def postprocess_images(images: list[torch.Tensor], metas: list[ImageMeta], output_type: str):
-    """`(3, H, W)` tensors in [-1, 1] -> the requested output, each in its input's channels and depth."""
-    outs = []
-    for image, meta in zip(images, metas):
-        image = image.float().add(1).div_(2).clamp_(0, 1)  # one copy; the caller's tensor is kept
-        if meta.channels == 1:
-            image = image.mean(dim=0, keepdim=True)
-        outs.append(image)
-    if output_type == "pt":
-        return torch.stack(outs) if _same_shape(outs) else outs
-    if output_type == "np":
-        arrays = [o.permute(1, 2, 0).numpy() for o in outs]
-        return np.stack(arrays) if _same_shape(outs) else arrays
-    pil_images = []
-    for image, meta in zip(outs, metas):
-        if meta.bit16 and meta.channels == 1:  # PIL has no 16-bit RGB: such inputs come back as 8-bit RGB
-            values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_()
-            pil_images.append(PIL.Image.fromarray(values.numpy().astype(np.uint16)))
-        else:
-            array8 = image.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
-            pil_images.append(PIL.Image.fromarray(array8[:, :, 0] if meta.channels == 1 else array8))
-    return pil_images
-
-
-def _same_shape(tensors: list[torch.Tensor]) -> bool:
-    return all(t.shape == tensors[0].shape for t in tensors)

@@ -176,8 +176,20 @@ class ResShiftScheduler(SchedulerMixin, ConfigMixin):
         sample: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
+        noise_scale: float = 1.0,
+        lr_sample: torch.Tensor | None = None,
     ) -> ResShiftSchedulerOutput | tuple[torch.Tensor, torch.Tensor]:
-        """One reverse step from ``timestep`` to the next timestep of the sampling list.
+        """One reverse step from ``timestep`` to the next timestep ``t'`` of the sampling list.
+
+        With ``noise_scale = 1`` this samples the ResShift posterior ``q(x_{t'} | x_t, x_0)`` (see
+        :meth:`posterior_mean_variance`). With ``s = noise_scale < 1`` it takes the DDIM-style step
+        (Song et al., ICLR 2021, in ResShift's parametrisation) that keeps the marginal
+        ``q(x_{t'} | x_0, y)`` but draws only ``sigma^2 = s^2 * variance`` of fresh noise:
+
+            eps = (x_t - x_0 - eta_t (y - x_0)) / (kappa sqrt(eta_t))
+            x_{t'} = x_0 + eta_{t'} (y - x_0) + sqrt(kappa^2 eta_{t'} - sigma^2) eps + sigma noise
+
+        ``s = 0`` is deterministic (the most faithful to ``x_0``); ``s = 1`` equals the posterior.
 
         Args:
             model_output (`torch.Tensor` of shape `(B, C, H, W)`): the predicted ``x_0`` in the
@@ -186,19 +198,41 @@ class ResShiftScheduler(SchedulerMixin, ConfigMixin):
             sample (`torch.Tensor` of shape `(B, C, H, W)`): current state ``x_t``.
             generator: for the posterior noise.
             return_dict: return a :class:`ResShiftSchedulerOutput` instead of a tuple.
+            noise_scale (`float`): ``s`` in [0, 1], the share of the posterior's standard deviation
+                drawn as fresh noise.
+            lr_sample (`torch.Tensor` of shape `(B, C, H, W)`, *optional*): the condition ``y``;
+                required when ``noise_scale < 1``.
 
         Returns:
             ``(prev_sample, pred_original_sample)``; at the last timestep of the list
             ``prev_sample`` is ``pred_original_sample`` itself (variance 0).
+
+        Raises:
+            ValueError: ``noise_scale`` outside [0, 1], or ``noise_scale < 1`` without ``lr_sample``.
         """
+        if not 0.0 <= noise_scale <= 1.0:
+            raise ValueError(f"noise_scale must lie in [0, 1], got {noise_scale}.")
         timestep = int(timestep)
         prev_timestep = self.previous_timestep(timestep)
         if prev_timestep < 0:
             prev_sample = model_output
-        else:
+        elif noise_scale == 1.0:
             mean, variance = self.posterior_mean_variance(sample, model_output, timestep, prev_timestep)
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
             prev_sample = mean + math.sqrt(variance) * noise
+        else:
+            if lr_sample is None:
+                raise ValueError("noise_scale < 1 needs `lr_sample` (the condition y) to recover the step's noise.")
+            _, variance = self.posterior_mean_variance(sample, model_output, timestep, prev_timestep)
+            kappa = self.config.kappa
+            eta_t, eta_prev = float(self.etas[timestep]), float(self.etas[prev_timestep])
+            residual = lr_sample - model_output
+            eps = (sample - model_output - eta_t * residual) / (kappa * math.sqrt(eta_t))
+            sigma = noise_scale * math.sqrt(variance)
+            prev_sample = model_output + eta_prev * residual + math.sqrt(max(kappa**2 * eta_prev - sigma**2, 0.0)) * eps
+            if sigma > 0:
+                noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+                prev_sample = prev_sample + sigma * noise
         if not return_dict:
             return (prev_sample, model_output)
         return ResShiftSchedulerOutput(prev_sample=prev_sample, pred_original_sample=model_output)

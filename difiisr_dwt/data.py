@@ -22,6 +22,7 @@ from difiisr_dwt.io import IMAGE_SUFFIXES, ImageReadError, read_image
 logger = logging.getLogger(__name__)
 
 AUGMENTATIONS = ("none", "flip", "flip_rot90")
+INTENSITY_AUGMENTATIONS = ("none", "thermal")
 
 
 def image_to_array(image: PIL.Image.Image) -> np.ndarray:
@@ -74,6 +75,37 @@ def augment_params(seed: int, augment: str) -> tuple[bool, int]:
     return flip, rotations
 
 
+def intensity_params(seed: int, kind: str) -> tuple[bool, float, float, float] | None:
+    """``(invert, gamma, low, high)`` of one sample's grey-level transform, or ``None`` (identity).
+
+    ``"thermal"`` mimics what differs between thermal cameras and their settings: polarity
+    (white-hot / black-hot, p = 0.25), the AGC's tone curve (gamma, log-uniform in [0.6, 1.6]) and its
+    level and span (the [0, 1] range mapped onto [low, high], 0 <= low < high <= 1, span >= 0.3). A
+    third of the samples keep their levels, so the camera's own statistics stay in the mix.
+    """
+    if kind == "none":
+        return None
+    rng = np.random.default_rng([seed, 2])
+    if rng.random() < 1 / 3:
+        return None
+    invert = bool(rng.random() < 0.25)
+    gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+    span = float(rng.uniform(0.3, 1.0))
+    low = float(rng.uniform(0.0, 1.0 - span))
+    return invert, gamma, low, low + span
+
+
+def apply_intensity(array: np.ndarray, params: tuple[bool, float, float, float] | None) -> np.ndarray:
+    """Apply :func:`intensity_params`' transform to a float `(H, W, C)` array in [0, 1] (pointwise,
+    so an HR crop and its paired LR crop stay consistent)."""
+    if params is None:
+        return array
+    invert, gamma, low, high = params
+    if invert:
+        array = 1.0 - array
+    return (low + (high - low) * np.power(array, gamma)).astype(np.float32)
+
+
 def apply_augment(array: np.ndarray, flip: bool, rotations: int) -> np.ndarray:
     if flip:
         array = array[:, ::-1]
@@ -94,6 +126,7 @@ class PairedCropDataset(Dataset):
         scale: the super-resolution factor.
         lr_images: optional paired LR images (same order), each ``scale`` times smaller than its HR.
         augment: ``"none"``, ``"flip"`` or ``"flip_rot90"``.
+        intensity_augment: ``"none"`` or ``"thermal"`` (see :func:`intensity_params`).
         names: names for log messages (defaults to the paths).
     """
 
@@ -105,6 +138,7 @@ class PairedCropDataset(Dataset):
         lr_images: Sequence | None = None,
         augment: str = "flip_rot90",
         names: Sequence[str] | None = None,
+        intensity_augment: str = "none",
     ):
         if len(images) == 0:
             raise ValueError("The training set is empty.")
@@ -112,6 +146,9 @@ class PairedCropDataset(Dataset):
             raise ValueError(f"--resolution must be a positive multiple of {scale}, got {resolution}.")
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}.")
+        if intensity_augment not in INTENSITY_AUGMENTATIONS:
+            raise ValueError(f"intensity_augment must be one of {INTENSITY_AUGMENTATIONS}, got {intensity_augment!r}.")
+        self.intensity_augment = intensity_augment
         if lr_images is not None and len(lr_images) != len(images):
             raise ValueError(f"{len(lr_images)} LR images for {len(images)} HR images.")
         self.images, self.lr_images = images, lr_images
@@ -156,7 +193,8 @@ class PairedCropDataset(Dataset):
             s = size // scale
             out["lr"] = apply_augment(lr[top // scale : top // scale + s, left // scale : left // scale + s], flip,
                                       rotations)
-        return {k: torch.from_numpy(v).permute(2, 0, 1) * 2 - 1 for k, v in out.items()}
+        levels = intensity_params(seed, self.intensity_augment)
+        return {k: torch.from_numpy(apply_intensity(v, levels)).permute(2, 0, 1) * 2 - 1 for k, v in out.items()}
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         """``{"hr": (3, R, R)[, "lr": (3, R/scale, R/scale)]}`` in [-1, 1] for stream key ``key``."""
@@ -232,7 +270,8 @@ def build_training_dataset(args) -> PairedCropDataset:
         if args.image_column not in ds.column_names:
             raise ValueError(f"--image_column {args.image_column!r} is not in {args.dataset_name}: {ds.column_names}.")
         return PairedCropDataset(_ColumnView(ds, args.image_column), args.resolution, augment=args.augment,
-                                 names=[f"{args.dataset_name}[{i}]" for i in range(len(ds))])
+                                 names=[f"{args.dataset_name}[{i}]" for i in range(len(ds))],
+                                 intensity_augment=args.intensity_augment)
     if args.train_data_dir is None:
         raise ValueError("Give --train_data_dir (an image folder) or --dataset_name.")
     paths = list_image_files(args.train_data_dir, args.train_file_list)
@@ -242,7 +281,8 @@ def build_training_dataset(args) -> PairedCropDataset:
         missing = [str(p) for p in lr_paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"--lr_data_dir lacks {len(missing)} LR images, e.g. {missing[:3]}.")
-    return PairedCropDataset(paths, args.resolution, lr_images=lr_paths, augment=args.augment)
+    return PairedCropDataset(paths, args.resolution, lr_images=lr_paths, augment=args.augment,
+                             intensity_augment=args.intensity_augment)
 
 
 def load_validation_images(data_dir: str | os.PathLike, file_list: str | os.PathLike | None, limit: int | None,

@@ -149,3 +149,25 @@ def test_step_rejects_unknown_timestep():
     scheduler.set_timesteps(4)
     with pytest.raises(ValueError, match="not in the sampling list"):
         scheduler.step(torch.zeros(1, 1, 2, 2), 13, torch.zeros(1, 1, 2, 2))
+
+
+def test_noise_scale_one_is_the_posterior_and_zero_keeps_the_marginal():
+    """s = 1 samples q(x_t' | x_t, x_0) (same draw as the default step); s = 0 is the DDIM-style step,
+    which maps x_t = forward(x_0, eps) to forward(x_0, eps) at t' with the same eps."""
+    from scheduler_resshift import ResShiftScheduler
+
+    scheduler = ResShiftScheduler()
+    scheduler.set_timesteps(4)
+    t, t_prev = int(scheduler.timesteps[1]), int(scheduler.timesteps[2])
+    x0, y, noise = torch.randn(3, 2, 3, 8, 8).unbind(0)
+    xt = scheduler.add_noise(x0, noise, torch.tensor([t, t]), y)
+    posterior = scheduler.step(x0, t, xt, generator=torch.Generator().manual_seed(0)).prev_sample
+    almost_one = scheduler.step(x0, t, xt, generator=torch.Generator().manual_seed(0), noise_scale=1 - 1e-9,
+                                lr_sample=y).prev_sample
+    assert torch.allclose(posterior, almost_one, atol=1e-5)
+    deterministic = scheduler.step(x0, t, xt, noise_scale=0.0, lr_sample=y).prev_sample
+    assert torch.allclose(deterministic, scheduler.add_noise(x0, noise, torch.tensor([t_prev, t_prev]), y), atol=1e-5)
+    with pytest.raises(ValueError, match="lr_sample"):
+        scheduler.step(x0, t, xt, noise_scale=0.5)
+    with pytest.raises(ValueError, match="noise_scale"):
+        scheduler.step(x0, t, xt, noise_scale=2.0, lr_sample=y)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from difiisr_dwt.data import AUGMENTATIONS
+from difiisr_dwt.data import AUGMENTATIONS, INTENSITY_AUGMENTATIONS
 from difiisr_dwt.degradations import DEGRADATIONS
 
 STAGES = ("autoencoder", "adapter", "diffusion")
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--degradation", choices=DEGRADATIONS, default="bicubic", help="How LR training inputs are made.")
     add("--resolution", type=int, default=None, help="HR crop side in pixels (multiple of 16).")
     add("--augment", choices=AUGMENTATIONS, default="flip_rot90", help="Random flips / 90-degree rotations.")
+    add("--intensity_augment", choices=INTENSITY_AUGMENTATIONS, default="none",
+        help='"thermal": random polarity, gamma, level and span of the grey levels (other cameras\' AGC).')
     add("--dataloader_num_workers", type=int, default=0)
     add("--validation_data_dir", default=None, help="Folder of HR validation images (LR = PIL bicubic / 4).")
     add("--validation_file_list", default=None)

@@ -1,0 +1,151 @@
+"""Fidelity mechanisms of the pipeline, with tiny random components: back-projection onto the input,
+no invented texture on flat input, GroupNorm statistics shared across tiles, colour and frames.
+
+Random weights cannot show how faithful the real model is (``test_default_model.py`` does); these
+tests pin the mechanisms: each one would fail if the mechanism were removed.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from test_pipeline import run, smooth_image
+
+from difiisr_dwt.evaluation import bicubic_down, bicubic_up
+from difiisr_dwt.metrics import psnr
+from pipeline_difiisr_dwt import (
+    GroupNormStatistics,
+    back_project,
+    bicubic_resize,
+    blend_tiles,
+    shrink_flat_detail,
+    tiled_with_shared_norms,
+)
+
+
+def test_bicubic_resize_matches_pil_bicubic():
+    """The degradation the pipeline projects onto is the evaluation protocol's (PIL bicubic /4)."""
+    image = smooth_image(64, 80)
+    ours = bicubic_resize(torch.from_numpy(image.copy()).float()[None, None] / 255, (16, 20))[0, 0].numpy() * 255
+    pil = np.asarray(bicubic_down(PIL.Image.fromarray(image)), np.float64)
+    assert np.abs(ours - pil).max() < 1.0  # PIL rounds to uint8
+
+
+def test_back_projection_makes_the_output_consistent_with_its_input():
+    lr = torch.from_numpy(smooth_image(24, 32).copy()).float()[None, None] / 127.5 - 1
+    sr = torch.rand(1, 1, 96, 128) * 2 - 1  # anything: noise far from the input
+    before = (bicubic_resize(sr, (24, 32)) - lr).abs().mean()
+    after = (bicubic_resize(back_project(sr, lr, 10), (24, 32)) - lr).abs().mean()
+    assert before > 0.1 and after * 127.5 < 0.15  # from 17 grey levels to well under one
+    assert torch.equal(back_project(sr, lr, 0), sr)
+
+
+def test_flat_detail_is_shrunk_and_structure_kept():
+    flat = torch.full((1, 3, 8, 8), 0.2)
+    texture = torch.rand(1, 3, 32, 32) * 0.2
+    assert torch.allclose(shrink_flat_detail(0.2 + texture, flat, 2 / 127.5), torch.full((1, 3, 32, 32), 0.2))
+    edges = torch.from_numpy(np.kron(np.eye(2), np.ones((4, 4)))).float().expand(1, 3, 8, 8) * 2 - 1
+    sr = bicubic_resize(edges, (32, 32)) + texture
+    kept = shrink_flat_detail(sr, edges, 2 / 127.5) - bicubic_resize(edges, (32, 32))
+    assert (kept - texture)[..., 12:20, :].abs().max() < 0.02  # at the edges the detail passes
+
+
+def test_flat_frames_stay_flat_at_their_level(tiny_pipeline):
+    """Random weights make any texture; the output must still be the input's level, flat."""
+    for level in (0, 40, 128, 220, 255):
+        out = np.asarray(run(tiny_pipeline, PIL.Image.new("L", (20, 16), level), num_inference_steps=2)[0], float)
+        assert abs(out.mean() - level) <= 0.5 and out.std() <= 0.5, level
+    raw = run(tiny_pipeline, PIL.Image.new("L", (20, 16), 128), num_inference_steps=2, lr_consistency=False)[0]
+    assert np.asarray(raw, float).std() > 1  # without it the random model is not flat: the check can fail
+
+
+def test_output_agrees_with_input(tiny_pipeline):
+    lr = PIL.Image.fromarray(smooth_image(24, 32))
+    for consistency in (True, False):
+        sr = run(tiny_pipeline, lr, num_inference_steps=2, lr_consistency=consistency)[0]
+        error = np.abs(np.asarray(bicubic_down(sr), float) - np.asarray(lr, float)).mean()
+        assert (error <= 0.5) == consistency, (consistency, error)
+
+
+def _decoder_tiles(vqvae, latents, shared: bool):
+    def fn(z):
+        return vqvae.decode(z, force_not_quantize=True).sample
+
+    if shared:
+        return tiled_with_shared_norms(fn, vqvae.decoder, latents, 16, 8, 4)
+    return blend_tiles(fn, latents, 16, 8, 4)
+
+
+def test_shared_group_norm_statistics_remove_tile_differences(tiny_pipeline):
+    vqvae = tiny_pipeline.vqvae
+    latents = torch.nn.functional.interpolate(torch.randn(1, 3, 12, 16), size=(40, 56), mode="bicubic")
+    latents[..., :, 28:] += 1.5  # halves of different level: per-tile statistics differ most
+    with torch.no_grad():
+        whole = vqvae.decode(latents, force_not_quantize=True).sample
+        plain = _decoder_tiles(vqvae, latents, shared=False)
+        shared = _decoder_tiles(vqvae, latents, shared=True)
+    assert psnr(shared.numpy(), whole.numpy(), 2.0) > psnr(plain.numpy(), whole.numpy(), 2.0) + 6
+    # outside the contexts the modules are untouched
+    with torch.no_grad():
+        assert torch.equal(vqvae.decode(latents, force_not_quantize=True).sample, whole)
+
+
+def test_group_norm_statistics_pool_exactly():
+    """Pooled over tiles that partition the input, the statistics are the whole input's."""
+    norm = torch.nn.GroupNorm(2, 4)
+    x = torch.randn(2, 4, 8, 12) * 3 + 1
+    stats = GroupNormStatistics(norm)
+    with stats.collect():
+        norm(x[..., :, :5])
+        norm(x[..., :, 5:])
+    with stats.apply():
+        left = norm(x[..., :, :5])
+    assert torch.allclose(left, norm(x)[..., :, :5], atol=1e-5)
+
+
+def _saturation(image: PIL.Image.Image) -> float:
+    return float(np.asarray(image.convert("HSV"), float)[..., 1].mean())
+
+
+def test_pseudo_colour_keeps_its_colour(tiny_pipeline):
+    grey = smooth_image(24, 32)
+    try:
+        from matplotlib import colormaps
+
+        colour = (colormaps["inferno"](grey / 255.0)[..., :3] * 255).astype(np.uint8)
+    except ImportError:  # an ironbow-like ramp without matplotlib
+        colour = np.stack([grey, (grey.astype(int) * 3 // 4).astype(np.uint8), 255 - grey], axis=2)
+    lr = PIL.Image.fromarray(colour)
+    sr = run(tiny_pipeline, lr, num_inference_steps=2)[0]
+    assert sr.mode == "RGB" and sr.size == (128, 96)
+    assert _saturation(sr) >= 0.8 * _saturation(bicubic_up(lr))
+    # grey stored as RGB stays grey, and the same as the L input
+    grey_rgb = run(tiny_pipeline, PIL.Image.fromarray(np.stack([grey] * 3, axis=2)), num_inference_steps=2)[0]
+    grey_l = run(tiny_pipeline, PIL.Image.fromarray(grey), num_inference_steps=2)[0]
+    rgb = np.asarray(grey_rgb, int)
+    assert np.abs(rgb - rgb[..., :1]).max() <= 1
+    assert np.abs(rgb[..., 0] - np.asarray(grey_l, int)).max() <= 1
+
+
+def test_multi_frame_images_are_refused_with_their_frame_count(tiny_pipeline):
+    frames = [PIL.Image.fromarray(smooth_image(8, 8, seed=s)) for s in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    with PIL.Image.open(buffer) as image:
+        with pytest.raises(ValueError, match="has 3 frames"):
+            tiny_pipeline(image, num_inference_steps=1)
+        from PIL import ImageSequence
+
+        outs = tiny_pipeline([f.copy() for f in ImageSequence.Iterator(image)], num_inference_steps=1).images
+    assert len(outs) == 3
+
+
+def test_grey_palette_stays_grey_and_colour_palette_stays_colour(tiny_pipeline):
+    grey = PIL.Image.fromarray(smooth_image(8, 8)).convert("P")
+    assert run(tiny_pipeline, grey, num_inference_steps=1)[0].mode == "L"
+    colour = PIL.Image.fromarray(np.stack([smooth_image(8, 8), smooth_image(8, 8, 1), smooth_image(8, 8, 2)], 2))
+    assert run(tiny_pipeline, colour.convert("P"), num_inference_steps=1)[0].mode == "RGB"
