@@ -28,7 +28,7 @@ def _data_args(shared: Path) -> list[str]:
     ir = shared / "data" / "ir"
     return ["--preset", "tiny", "--train_data_dir", str(ir / "roadscene"), "--train_file_list",
             str(ir / "roadscene_train.txt"), "--resolution", "64", "--train_batch_size", "2",
-            "--lpips_weights", str(shared / "lpips"), "--seed", "0"]
+            "--lpips_backbone_dir", str(shared / "lpips"), "--seed", "0"]
 
 
 def _validation_args(shared: Path) -> list[str]:

@@ -11,6 +11,7 @@ import argparse
 
 from difiisr_dwt.data import AUGMENTATIONS
 from difiisr_dwt.degradations import DEGRADATIONS
+from difiisr_dwt.options import add_lpips_backbone_dir
 
 STAGES = ("autoencoder", "adapter", "diffusion")
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--allow_tf32", action="store_true")
     add("--seed", type=int, default=0)
     # losses
-    add("--lpips_weights", default=None, help="Folder of offline LPIPS backbones (shared/lpips).")
+    add_lpips_backbone_dir(p)
     add("--lpips_net", choices=("alex", "vgg"), default=None,
         help="LPIPS network of the training losses (default: alex for tiny, 17x cheaper on CPU; vgg for full).")
     add("--lpips_weight", type=float, default=None,

@@ -84,7 +84,7 @@ def load_dwt_encoder(args: argparse.Namespace) -> DWTEncoder:
 def load_lpips_model(args: argparse.Namespace, device: torch.device, net: str | None = None) -> nn.Module:
     from difiisr_dwt.metrics import load_lpips
 
-    return load_lpips(net or args.lpips_net, weights=args.lpips_weights, device=device)
+    return load_lpips(net or args.lpips_net, weights=args.lpips_backbone_dir, device=device)
 
 
 def freeze(*models: nn.Module) -> None:
