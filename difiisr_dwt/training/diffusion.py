@@ -1,4 +1,5 @@
-"""Stage 3: train the UNet of the residual-shifting diffusion in wavelet space (DESIGN section 2).
+"""Stage 3: train the UNet of the residual-shifting diffusion in wavelet space (``E`` the DWT encoder, ``A``
+the adapter from VQ latents to the wavelet state, ``Enc`` / ``D`` the VQ encoder and decoder).
 
 For an HR crop ``x`` and its LR ``y``:
 
