@@ -107,6 +107,36 @@ def test_curve_log_truncates_on_resume(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
+def test_curve_log_writes_are_atomic(tmp_path, monkeypatch):
+    """A rewrite or plot killed half-way leaves the previous file and no temporary file behind."""
+    from matplotlib.figure import Figure
+
+    from difiisr_dwt.training import curves
+
+    log = CurveLog(tmp_path / "c.csv")
+    for step in range(1, 4):
+        log.append(step, {"loss": 1.0 / step})
+    log.plot(tmp_path / "c.png")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def killed(value):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(curves, "_fmt", killed)
+        with pytest.raises(KeyboardInterrupt):
+            log.truncate(2)
+
+    def disk_full(self, fname, **kwargs):
+        (open(fname, "wb") if isinstance(fname, (str, os.PathLike)) else fname).write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        log.plot(tmp_path / "c.png")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 @pytest.mark.slow
 def test_autoencoder_stage_warms_up_then_quantises(shared_dir, tmp_path):
     from diffusers import VQModel

@@ -90,7 +90,7 @@ def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = DEFAULT_SECT
     Raises:
         ValueError: an unknown section.
     """
-    import torch
+    import torch  # here, not at the top: `difiisr-dwt bench --help` reads this module's names without torch
 
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:

@@ -16,7 +16,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import PIL.Image
+import torch
+
+import modeling_dwt_encoder
 from difiisr_dwt.benchmarks import BenchConfig
+from difiisr_dwt.benchmarks.timing import measure_peak_rss
+from difiisr_dwt.presets import build_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +32,6 @@ PEAK_RATIO_LIMIT = 2.0  # pass: peak at the largest size at most twice the peak 
 
 def _run_child(spec: dict) -> dict:
     """One size in this process: build the pipeline, upscale a random image once, report."""
-    import numpy as np
-    import PIL.Image
-    import torch
-
-    from difiisr_dwt.benchmarks.timing import measure_peak_rss
-    from difiisr_dwt.presets import build_pipeline
-
     torch.set_num_threads(spec["threads"])
     pipe = build_pipeline(spec["preset"], seed=spec["seed"])
     lr_side = spec["size"] // pipe.upscale_factor
@@ -53,8 +53,6 @@ def _run_child(spec: dict) -> dict:
 
 def _run_isolated(spec: dict) -> dict:
     """:func:`_run_child` in a fresh interpreter."""
-    import modeling_dwt_encoder
-
     # The Hub code files sit at the repository root, beside (not inside) the package.
     root = os.path.dirname(os.path.abspath(modeling_dwt_encoder.__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}

@@ -17,7 +17,11 @@ import tempfile
 from pathlib import Path
 
 from difiisr_dwt.benchmarks import BenchConfig
+from difiisr_dwt.presets import build_dwt_encoder, build_vqvae
+from difiisr_dwt.training import get_stage
+from difiisr_dwt.training.args import parse_args
 from difiisr_dwt.training.curves import CurveLog
+from difiisr_dwt.training.loop import train
 
 
 def throughput_from_curves(curve_csv: str | Path, skip: int) -> dict[str, float]:
@@ -44,11 +48,6 @@ def bench_training(config: BenchConfig) -> dict:
         ``{"preset", "batch" (samples per optimiser step, all processes), "resolution", "timed_steps",
         "s_per_step", "data_wait_share", "samples_per_s", "num_processes"}``.
     """
-    from difiisr_dwt.presets import build_dwt_encoder, build_vqvae
-    from difiisr_dwt.training import get_stage
-    from difiisr_dwt.training.args import parse_args
-    from difiisr_dwt.training.loop import train
-
     with tempfile.TemporaryDirectory(prefix="difiisr-bench-") as tmp:
         fresh_vq, fresh_encoder = f"{tmp}/vq", f"{tmp}/enc"
         train_args = parse_args([

@@ -19,6 +19,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import broadcast
 from diffusers import VQModel
 from torch import nn
 
@@ -157,8 +158,6 @@ class AutoencoderStage(Stage):
 
     def _set_codes(self, codebook: torch.Tensor, optimizer, rows: torch.Tensor, values: torch.Tensor) -> None:
         """Write ``values`` into the codebook ``rows`` (from rank 0 on every rank) and clear their Adam moments."""
-        from accelerate.utils import broadcast
-
         values = broadcast(values.to(self.accelerator.device).contiguous(), from_process=0)
         rows = rows.to(codebook.device)
         codebook.data[rows] = values.to(codebook.dtype)

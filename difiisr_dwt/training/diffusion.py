@@ -128,7 +128,6 @@ class DiffusionStage(Stage):
     def save_final(self, output_dir: str) -> list[str]:
         """The UNet folder and the whole pipeline (Hub layout) in ``OUTPUT_DIR/pipeline``."""
         folders = super().save_final(output_dir)
-        pipeline = DifIISRDWTPipeline(self.dwt_encoder, self.component, self.vqvae, self.scheduler,
-                                      quantize_decode=not self.args.no_quantize_decode)
-        folders.append(save_folder_atomic(pipeline.save_pretrained, os.path.join(output_dir, "pipeline")))
+        # self.pipeline holds the trained UNet itself (self.component), so it saves the weights in place
+        folders.append(save_folder_atomic(self.pipeline.save_pretrained, os.path.join(output_dir, "pipeline")))
         return folders
