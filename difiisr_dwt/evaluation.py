@@ -11,12 +11,16 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
 from difiisr_dwt.io import IMAGE_SUFFIXES, read_file_list, read_image, save_image_atomic, write_text_atomic
+
+if TYPE_CHECKING:  # torch only for annotations: importing it would add seconds to `difiisr-dwt eval --help`
+    import torch
 
 SCALE = 4
 
@@ -68,7 +72,7 @@ class MetricSettings:
     metrics: tuple[str, ...] = tuple(METRICS)
     crop_border: int = 0
     lpips_backbone_dir: str | os.PathLike | None = None
-    device: object = None  # str or torch.device; torch is not imported here, to keep the CLI start fast
+    device: str | torch.device | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
