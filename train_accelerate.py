@@ -4,7 +4,7 @@
     accelerate launch train_accelerate.py --stage diffusion --preset tiny \\
         --train_data_dir ../shared/data/ir/roadscene --train_file_list ../shared/data/ir/roadscene_train.txt \\
         --vqvae_model_name_or_path OUT_AE/vqvae --dwt_encoder_model_name_or_path OUT_ADAPTER/dwt_encoder \\
-        --output_dir OUT --lpips_weights ../shared/lpips
+        --output_dir OUT --lpips_backbone_dir ../shared/lpips
 
 ``python train_accelerate.py ...`` runs one process. Data, degradations, losses and the stages live
 in :mod:`difiisr_dwt`; see ``examples/accelerate/README.md`` for multi-GPU and multi-node runs.

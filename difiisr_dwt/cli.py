@@ -13,7 +13,7 @@ from difiisr_dwt.errors import DifIISRError
 COMMANDS = {
     "upscale": ("difiisr_dwt.commands.upscale", "x4 super-resolve images (files, folders or globs)"),
     "eval": ("difiisr_dwt.commands.evaluate", "PSNR_Y / SSIM_Y / LPIPS of SR results or of a model, with bicubic"),
-    "bench": ("difiisr_dwt.commands.bench", "time and memory: DWT vs VQ encoder, end to end, tiling"),
+    "bench": ("difiisr_dwt.commands.bench", "time and memory: encoder, end to end, tiling; training; GPU path"),
     "export": ("difiisr_dwt.commands.export", "write (and optionally push) a Hub release folder with model card"),
     "convert-vq": ("difiisr_dwt.commands.convert_vq", "convert an original LDM/ResShift VQ-f4 checkpoint"),
 }

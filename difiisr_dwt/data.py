@@ -17,7 +17,7 @@ import PIL.Image
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from difiisr_dwt.io import IMAGE_SUFFIXES, ImageReadError, read_image
+from difiisr_dwt.io import IMAGE_SUFFIXES, ImageReadError, read_file_list, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +38,6 @@ def image_to_array(image: PIL.Image.Image) -> np.ndarray:
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     return array
-
-
-def read_file_list(file_list: str | os.PathLike) -> list[str]:
-    """Names from a text file, one per line; blank lines and ``#`` comments ignored."""
-    with open(file_list, encoding="utf-8") as f:
-        names = [line.strip() for line in f]
-    names = [n for n in names if n and not n.startswith("#")]
-    if not names:
-        raise ValueError(f"{file_list}: the file list is empty.")
-    return names
 
 
 def list_image_files(root: str | os.PathLike, file_list: str | os.PathLike | None = None) -> list[Path]:

@@ -8,20 +8,46 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
-from difiisr_dwt.io import IMAGE_SUFFIXES, read_image, save_image_atomic
+from difiisr_dwt.io import IMAGE_SUFFIXES, read_file_list, read_image, save_image_atomic, write_text_atomic
+
+if TYPE_CHECKING:  # torch only for annotations: importing it would add seconds to `difiisr-dwt eval --help`
+    import torch
 
 SCALE = 4
-METRICS = ("psnr_y", "ssim_y", "lpips_alex", "lpips_vgg")
-METRIC_TITLES = {"psnr_y": "PSNR_Y", "ssim_y": "SSIM_Y", "lpips_alex": "LPIPS-alex", "lpips_vgg": "LPIPS-vgg"}
-_METRIC_FORMATS = {"psnr_y": "{:.2f}", "ssim_y": "{:.4f}", "lpips_alex": "{:.4f}", "lpips_vgg": "{:.4f}"}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric is reported: its column title, number format, unit and which direction is better."""
+
+    title: str
+    fmt: str
+    higher_is_better: bool
+    unit: str | None = None
+
+    @property
+    def heading(self) -> str:
+        """The title with unit and direction, e.g. ``PSNR_Y (dB) ↑``."""
+        unit = f" ({self.unit})" if self.unit else ""
+        return f"{self.title}{unit} {'↑' if self.higher_is_better else '↓'}"
+
+
+#: Every metric this package reports, in table order; the keys are those of ``eval --json`` and ``--metrics``.
+METRICS: dict[str, MetricInfo] = {
+    "psnr_y": MetricInfo("PSNR_Y", "{:.2f}", higher_is_better=True, unit="dB"),
+    "ssim_y": MetricInfo("SSIM_Y", "{:.4f}", higher_is_better=True),
+    "lpips_alex": MetricInfo("LPIPS-alex", "{:.4f}", higher_is_better=False),
+    "lpips_vgg": MetricInfo("LPIPS-vgg", "{:.4f}", higher_is_better=False),
+}
 
 # What LR / SR file names may add to the HR stem: "x4", "_x4", "_LRx4", "_bicx4", "_SR_x4", "_LR", "_sr"...
 _PAIR_SUFFIX = re.compile(r"^(?:[_\-.]?(?:lr|sr|bic|lrbic)?[_\-]?x4|[_\-.](?:lr|sr))$", re.IGNORECASE)
@@ -32,13 +58,21 @@ class EvaluationError(ValueError):
     """Inputs that cannot be evaluated as given: missing pairs, size mismatches, unusable images."""
 
 
-@dataclass
-class Pair:
-    """One HR image and the file paired with it in another folder (``None`` when made on the fly)."""
+@dataclass(frozen=True)
+class MetricSettings:
+    """How :func:`image_metrics` measures a pair of images.
 
-    name: str
-    hr: Path
-    other: Path | None = None
+    Args:
+        metrics: keys of :data:`METRICS`.
+        crop_border: pixels removed from each side before measuring.
+        lpips_backbone_dir: folder of LPIPS backbone weights (see :func:`difiisr_dwt.metrics.load_lpips`).
+        device: where LPIPS runs; ``None`` is the CPU.
+    """
+
+    metrics: tuple[str, ...] = tuple(METRICS)
+    crop_border: int = 0
+    lpips_backbone_dir: str | os.PathLike | None = None
+    device: str | torch.device | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -53,8 +87,7 @@ def list_hr(hr_dir: Path, file_list: Path | None = None, limit: int | None = Non
     if file_list is not None:
         if not file_list.is_file():
             raise EvaluationError(f"--file-list {file_list}: no such file")
-        names = [line.strip() for line in file_list.read_text().splitlines()]
-        names = [n for n in names if n and not n.startswith("#")]
+        names = read_file_list(file_list)
         missing = [n for n in names if not (hr_dir / n).is_file()]
         if missing:
             raise EvaluationError(
@@ -182,35 +215,39 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return tuple(m for m in METRICS if m in names)
 
 
-def image_metrics(
-    sr: np.ndarray,
-    hr: np.ndarray,
-    metrics: Iterable[str] = METRICS,
-    crop_border: int = 0,
-    lpips_weights: str | os.PathLike | None = None,
-    device=None,
-) -> dict[str, float]:
-    """The requested metrics of one `(H, W, 3)` uint8 SR image against its HR image."""
-    from difiisr_dwt import metrics as m
+def image_metrics(sr: np.ndarray, hr: np.ndarray, settings: MetricSettings = MetricSettings()) -> dict[str, float]:
+    """The metrics of ``settings`` for one SR image against its HR image.
 
+    Args:
+        sr: `(H, W, 3)` uint8 restored image.
+        hr: `(H, W, 3)` uint8 ground truth.
+        settings: which metrics, border crop, LPIPS weights and device.
+
+    Returns:
+        ``{metric key: value}`` in the order of ``settings.metrics``: PSNR in dB (``inf`` for identical
+        images), SSIM in [-1, 1], LPIPS distances (lower is more similar).
+    """
+    from difiisr_dwt import metrics as m  # torch: loaded on first use, so the CLI starts fast
+
+    border = settings.crop_border
     results = {}
-    for name in metrics:
+    for name in settings.metrics:
         if name == "psnr_y":
-            results[name] = m.psnr_y(sr, hr, crop_border)
+            results[name] = m.psnr_y(sr, hr, border)
         elif name == "ssim_y":
-            results[name] = m.ssim_y(sr, hr, crop_border)
+            results[name] = m.ssim_y(sr, hr, border)
         else:
-            if crop_border:
-                sr_c = sr[crop_border:-crop_border, crop_border:-crop_border]
-                hr_c = hr[crop_border:-crop_border, crop_border:-crop_border]
+            if border:
+                sr_c, hr_c = sr[border:-border, border:-border], hr[border:-border, border:-border]
             else:
                 sr_c, hr_c = sr, hr
-            results[name] = m.lpips_distance(sr_c, hr_c, name.split("_")[1], lpips_weights, device)
+            results[name] = m.lpips_distance(sr_c, hr_c, name.split("_")[1], settings.lpips_backbone_dir,
+                                             settings.device)
     return results
 
 
-def summarize(per_image: dict[str, dict[str, float]]) -> dict[str, object]:
-    """``{"mean": {metric: mean}, "images": per_image}`` for one method."""
+def method_summary(per_image: dict[str, dict[str, float]]) -> dict[str, object]:
+    """``{"mean": {metric: mean}, "images": per_image}`` of one method's per-image metrics."""
     names = next(iter(per_image.values())).keys() if per_image else []
     mean = {k: float(np.mean([v[k] for v in per_image.values()])) for k in names}
     return {"mean": mean, "images": per_image}
@@ -222,14 +259,14 @@ def summarize(per_image: dict[str, dict[str, float]]) -> dict[str, object]:
 
 
 def _format(metric: str, value: float) -> str:
-    return _METRIC_FORMATS[metric].format(value)
+    return METRICS[metric].fmt.format(value)
 
 
 def markdown_table(results: dict[str, dict], per_image: bool = True) -> str:
     """Per-image rows (optional) and one mean row per method, as a GitHub markdown table."""
     methods = list(results)
     metrics = list(next(iter(results.values()))["mean"]) if results else []
-    header = "| image | method | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
+    header = "| image | method | " + " | ".join(METRICS[m].title for m in metrics) + " |"
     lines = [header, "|" + "---|" * (2 + len(metrics))]
     if per_image:
         for name in results[methods[0]]["images"]:
@@ -316,8 +353,32 @@ def comparison_grid(
     return grid
 
 
-def save_grid(rows: list[tuple[str, dict[str, np.ndarray]]], path: str | os.PathLike) -> None:
-    save_image_atomic(comparison_grid(rows), path)
+def image_grid(rows: Sequence[Sequence[np.ndarray]]) -> PIL.Image.Image:
+    """Whole images side by side, one row per item: every `(H, W, 3)` uint8 image is resized with nearest
+    neighbour to the first image's size, so that LR pixels stay visible.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("image_grid needs at least one row")
+    height, width = rows[0][0].shape[:2]
+    grid = PIL.Image.new("RGB", (width * max(len(r) for r in rows), height * len(rows)))
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            tile = PIL.Image.fromarray(image)
+            if tile.size != (width, height):
+                tile = tile.resize((width, height), PIL.Image.NEAREST)
+            grid.paste(tile, (j * width, i * height))
+    return grid
+
+
+def save_grid(grid: PIL.Image.Image, path: str | os.PathLike, titles: Sequence[str] | None = None) -> None:
+    """Save a grid (:func:`comparison_grid`, :func:`image_grid`) atomically; ``titles`` (its columns), when
+    given, go to ``<path>.txt`` as one ``" | "``-separated line."""
+    save_image_atomic(grid, path)
+    if titles:
+        write_text_atomic(" | ".join(titles) + "\n", f"{path}.txt")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,14 +388,12 @@ def save_grid(rows: list[tuple[str, dict[str, np.ndarray]]], path: str | os.Path
 
 def evaluate(
     hr_paths: list[Path],
-    lr_paths: list[Path] | None,
-    sr_paths: list[Path] | None,
     methods: list[str],
+    *,
+    lr_paths: list[Path] | None = None,
+    sr_paths: list[Path] | None = None,
     upscale: Callable[[PIL.Image.Image], PIL.Image.Image] | None = None,
-    metrics: tuple[str, ...] = METRICS,
-    crop_border: int = 0,
-    lpips_weights: str | os.PathLike | None = None,
-    device=None,
+    settings: MetricSettings = MetricSettings(),
     grid_images: int = 0,
     progress: Callable[[Iterable], Iterable] = iter,
 ) -> tuple[dict[str, dict], list[tuple[str, dict[str, np.ndarray]]]]:
@@ -342,19 +401,19 @@ def evaluate(
 
     Args:
         hr_paths: HR files.
+        methods: ``"bicubic"`` (PIL bicubic x4 of LR), ``"model"`` (``upscale(LR)``) and/or ``"sr"``.
         lr_paths: paired LR files, or ``None`` to make LR from HR (mod-crop to a multiple of 4, PIL bicubic /4).
         sr_paths: paired SR files (method ``"sr"``), or ``None``.
-        methods: ``"bicubic"`` (PIL bicubic x4 of LR), ``"model"`` (``upscale(LR)``) and/or ``"sr"``.
         upscale: the model, LR PIL image -> x4 PIL image.
-        metrics: names from :data:`METRICS`.
-        crop_border: pixels removed from each side before measuring.
-        lpips_weights: LPIPS backbone folder (see :func:`difiisr_dwt.metrics.load_lpips`).
-        device: LPIPS device.
+        settings: what :func:`image_metrics` measures and how.
         grid_images: keep the images of the first this many pairs for :func:`comparison_grid`.
         progress: wraps the pair iterator (a progress bar).
 
     Returns:
         ``({method: {"mean": ..., "images": ...}}, grid rows)``.
+
+    Raises:
+        EvaluationError: an image that cannot be paired by size, or a model output of the wrong size.
     """
     per_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     grid_rows = []
@@ -387,8 +446,7 @@ def evaluate(
         hr_array = to_rgb_array(hr_image)
         arrays = {method: to_rgb_array(image) for method, image in outputs.items()}
         for method, array in arrays.items():
-            per_method[method][hr_path.name] = image_metrics(array, hr_array, metrics, crop_border, lpips_weights,
-                                                             device)
+            per_method[method][hr_path.name] = image_metrics(array, hr_array, settings)
         if index < grid_images:
             grid_rows.append((hr_path.stem, {**arrays, "HR": hr_array}))
-    return {method: summarize(values) for method, values in per_method.items()}, grid_rows
+    return {method: method_summary(values) for method, values in per_method.items()}, grid_rows

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import PIL.Image
+
+from difiisr_dwt.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
 
@@ -34,6 +35,23 @@ def read_image(path: str | os.PathLike) -> PIL.Image.Image:
             return image.copy()
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
         raise ImageReadError(f"{path}: not a readable image ({error})") from error
+
+
+def read_file_list(path: str | os.PathLike) -> list[str]:
+    """Names from a UTF-8 text file, one per line; surrounding blanks, empty lines and ``#`` comments skipped.
+
+    Raises:
+        UsageError: the file cannot be read, or names nothing.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: not a readable file list ({error})") from error
+    names = [line.strip() for line in text.splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise UsageError(f"{path}: the file list is empty.")
+    return names
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
@@ -85,18 +103,6 @@ def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         os.replace(stale, dst)
         raise
     shutil.rmtree(stale, ignore_errors=True)
-
-
-def to_rgb_uint8(image: PIL.Image.Image) -> np.ndarray:
-    """`(H, W, 3)` uint8 view of any image, 16-bit scaled by its own range (for metrics and display)."""
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        array = array.astype(np.float64)
-        low, high = array.min(), array.max()
-        array = np.rint((array - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    return array[:, :, :3]
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:

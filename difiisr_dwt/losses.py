@@ -1,5 +1,5 @@
 """Training losses: image-space terms (LPIPS, Sobel edges, FFT), their schedules, and the
-diffusion loss of DESIGN section 2.
+diffusion stage's loss (latent MSE plus timestep-weighted image-space terms, :func:`diffusion_loss`).
 
 Every function returns a per-sample loss of shape `(B,)` so that the timestep weights can scale
 each sample before the batch mean.
@@ -88,7 +88,10 @@ def diffusion_loss(
     image_terms: dict[str, torch.Tensor],
     weights: dict[str, float],
 ) -> dict[str, torch.Tensor]:
-    """DESIGN section 2: latent MSE plus timestep-weighted image-space terms.
+    """The diffusion stage's loss: ``mean((z0_hat - z_0)^2) + sum_k lambda_k * mean(w(t) * L_k(D(z0_hat), x))``.
+
+    ``lambda_k`` are the term weights, ``w(t)`` the :func:`timestep_weights` and ``L_k`` the per-sample
+    image-space terms of the decoded estimate against the HR crop ``x``.
 
     Args:
         pred_latents, target_latents (`(B, c, h, w)`): ``z0_hat`` and ``z_0``.

@@ -6,8 +6,8 @@ SSIM with an 11x11 Gaussian window (sigma 1.5) over the valid region, all in flo
 
 LPIPS uses the ``lpips`` package (v0.1 linear layers, shipped inside the pip package) on an AlexNet or VGG16
 ImageNet backbone that is loaded without network access: from the torchvision cache when present, else from a
-folder of safetensors files (``--lpips_weights`` / ``DIFIISR_LPIPS_WEIGHTS``). A randomly initialised backbone is
-never used silently.
+folder of safetensors files (``--lpips_backbone_dir`` / ``DIFIISR_LPIPS_WEIGHTS``). A randomly initialised
+backbone is never used silently.
 """
 
 from __future__ import annotations
@@ -276,8 +276,8 @@ def _backbone_features(net: str, weights: str | os.PathLike | None) -> dict[str,
         searched.append(str(path))
     raise LPIPSWeightsError(
         f"No ImageNet backbone for LPIPS-{net} (looked in: {', '.join(searched)}). Either pass a folder holding "
-        f"{safetensors_name} with --lpips_weights (or set {LPIPS_WEIGHTS_ENV}); the project's shared/lpips/ folder "
-        f"has one, see its README.md. Or fill the torchvision cache once with network access: "
+        f"{safetensors_name} with --lpips_backbone_dir (or set {LPIPS_WEIGHTS_ENV}); the project's shared/lpips/ "
+        f"folder has one, see its README.md. Or fill the torchvision cache once with network access: "
         f"python -c \"import torchvision; torchvision.models.{'alexnet' if net == 'alex' else 'vgg16'}"
         f"(weights='IMAGENET1K_V1')\"."
     )

@@ -14,17 +14,14 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from difiisr_dwt.evaluation import METRICS as METRIC_INFO
+
 DEFAULT_TAGS = ["super-resolution", "image-super-resolution", "infrared", "thermal", "diffusion", "resshift",
                 "wavelet", "difiisr-dwt"]
 # ``eval --json``: method key -> row label, in table order.
 METHODS = {"bicubic": "Bicubic x4", "model": "DifIISR-DWT (this model)", "sr": "SR outputs"}
-# metric key -> (column header, format, higher is better)
-METRICS = {
-    "psnr_y": ("PSNR_Y (dB) ↑", "{:.2f}", True),
-    "ssim_y": ("SSIM_Y ↑", "{:.4f}", True),
-    "lpips_alex": ("LPIPS-alex ↓", "{:.4f}", False),
-    "lpips_vgg": ("LPIPS-vgg ↓", "{:.4f}", False),
-}
+# metric key -> (column header, format, higher is better), from the one definition in evaluation.METRICS
+METRICS = {key: (info.heading, info.fmt, info.higher_is_better) for key, info in METRIC_INFO.items()}
 EVAL_PROTOCOL = (
     "x4; LR = PIL bicubic downsampling of the HR image (the DifIISR / M3FD protocol); PSNR and SSIM on "
     "the BasicSR Y channel, LPIPS (AlexNet and VGG) on RGB in [0, 1]; all images of each set."

@@ -4,13 +4,15 @@ figure is a positive finite number (never a timing assertion), plus the measurin
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from difiisr_dwt.benchmarks import timing
+from difiisr_dwt.benchmarks import FULL, QUICK, timing
 from difiisr_dwt.benchmarks.end_to_end import in_run_components, paired_ratio, predicted_ratio
 from difiisr_dwt.benchmarks.tiling import bench_tiling
 from difiisr_dwt.benchmarks.timing import ComponentTimer, measure_peak_rss
@@ -153,7 +155,7 @@ def test_paired_ratio_cancels_drift():
         paired_ratio(dwt, vq[:3], "total_s")
 
 
-def test_predicted_ratio_is_the_issue_formula():
+def test_predicted_ratio_is_the_ratio_of_component_sums():
     c = {"dwt_encoder": 0.0, "vq_encoder": 7.0, "adapter": 0.0, "unet": 1.5, "decoder": 13.0}
     for steps in (1, 4, 15):
         assert predicted_ratio(c, steps) == pytest.approx((steps * 1.5 + 13.0) / (7.0 + steps * 1.5 + 13.0))
@@ -183,10 +185,61 @@ def test_vq_start_encoder_is_adapter_of_vq_latent(tiny_pipeline):
 
 @pytest.mark.slow
 def test_tiling_child_process_reports_one_size():
-    result = bench_tiling(
-        (32,), preset="test", steps=1, tile_size=4, tile_overlap=2, decode_tile_size=4, decode_tile_overlap=2,
-        threads=1, isolate=True,
-    )
+    config = replace(QUICK, tiling_sizes=(32,), tiling_steps=1, tiling_isolate=True)
+    result = bench_tiling(config, threads=1)
     (row,) = result["sizes"]
     assert row["size"] == 32 and _positive(row["seconds"])
     assert result["settings"]["isolated"] is True
+
+
+def test_benchmarks_take_the_config_object():
+    """Every section reads its settings from one ``BenchConfig``: no function repeats a field as a parameter
+    (with a default of its own that could disagree, as the tiling sizes once did)."""
+    from dataclasses import fields
+
+    from difiisr_dwt.benchmarks import BenchConfig
+    from difiisr_dwt.benchmarks.encoder import bench_encoder
+    from difiisr_dwt.benchmarks.end_to_end import bench_end_to_end
+    from difiisr_dwt.benchmarks.gpu_check import bench_gpu
+    from difiisr_dwt.benchmarks.train_throughput import bench_training
+
+    names = {f.name for f in fields(BenchConfig)}
+    for function in (bench_encoder, bench_end_to_end, bench_tiling, bench_training, bench_gpu):
+        parameters = list(inspect.signature(function).parameters)
+        assert parameters[0] == "config" and not names & set(parameters), (function.__name__, parameters)
+    assert FULL.tiling_sizes == (512, 1024, 2048)
+
+
+def test_train_section_reports_throughput(tmp_path, capsys):
+    import numpy as np
+    import PIL.Image
+
+    data = tmp_path / "ir"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        PIL.Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(data / f"{index}.png")
+    out = tmp_path / "bench.json"
+    code = _run_cli(["--quick", "--threads", "1", "--section", "train", "--train-steps", "2", "--json", str(out),
+                     "--", "--train_data_dir", str(data), "--lpips_weight", "0", "--output_dir", str(tmp_path / "run")])
+    assert code == 0
+    section = json.loads(out.read_text())["train"]
+    assert section["preset"] == "test" and section["batch"] == 2 and section["resolution"] == 64
+    assert section["timed_steps"] == 2 and section["num_processes"] == 1
+    assert _positive(section["s_per_step"]) and 0 <= section["data_wait_share"] < 1
+    assert section["samples_per_s"] == pytest.approx(2 / section["s_per_step"])
+    assert (tmp_path / "run" / "curves.csv").is_file()  # a training flag after "--" wins: the run is kept
+    assert "### Training throughput" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train-steps", "3"], "need --section train"),
+    (["--", "--train_data_dir", "x"], "need --section train"),
+    (["--section", "train", "--train-steps", "0"], "--train-steps must be >= 1"),
+])
+def test_bad_train_section_arguments(argv, message, capsys):
+    from difiisr_dwt.cli import main
+
+    assert main(["bench", "--quick", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -49,7 +49,8 @@ def test_bicubic_reproduces_roadscene_reference(shared_dir, lpips_weights, tmp_p
     ir = shared_dir / "data" / "ir"
     code = run_eval([
         "--hr", ir / "roadscene", "--file-list", ir / "roadscene_val.txt", "--bicubic", "--summary-only",
-        "--metrics", "psnr_y,ssim_y,lpips_alex", "--lpips_weights", lpips_weights, "--device", "cpu", "--json", out,
+        "--metrics", "psnr_y,ssim_y,lpips_alex", "--lpips_backbone_dir", lpips_weights, "--device", "cpu",
+        "--json", out,
     ])
     assert code == 0
     result = json.loads(out.read_text())
@@ -75,7 +76,8 @@ def test_model_run_writes_json_csv_and_grid(saved_test_pipeline, hr_dir, lpips_w
     out = tmp_path / "out"
     code = run_eval([
         "--hr", hr_dir, "--model", saved_test_pipeline, "--steps", 2, "--seed", 0, "--device", "cpu",
-        "--lpips_weights", lpips_weights, "--json", out / "r.json", "--csv", out / "r.csv", "--grid", out / "g.png",
+        "--lpips_backbone_dir", lpips_weights, "--json", out / "r.json", "--csv", out / "r.csv",
+        "--grid", out / "g.png",
     ])
     assert code == 0
     printed = capsys.readouterr().out
@@ -183,7 +185,7 @@ def test_missing_lpips_weights_message(hr_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(metrics.LPIPS_WEIGHTS_ENV, raising=False)
     assert run_eval(["--hr", hr_dir, "--bicubic", "--metrics", "psnr_y,lpips_alex"]) == 2
     err = capsys.readouterr().err
-    assert "No ImageNet backbone for LPIPS-alex" in err and "--lpips_weights" in err
+    assert "No ImageNet backbone for LPIPS-alex" in err and "--lpips_backbone_dir" in err
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def _eval_file(path: Path, bicubic: list[float], model: list[float]) -> Path:
     for method, means in (("bicubic", bicubic), ("model", model)):
         spread = (-0.5, 0.5)  # two images whose mean is `means`
         per_image = {f"img{i}.png": {k: v + d * 0.01 for k, v in zip(keys, means)} for i, d in enumerate(spread)}
-        results[method] = evaluation.summarize(per_image)
+        results[method] = evaluation.method_summary(per_image)
     path.write_text(evaluation.to_json(results))
     return path
 

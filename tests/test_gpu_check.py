@@ -1,21 +1,30 @@
-"""``difiisr_dwt.benchmarks.gpu_check`` on the CPU (``--quick``): the script that checks the accelerator path
-runs end to end and its checks report what they should where the answer is known on a CPU."""
+"""``difiisr-dwt bench --section gpu`` on the CPU (``--quick``): the checks of the accelerator path run end
+to end and report what they should where the answer is known on a CPU."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 
 import pytest
 
-from difiisr_dwt.benchmarks.gpu_check import check
+from difiisr_dwt.commands import bench
 from difiisr_dwt.presets import build_pipeline
 
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gpu_check") / "pipeline"
-    build_pipeline("test", seed=0).save_pretrained(path)
-    return {r["check"]: r for r in check(str(path), "cpu", quick=True)}
+    root = tmp_path_factory.mktemp("gpu_check")
+    build_pipeline("test", seed=0).save_pretrained(root / "pipeline")
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--quick", "--section", "gpu", "--model", str(root / "pipeline"),
+                              "--device", "cpu", "--json", str(root / "gpu.json")])
+    assert args.func(args) == 0
+    section = json.loads((root / "gpu.json").read_text())["gpu"]
+    assert section["model"] == str(root / "pipeline") and section["device"] == "cpu" and section["quick"] is True
+    return {r["check"]: r for r in section["checks"]}
 
 
 def test_generator_checks(records):

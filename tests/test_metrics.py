@@ -140,7 +140,7 @@ def test_missing_backbone_is_a_clear_error(fresh_lpips):
         load_lpips("vgg", weights=fresh_lpips / "nowhere")
     message = str(info.value)
     assert "vgg16_features.safetensors" in message
-    assert "--lpips_weights" in message and metrics.LPIPS_WEIGHTS_ENV in message
+    assert "--lpips_backbone_dir" in message and metrics.LPIPS_WEIGHTS_ENV in message
     assert str(fresh_lpips / "nowhere") in message
 
 

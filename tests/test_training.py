@@ -28,7 +28,7 @@ def _data_args(shared: Path) -> list[str]:
     ir = shared / "data" / "ir"
     return ["--preset", "tiny", "--train_data_dir", str(ir / "roadscene"), "--train_file_list",
             str(ir / "roadscene_train.txt"), "--resolution", "64", "--train_batch_size", "2",
-            "--lpips_weights", str(shared / "lpips"), "--seed", "0"]
+            "--lpips_backbone_dir", str(shared / "lpips"), "--seed", "0"]
 
 
 def _validation_args(shared: Path) -> list[str]:
@@ -105,6 +105,36 @@ def test_curve_log_truncates_on_resume(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[2]["loss"] == pytest.approx(1 / 3)
     log.plot(tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_curve_log_writes_are_atomic(tmp_path, monkeypatch):
+    """A rewrite or plot killed half-way leaves the previous file and no temporary file behind."""
+    from matplotlib.figure import Figure
+
+    from difiisr_dwt.training import curves
+
+    log = CurveLog(tmp_path / "c.csv")
+    for step in range(1, 4):
+        log.append(step, {"loss": 1.0 / step})
+    log.plot(tmp_path / "c.png")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def killed(value):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(curves, "_fmt", killed)
+        with pytest.raises(KeyboardInterrupt):
+            log.truncate(2)
+
+    def disk_full(self, fname, **kwargs):
+        (open(fname, "wb") if isinstance(fname, (str, os.PathLike)) else fname).write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        log.plot(tmp_path / "c.png")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 @pytest.mark.slow

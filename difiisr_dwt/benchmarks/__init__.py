@@ -1,7 +1,13 @@
-"""Benchmarks of ``difiisr-dwt bench``: encoder, end-to-end and tiling, one module each.
+"""Benchmarks of ``difiisr-dwt bench``, one module per section.
 
-:func:`run_benchmarks` runs the chosen sections in this process (tiling starts one child process per
-size) and returns a JSON-ready dict; :func:`difiisr_dwt.benchmarks.report.format_markdown` renders it.
+CPU sections, random weights: ``encoder`` (DWT vs VQ-f4 encoder), ``end-to-end`` (this pipeline vs the
+same pipeline started from the VQ encoder and diffusers' LDM x4 pipeline), ``tiling`` (time and peak memory
+against output size). On request: ``train`` (samples/s of the diffusion training stage; needs training data)
+and ``gpu`` (a trained pipeline's accelerator path: determinism, CPU/device agreement, half precision, offload).
+
+:func:`run_benchmarks` runs the chosen sections in this process (tiling starts one child process per size)
+and returns a JSON-ready dict; :func:`difiisr_dwt.benchmarks.report.format_markdown` renders it. Every
+section reads its settings from one :class:`BenchConfig`.
 """
 
 from __future__ import annotations
@@ -11,23 +17,32 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 
-SECTIONS = ("encoder", "end-to-end", "tiling")
+#: Every section, in run order; :data:`DEFAULT_SECTIONS` run when none is named.
+SECTIONS = ("encoder", "end-to-end", "tiling", "train", "gpu")
+DEFAULT_SECTIONS = ("encoder", "end-to-end", "tiling")
 
 
 @dataclass
 class BenchConfig:
     """What to measure. :data:`FULL` is the honest comparison; :data:`QUICK` a seconds-long smoke run."""
 
+    seed: int = 0  # weights, inputs and sampling noise
+    # encoder
     encoder_preset: str = "full"
     encoder_sizes: list[tuple[int, int]] = field(default_factory=lambda: [(256, 256), (768, 1024)])
+    fast_repeats: int = 50  # per millisecond-scale op (median taken)
     fast_seconds: float = 2.0  # time budget per millisecond-scale op
+    vq_repeats: int = 3
     vq_seconds: float = 10.0  # time budget per VQ-encoder size (one call always runs)
+    # end-to-end
     e2e_preset: str = "full"
     e2e_lr_size: tuple[int, int] = (64, 64)  # output 256x256
     steps: tuple[int, ...] = (1, 4, 15)
     ldm_steps: int = 100
     repeats: int = 6  # per pipeline and step count, alternating A B B A; medians (1-step runs vary ~4%)
+    component_repeats: int = 2  # separate timing of each component (fastest kept)
     component_seconds: float = 6.0
+    # tiling
     tiling_preset: str = "tiny"
     tiling_sizes: tuple[int, ...] = (512, 1024, 2048)
     tiling_steps: int = 15
@@ -36,7 +51,17 @@ class BenchConfig:
     decode_tile_size: int = 128
     decode_tile_overlap: int = 16
     tiling_isolate: bool = True  # one fresh process per size
-    seed: int = 0
+    # train: the diffusion stage of train_accelerate.py, fresh VQ and DWT-encoder folders unless train_args name some
+    train_preset: str = "tiny"
+    train_batch_size: int = 8
+    train_resolution: int = 64
+    train_steps: int = 20  # timed steps
+    train_warmup_steps: int = 25  # untimed steps first: the loader decodes every image once, lazy set-up
+    train_args: tuple[str, ...] = ()  # more train_accelerate.py flags (data, --lpips_backbone_dir, workers...)
+    # gpu
+    gpu_model: str | None = None  # pipeline folder or Hub repo id; None is the embedded default model
+    gpu_device: str = "cuda"
+    gpu_quick: bool = False  # a 64x64 crop, 2 steps, one timed call each, no large input
 
 
 FULL = BenchConfig()
@@ -45,19 +70,27 @@ QUICK = BenchConfig(
     e2e_preset="test", e2e_lr_size=(8, 8), ldm_steps=100, repeats=1, component_seconds=0.2,
     tiling_preset="test", tiling_sizes=(32, 64), tiling_steps=2, tile_size=4, tile_overlap=2,
     decode_tile_size=4, decode_tile_overlap=2, tiling_isolate=False,
+    train_preset="test", train_batch_size=2, train_steps=2, train_warmup_steps=1, gpu_quick=True,
 )
 
 
-def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = SECTIONS, threads: int | None = None) -> dict:
+def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = DEFAULT_SECTIONS,
+                   threads: int | None = None) -> dict:
     """Run ``sections`` of ``config``.
 
     Args:
-        config: sizes, presets and repeats.
+        config: sizes, presets, repeats and each section's inputs.
         sections: names from :data:`SECTIONS`.
         threads: torch threads while benchmarking (and of the tiling children); the previous count
             is restored afterwards. ``None`` keeps the current count.
+
+    Returns:
+        ``{"meta": {...}, <section>: {...}}`` with ``end_to_end`` as the key of ``end-to-end``.
+
+    Raises:
+        ValueError: an unknown section.
     """
-    import torch
+    import torch  # here, not at the top: `difiisr-dwt bench --help` reads this module's names without torch
 
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
@@ -74,10 +107,6 @@ def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = SECTIONS, th
 def _run_sections(config: BenchConfig, sections: tuple[str, ...]) -> dict:
     import torch
 
-    from difiisr_dwt.benchmarks.encoder import bench_encoder
-    from difiisr_dwt.benchmarks.end_to_end import bench_end_to_end
-    from difiisr_dwt.benchmarks.tiling import bench_tiling
-
     results: dict = {
         "meta": {
             "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -86,25 +115,31 @@ def _run_sections(config: BenchConfig, sections: tuple[str, ...]) -> dict:
             "cpu_count": os.cpu_count(),
             "load_average_before": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "platform": platform.platform(),
-            "device": "cpu",
+            "device": config.gpu_device if "gpu" in sections else "cpu",
             "config": asdict(config),
         }
     }
+    # Each section's module is imported only when it runs: diffusers, accelerate and the training code are
+    # seconds of start-up that a single section does not need.
     if "encoder" in sections:
-        results["encoder"] = bench_encoder(
-            config.encoder_sizes, config.encoder_preset, fast_seconds=config.fast_seconds,
-            vq_seconds=config.vq_seconds, seed=config.seed,
-        )
+        from difiisr_dwt.benchmarks.encoder import bench_encoder
+
+        results["encoder"] = bench_encoder(config)
     if "end-to-end" in sections:
-        results["end_to_end"] = bench_end_to_end(
-            config.e2e_preset, config.e2e_lr_size, config.steps, config.ldm_steps, config.repeats,
-            component_seconds=config.component_seconds, seed=config.seed,
-        )
+        from difiisr_dwt.benchmarks.end_to_end import bench_end_to_end
+
+        results["end_to_end"] = bench_end_to_end(config)
     if "tiling" in sections:
-        results["tiling"] = bench_tiling(
-            config.tiling_sizes, config.tiling_preset, config.tiling_steps, config.tile_size, config.tile_overlap,
-            config.decode_tile_size, config.decode_tile_overlap, threads=torch.get_num_threads(), seed=config.seed,
-            isolate=config.tiling_isolate,
-        )
+        from difiisr_dwt.benchmarks.tiling import bench_tiling
+
+        results["tiling"] = bench_tiling(config, threads=torch.get_num_threads())
+    if "train" in sections:
+        from difiisr_dwt.benchmarks.train_throughput import bench_training
+
+        results["train"] = bench_training(config)
+    if "gpu" in sections:
+        from difiisr_dwt.benchmarks.gpu_check import bench_gpu
+
+        results["gpu"] = bench_gpu(config)
     results["meta"]["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return results

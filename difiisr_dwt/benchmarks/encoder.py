@@ -8,6 +8,7 @@ import logging
 
 import torch
 
+from difiisr_dwt.benchmarks import BenchConfig
 from difiisr_dwt.benchmarks.timing import count_parameters, time_call
 from difiisr_dwt.presets import build_dwt_encoder, build_vqvae
 
@@ -19,28 +20,19 @@ def _bytes(*tensors: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def bench_encoder(
-    sizes: list[tuple[int, int]],
-    preset: str = "full",
-    fast_repeats: int = 50,
-    fast_seconds: float = 2.0,
-    vq_repeats: int = 3,
-    vq_seconds: float = 10.0,
-    seed: int = 0,
-) -> dict:
+def bench_encoder(config: BenchConfig) -> dict:
     """Time ``E.encode`` (reshape and ptwt), a copy and an elementwise op of the input, and ``Enc``.
 
-    Args:
-        sizes: output (= encoder input) sizes as ``(height, width)``.
-        preset: model size of the VQ autoencoder and DWT encoder (``"full"`` is the CompVis VQ-f4).
-        fast_repeats, fast_seconds: repeats (median taken) and time budget per millisecond-scale op.
-        vq_repeats, vq_seconds: the same for the VQ encoder (at least one call always runs).
-        seed: seed of the random weights and input.
+    Reads from ``config``: ``encoder_sizes`` (output = encoder input sizes as ``(height, width)``),
+    ``encoder_preset`` (``"full"`` is the CompVis VQ-f4), ``fast_repeats`` / ``fast_seconds`` (repeats, median
+    taken, and time budget per millisecond-scale op), ``vq_repeats`` / ``vq_seconds`` (the same for the VQ
+    encoder; at least one call always runs) and ``seed`` (random weights and input).
 
     Returns:
         ``{"preset", "params", "sizes": [...]}`` with seconds per call (median) and the speedups.
     """
-    torch.manual_seed(seed)
+    preset = config.encoder_preset
+    torch.manual_seed(config.seed)
     dwt = build_dwt_encoder(preset).eval()
     dwt_ptwt = build_dwt_encoder(preset, use_ptwt=True).eval()
     vqvae = build_vqvae(preset).eval()
@@ -52,8 +44,9 @@ def bench_encoder(
     }
     vqvae.encode(torch.zeros(1, 3, 32, 32))  # start the thread pool outside the timed calls
 
-    fast = dict(repeats=fast_repeats, warmup=3, max_seconds=fast_seconds)
-    vq = dict(repeats=vq_repeats, max_seconds=vq_seconds)
+    fast = dict(repeats=config.fast_repeats, warmup=3, max_seconds=config.fast_seconds)
+    vq = dict(repeats=config.vq_repeats, max_seconds=config.vq_seconds)
+    sizes = config.encoder_sizes
     rows = [_bench_size(torch.rand(1, 3, h, w) * 2 - 1, dwt, dwt_ptwt, vqvae, fast, vq) for h, w in sizes]
     return {"preset": preset, "params": params, "sizes": rows}
 

@@ -29,6 +29,7 @@ from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolut
     LDMSuperResolutionPipeline,
 )
 
+from difiisr_dwt.benchmarks import BenchConfig
 from difiisr_dwt.benchmarks.timing import ComponentTimer, count_parameters, measure_peak_rss, time_call
 from difiisr_dwt.benchmarks.vq_start import vq_start_pipeline
 from difiisr_dwt.presets import build_pipeline, build_scheduler
@@ -154,40 +155,35 @@ def in_run_components(dwt_runs: list[dict], vq_runs: list[dict]) -> dict:
 def predicted_ratio(c: dict, steps: int) -> float:
     """DWT / VQ-start pipeline time predicted from the components alone.
 
-    ``(E + T*u + d) / (Enc + A + T*u + d)`` with ``u`` = UNet + adapter per step and ``d`` = decoder;
-    the issue's ``(T*u + d) / (e + T*u + d)`` with ``e`` the VQ start's extra cost (``E`` is ~1 ms).
+    ``(E + T*u + d) / (Enc + A + T*u + d)`` for ``T`` steps, with ``E`` the DWT encoder, ``Enc`` the VQ
+    encoder, ``A`` the adapter, ``u`` = UNet + adapter per step and ``d`` the decoder; as ``E`` is ~1 ms this
+    is ``(T*u + d) / (e + T*u + d)`` with ``e = Enc + A``, the VQ start's extra cost.
     """
     shared = steps * (c["unet"] + c["adapter"]) + c["decoder"]
     return (c["dwt_encoder"] + shared) / (c["vq_encoder"] + c["adapter"] + shared)
 
 
 @torch.no_grad()
-def bench_end_to_end(
-    preset: str = "full",
-    lr_size: tuple[int, int] = (64, 64),
-    steps: tuple[int, ...] = (1, 4, 15),
-    ldm_steps: int = 100,
-    repeats: int = 6,
-    component_repeats: int = 2,
-    component_seconds: float = 6.0,
-    seed: int = 0,
-) -> dict:
-    """Time the three pipelines on one random LR image of ``lr_size`` (output 4x that).
+def bench_end_to_end(config: BenchConfig) -> dict:
+    """Time the three pipelines on one random LR image of ``config.e2e_lr_size`` (output 4x that).
 
-    Args:
-        preset: model size (``"full"``: ResShift-size UNet, CompVis VQ-f4).
-        lr_size: LR ``(height, width)``, multiples of the UNet's size multiple (the LDM pipeline gets a
-            tensor, so its multiple-of-32 resize of PIL inputs does not apply).
-        steps: step counts for the DWT and VQ-start pipelines. Each step count is one block: the
-            components alone (a cross-check), then the two pipelines alternating (A B B A ...). The
-            prediction uses the per-call medians of the components inside those runs.
-        ldm_steps: DDIM steps of the LDM pipeline (its default is 100; one run); 0 skips it.
-        repeats: runs of each pipeline per block; the measured ratio is the median of the
-            back-to-back pairs' ratios (all totals are kept) and the reported split is the median run's.
-        component_repeats, component_seconds: repeats (fastest kept) and time budget of each
-            separate component timing (at least one call).
-        seed: seed of weights, input and sampling noise.
+    Reads from ``config``:
+
+    - ``e2e_preset``: model size (``"full"``: ResShift-size UNet, CompVis VQ-f4).
+    - ``e2e_lr_size``: LR ``(height, width)``, multiples of the UNet's size multiple (the LDM pipeline gets a
+      tensor, so its multiple-of-32 resize of PIL inputs does not apply).
+    - ``steps``: step counts for the DWT and VQ-start pipelines. Each step count is one block: the
+      components alone (a cross-check), then the two pipelines alternating (A B B A ...). The
+      prediction uses the per-call medians of the components inside those runs.
+    - ``ldm_steps``: DDIM steps of the LDM pipeline (its default is 100; one run); 0 skips it.
+    - ``repeats``: runs of each pipeline per block; the measured ratio is the median of the
+      back-to-back pairs' ratios (all totals are kept) and the reported split is the median run's.
+    - ``component_repeats``, ``component_seconds``: repeats (fastest kept) and time budget of each
+      separate component timing (at least one call).
+    - ``seed``: seed of weights, input and sampling noise.
     """
+    preset, lr_size, steps, seed = config.e2e_preset, config.e2e_lr_size, config.steps, config.seed
+    repeats, ldm_steps = config.repeats, config.ldm_steps
     pipe = build_pipeline(preset, seed=seed)
     vq_pipe = vq_start_pipeline(pipe, build_scheduler())
     rng = np.random.default_rng(seed)
@@ -205,7 +201,8 @@ def bench_end_to_end(
 
     results = []
     for num_steps in steps:
-        isolated, isolated_cpu = component_times(pipe, lr_size, component_repeats, component_seconds)
+        isolated, isolated_cpu = component_times(pipe, lr_size, config.component_repeats,
+                                                  config.component_seconds)
         logger.info("end-to-end: components alone: %s", {k: round(v, 3) for k, v in isolated.items()})
         runs: dict[str, list[dict]] = {"dwt": [], "vq_start": []}
         for repeat in range(repeats):

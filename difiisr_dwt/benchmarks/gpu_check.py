@@ -1,8 +1,8 @@
-"""Checks of a pipeline's accelerator path, one JSON line each: a CUDA generator repeats itself, a CPU
-generator gives the same image on CPU and on the device, float16/bfloat16 stay finite and close to
-float32, model CPU offload matches, plus seconds and peak device memory per call.
+"""Checks of a pipeline's accelerator path (``difiisr-dwt bench --section gpu``), one record each: a CUDA
+generator repeats itself, a CPU generator gives the same image on CPU and on the device, float16/bfloat16
+stay finite and close to float32, model CPU offload matches, plus seconds and peak device memory per call.
 
-    python -m difiisr_dwt.benchmarks.gpu_check hub/difiisr-dwt-tiny --device cuda
+    difiisr-dwt bench --section gpu --model hub/difiisr-dwt-tiny --device cuda --json gpu.json
 
 Timings are the fastest of a few calls after a warm-up; they are figures to report, not assertions.
 ``--device cpu --quick`` runs the same code paths on a CPU (a 64x64 crop, 2 steps, one timed call each,
@@ -11,8 +11,8 @@ no offload).
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,18 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 
+from difiisr_dwt import DEFAULT_MODEL
+from difiisr_dwt.benchmarks import BenchConfig
 from difiisr_dwt.benchmarks.timing import time_call
 from difiisr_dwt.metrics import psnr
+
+logger = logging.getLogger(__name__)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "images" / "FLIR_08954_lr.png"
 
 
 class Checker:
-    """Runs ``pipe`` on one image with seed 0 and prints each check as a JSON line."""
+    """Runs ``pipe`` on one image with seed 0 and logs each check as a JSON line as it completes."""
 
     def __init__(self, pipe, device: str, steps: int = 15, repeats: int = 3):
         self.pipe, self.device, self.steps, self.repeats = pipe, device, steps, repeats
@@ -37,7 +41,7 @@ class Checker:
     def show(self, name: str, **values) -> None:
         record = {"check": name, **values}
         self.records.append(record)
-        print(json.dumps(record), flush=True)
+        logger.info("gpu: %s", json.dumps(record))
 
     def run(self, image, generator_device: str | None = None, steps: int | None = None, **kwargs) -> np.ndarray:
         generator = torch.Generator(generator_device or self.device).manual_seed(0)
@@ -62,7 +66,7 @@ class Checker:
 
 
 def check(path: str, device: str, quick: bool = False) -> list[dict]:
-    """Run every check on the pipeline at ``path``; returns the printed records."""
+    """Run every check on the pipeline at ``path``; returns the logged records."""
     pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)
     pipe.set_progress_bar_config(disable=True)
     with PIL.Image.open(EXAMPLE) as image:
@@ -98,14 +102,12 @@ def check(path: str, device: str, quick: bool = False) -> list[dict]:
     return c.records
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pipeline", help="pipeline folder (Hub layout)")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--quick", action="store_true", help="2 steps and no large input (a smoke run)")
-    args = parser.parse_args(argv)
-    check(args.pipeline, args.device, args.quick)
+def bench_gpu(config: BenchConfig) -> dict:
+    """:func:`check` of ``config.gpu_model`` (the embedded default model when ``None``) on ``config.gpu_device``.
 
-
-if __name__ == "__main__":
-    main()
+    Returns:
+        ``{"model", "device", "quick", "checks": [{"check": name, ...}, ...]}``.
+    """
+    model = config.gpu_model or DEFAULT_MODEL
+    records = check(model, config.gpu_device, config.gpu_quick)
+    return {"model": model, "device": config.gpu_device, "quick": config.gpu_quick, "checks": records}

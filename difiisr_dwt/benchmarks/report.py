@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 _E2E_PARTS = ("encoder", "adapter", "unet", "decoder", "other")
 
 
@@ -139,6 +141,34 @@ def _tiling(section: dict) -> list[str]:
     return lines
 
 
+def _train(section: dict) -> list[str]:
+    lines = [
+        f"### Training throughput (diffusion stage, preset `{section['preset']}`, {section['resolution']}-pixel "
+        f"crops, {section['num_processes']} process(es))",
+        "",
+    ]
+    rows = [[str(section["batch"]), f"{section['samples_per_s']:.3g}", _ms(section["s_per_step"]),
+             f"{100 * section['data_wait_share']:.1f}%", str(section["timed_steps"])]]
+    return lines + _table(["batch", "samples/s", "ms/step", "data wait", "timed steps"], rows)
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _gpu(section: dict) -> list[str]:
+    lines = [
+        f"### Accelerator path (`{section['model']}` on `{section['device']}`"
+        + (", quick)" if section["quick"] else ")"),
+        "",
+    ]
+    rows = [[record["check"], ", ".join(f"{k} {_value(v)}" for k, v in record.items() if k != "check")]
+            for record in section["checks"]]
+    return lines + _table(["check", "result"], rows)
+
+
 def format_markdown(results: dict) -> str:
     """All measured sections as markdown tables with the acceptance verdicts."""
     meta = results["meta"]
@@ -149,7 +179,8 @@ def format_markdown(results: dict) -> str:
         f"## difiisr-dwt benchmark ({meta['date_utc']}, torch {meta['torch']}, {meta['torch_threads']} threads)",
         "",
     ]
-    for key, render in (("encoder", _encoder), ("end_to_end", _e2e), ("tiling", _tiling)):
+    for key, render in (("encoder", _encoder), ("end_to_end", _e2e), ("tiling", _tiling), ("train", _train),
+                        ("gpu", _gpu)):
         if key in results:
             lines += render(results[key]) + [""]
     return "\n".join(lines)

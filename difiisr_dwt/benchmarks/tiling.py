@@ -2,8 +2,9 @@
 
 Each size runs in a fresh Python process, so that one size's peak cannot hide in another's heap;
 the child reports its own resident-memory peak during the call (see :func:`measure_peak_rss`).
-Run as ``python -m difiisr_dwt.benchmarks.tiling '<json spec>'`` it is that child. ``isolate=False``
-measures in this process instead (smoke tests: no interpreter start per size).
+Run as ``python -m difiisr_dwt.benchmarks.tiling '<json spec>'`` it is that child.
+``BenchConfig.tiling_isolate=False`` measures in this process instead (smoke tests: no interpreter start per
+size).
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import PIL.Image
+import torch
+
+import modeling_dwt_encoder
+from difiisr_dwt.benchmarks import BenchConfig
+from difiisr_dwt.benchmarks.timing import measure_peak_rss
+from difiisr_dwt.presets import build_pipeline
+
 logger = logging.getLogger(__name__)
 
-PEAK_RATIO_LIMIT = 2.0  # acceptance: peak at the largest size / peak at the smallest
+PEAK_RATIO_LIMIT = 2.0  # pass: peak at the largest size at most twice the peak at the smallest
 
 
 def _run_child(spec: dict) -> dict:
     """One size in this process: build the pipeline, upscale a random image once, report."""
-    import numpy as np
-    import PIL.Image
-    import torch
-
-    from difiisr_dwt.benchmarks.timing import measure_peak_rss
-    from difiisr_dwt.presets import build_pipeline
-
     torch.set_num_threads(spec["threads"])
     pipe = build_pipeline(spec["preset"], seed=spec["seed"])
     lr_side = spec["size"] // pipe.upscale_factor
@@ -50,8 +53,6 @@ def _run_child(spec: dict) -> dict:
 
 def _run_isolated(spec: dict) -> dict:
     """:func:`_run_child` in a fresh interpreter."""
-    import modeling_dwt_encoder
-
     # The Hub code files sit at the repository root, beside (not inside) the package.
     root = os.path.dirname(os.path.abspath(modeling_dwt_encoder.__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -65,43 +66,33 @@ def _run_isolated(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_tiling(
-    sizes: tuple[int, ...] = (512, 1024, 1536, 2048),
-    preset: str = "tiny",
-    steps: int = 15,
-    tile_size: int = 64,
-    tile_overlap: int = 16,
-    decode_tile_size: int = 128,
-    decode_tile_overlap: int = 16,
-    threads: int = 2,
-    seed: int = 0,
-    isolate: bool = True,
-) -> dict:
+def bench_tiling(config: BenchConfig, threads: int = 2) -> dict:
     """Upscale one random square image per output size (``size / 4`` LR pixels) with tiling.
 
+    Reads from ``config``: ``tiling_sizes`` (output sides in pixels, multiples of 4), ``tiling_preset``,
+    ``tiling_steps``, ``tile_size`` / ``tile_overlap`` (diffusion tiling in LR pixels, ``tile_size`` a multiple
+    of the UNet's), ``decode_tile_size`` / ``decode_tile_overlap`` (VQ-decode tiling in latent pixels),
+    ``seed`` (weights, input and noise) and ``tiling_isolate`` (one child process per size for honest peaks;
+    False runs them here, one after another).
+
     Args:
-        sizes: output sides in pixels (multiples of 4).
-        preset: model size.
-        steps: sampling steps.
-        tile_size, tile_overlap: diffusion tiling in LR pixels (``tile_size`` a multiple of the UNet's).
-        decode_tile_size, decode_tile_overlap: VQ-decode tiling in latent pixels.
-        threads: torch threads of each child process.
-        seed: seed of weights, input and noise.
-        isolate: one child process per size (honest peaks); False runs them here, one after another.
+        config: the benchmark settings.
+        threads: torch threads of each size's run.
 
     Returns:
         ``{"settings", "sizes": [{"size", "seconds", "peak_rss_mb", "start_rss_mb", "peak_over_start_mb"}],
         "acceptance"}``.
     """
     settings = {
-        "preset": preset, "steps": steps, "tile_size": tile_size, "tile_overlap": tile_overlap,
-        "decode_tile_size": decode_tile_size, "decode_tile_overlap": decode_tile_overlap,
-        "threads": threads, "seed": seed, "isolated": isolate,
+        "preset": config.tiling_preset, "steps": config.tiling_steps, "tile_size": config.tile_size,
+        "tile_overlap": config.tile_overlap, "decode_tile_size": config.decode_tile_size,
+        "decode_tile_overlap": config.decode_tile_overlap, "threads": threads, "seed": config.seed,
+        "isolated": config.tiling_isolate,
     }
     rows = []
-    for size in sizes:
+    for size in config.tiling_sizes:
         spec = {**settings, "size": size}
-        rows.append(_run_isolated(spec) if isolate else _run_child(spec))
+        rows.append(_run_isolated(spec) if config.tiling_isolate else _run_child(spec))
         logger.info("tiling: %dx%d: %.2f s, peak over start %s MB", size, size, rows[-1]["seconds"],
                     rows[-1]["peak_over_start_mb"])
 

@@ -1,4 +1,12 @@
-"""``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), markdown + JSON."""
+"""``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), training throughput and a
+pipeline's accelerator path, as markdown + JSON.
+
+Examples::
+
+    difiisr-dwt bench --json bench.json                          # encoder, end-to-end, tiling
+    difiisr-dwt bench --section gpu --model PIPELINE --device cuda
+    difiisr-dwt bench --section train -- --train_data_dir IR_DIR --lpips_backbone_dir shared/lpips
+"""
 
 from __future__ import annotations
 
@@ -9,25 +17,29 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from difiisr_dwt.benchmarks import FULL, QUICK, SECTIONS, run_benchmarks
+from difiisr_dwt.benchmarks import DEFAULT_SECTIONS, FULL, QUICK, SECTIONS, run_benchmarks
 from difiisr_dwt.benchmarks.report import format_markdown
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import write_text_atomic
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="time the DWT encoder, the pipeline and tiling against VQ-encoder baselines",
+        help="time the DWT encoder, the pipeline and tiling against VQ-encoder baselines; training; GPU path",
         description=(
-            "Benchmarks with random weights, all in this process (tiling: one child process per size): "
+            "Benchmarks, all in this process (tiling: one child process per size). With random weights: "
             "DWT vs VQ-f4 encoder; this pipeline vs the same pipeline started from the VQ encoder and "
-            "diffusers' LDMSuperResolutionPipeline; tiled time and peak memory vs output size."
+            "diffusers' LDMSuperResolutionPipeline; tiled time and peak memory vs output size. On request: "
+            "samples/s of the diffusion training stage (train), and a trained pipeline's accelerator path "
+            "(gpu: determinism, CPU/device agreement, half precision, offload, speed)."
         ),
     )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny models and sizes (a smoke test, seconds)")
     parser.add_argument(
-        "--only", action="append", choices=SECTIONS, default=None, help="run only this section (repeatable)"
+        "--section", "--only", dest="sections", action="append", choices=SECTIONS, default=None,
+        help=f"run only this section (repeatable; default: {', '.join(DEFAULT_SECTIONS)})",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument(
@@ -37,6 +49,16 @@ def add_parser(subparsers) -> None:
         "--e2e-size", type=int, default=None, metavar="PX",
         help="end-to-end output side in pixels (default 256; a multiple of 32, so that every preset's UNet fits)",
     )
+    train = parser.add_argument_group("train section")
+    train.add_argument("--train-steps", type=int, default=None, metavar="N", help="timed training steps (default 20)")
+    train.add_argument("--train-warmup-steps", type=int, default=None, metavar="N",
+                       help="untimed steps first, a pass over the loader's cache (default 25)")
+    train.add_argument("train_args", nargs="*", metavar="-- TRAIN_FLAGS",
+                       help="train_accelerate.py flags after '--': the data (--train_data_dir ...), "
+                       "--lpips_backbone_dir, --dataloader_num_workers...; they win over the bench's own")
+    gpu = parser.add_argument_group("gpu section")
+    gpu.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: the embedded model)")
+    gpu.add_argument("--device", default="cuda", help="device of the accelerator checks (default cuda)")
     parser.set_defaults(func=run)
 
 
@@ -55,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --e2e-size must be a positive multiple of 32, got {args.e2e_size}", file=sys.stderr)
             return 2
         config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
-    sections = tuple(dict.fromkeys(args.only)) if args.only else SECTIONS
+    sections = tuple(dict.fromkeys(args.sections)) if args.sections else DEFAULT_SECTIONS
+    config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device)
     # Progress on stderr: the full run takes minutes; the tables go to stdout at the end.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[bench %(asctime)s] %(message)s", "%H:%M:%S"))
@@ -72,3 +95,16 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(json.dumps(results, indent=2) + "\n", args.json)
         print(f"Wrote {args.json}")
     return 0
+
+
+def _train_settings(args: argparse.Namespace, sections: tuple[str, ...]) -> dict:
+    """The ``train_*`` fields of :class:`~difiisr_dwt.benchmarks.BenchConfig` that the flags set."""
+    given = {"train_steps": args.train_steps, "train_warmup_steps": args.train_warmup_steps}
+    given = {field: value for field, value in given.items() if value is not None}
+    if "train" not in sections and (args.train_args or given):
+        raise UsageError("training flags, --train-steps and --train-warmup-steps need --section train")
+    if given.get("train_steps", 1) < 1:
+        raise UsageError(f"--train-steps must be >= 1, got {args.train_steps}")
+    if given.get("train_warmup_steps", 0) < 0:
+        raise UsageError(f"--train-warmup-steps must be >= 0, got {args.train_warmup_steps}")
+    return {"train_args": tuple(args.train_args), **given}

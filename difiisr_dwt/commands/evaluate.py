@@ -17,6 +17,7 @@ from pathlib import Path
 
 from difiisr_dwt.evaluation import METRICS
 from difiisr_dwt.io import write_text_atomic
+from difiisr_dwt.options import add_lpips_backbone_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -46,9 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
     parser.add_argument("--crop-border", "--crop_border", type=int, default=0,
                         help="pixels removed from each side before measuring (default 0)")
-    parser.add_argument("--lpips_weights", "--lpips-weights", default=None,
-                        help="folder with alexnet_features.safetensors / vgg16_features.safetensors, used when the "
-                        "torchvision cache has no backbone (default: $DIFIISR_LPIPS_WEIGHTS)")
+    add_lpips_backbone_dir(parser, dashes=True)
     parser.add_argument("--steps", type=int, default=15, help="sampling steps (default 15)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
     parser.add_argument("--tile", type=int, default=None, help="diffusion tile size in LR pixels (default: none)")
@@ -100,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
 
             for name in metrics:  # fail before the (slow) model run when a backbone is missing
                 if name.startswith("lpips"):
-                    load_lpips(name.split("_")[1], args.lpips_weights, device)
+                    load_lpips(name.split("_")[1], args.lpips_backbone_dir, device)
         upscale = _model_upscaler(args) if "model" in methods else None
+        settings = ev.MetricSettings(metrics=metrics, crop_border=args.crop_border,
+                                     lpips_backbone_dir=args.lpips_backbone_dir, device=device)
         results, grid_rows = ev.evaluate(
-            hr_paths, lr_paths, sr_paths, methods, upscale, metrics, args.crop_border, args.lpips_weights, device,
+            hr_paths, methods, lr_paths=lr_paths, sr_paths=sr_paths, upscale=upscale, settings=settings,
             grid_images=args.grid_images if args.grid is not None else 0,
             progress=lambda it: tqdm(it, desc="eval", unit="img", disable=None),
         )
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(ev.to_csv(results), args.csv)
         print(f"wrote {args.csv}")
     if args.grid is not None and grid_rows:
-        ev.save_grid(grid_rows, args.grid)
+        ev.save_grid(ev.comparison_grid(grid_rows), args.grid)
         print(f"wrote {args.grid}")
     return 0
 

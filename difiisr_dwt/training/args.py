@@ -11,27 +11,32 @@ import argparse
 
 from difiisr_dwt.data import AUGMENTATIONS, INTENSITY_AUGMENTATIONS
 from difiisr_dwt.degradations import DEGRADATIONS
+from difiisr_dwt.options import add_lpips_backbone_dir
 
 STAGES = ("autoencoder", "adapter", "diffusion")
 
-# (preset, stage) -> defaults for the flags left at None.
-DEFAULTS = {
-    ("tiny", "autoencoder"): dict(learning_rate=4e-4, lr_warmup_steps=100, resolution=64, train_batch_size=8,
-                                  max_train_steps=3000, vq_warmup_steps=500, lpips_weight=0.1, ema_decay=0.999),
-    ("tiny", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=50, resolution=64, train_batch_size=8,
-                              max_train_steps=1000, ema_decay=0.999),
-    ("tiny", "diffusion"): dict(learning_rate=2e-4, lr_warmup_steps=200, resolution=64, train_batch_size=8,
-                                max_train_steps=4000, ema_decay=0.999),
-    ("full", "autoencoder"): dict(learning_rate=1e-4, lr_warmup_steps=1000, resolution=256, train_batch_size=8,
-                                  max_train_steps=200_000, vq_warmup_steps=5000, lpips_weight=0.1, ema_decay=0.999),
-    ("full", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=500, resolution=256, train_batch_size=16,
-                              max_train_steps=20_000, ema_decay=0.999),
-    ("full", "diffusion"): dict(learning_rate=5e-5, lr_warmup_steps=5000, resolution=256, train_batch_size=8,
-                                max_train_steps=500_000, ema_decay=0.999),
+# Defaults for the flags left at None: what a preset sets for every stage, what a stage sets for every
+# preset, then what each (preset, stage) pair sets on top (see :data:`DEFAULTS`).
+_PRESET_DEFAULTS = {
+    "tiny": dict(resolution=64, train_batch_size=8, lpips_net="alex", ema_decay=0.999),
+    "full": dict(resolution=256, train_batch_size=8, lpips_net="vgg", ema_decay=0.999),
 }
-for (_preset, _stage), _defaults in DEFAULTS.items():
-    _defaults["lpips_net"] = "vgg" if _preset == "full" else "alex"
-# "test" is the unit-test preset: the tiny defaults, the test model sizes.
+_STAGE_DEFAULTS = {"autoencoder": dict(lpips_weight=0.1), "adapter": {}, "diffusion": {}}
+_PAIR_DEFAULTS = {
+    ("tiny", "autoencoder"): dict(learning_rate=4e-4, lr_warmup_steps=100, max_train_steps=3000, vq_warmup_steps=500),
+    ("tiny", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=50, max_train_steps=1000),
+    ("tiny", "diffusion"): dict(learning_rate=2e-4, lr_warmup_steps=200, max_train_steps=4000),
+    ("full", "autoencoder"): dict(learning_rate=1e-4, lr_warmup_steps=1000, max_train_steps=200_000,
+                                  vq_warmup_steps=5000),
+    ("full", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=500, max_train_steps=20_000, train_batch_size=16),
+    ("full", "diffusion"): dict(learning_rate=5e-5, lr_warmup_steps=5000, max_train_steps=500_000),
+}
+#: (preset, stage) -> defaults of the flags left at None. "test" is the unit-test preset: the tiny defaults,
+#: the test model sizes.
+DEFAULTS = {
+    (preset, stage): {**_PRESET_DEFAULTS[preset], **_STAGE_DEFAULTS[stage], **values}
+    for (preset, stage), values in _PAIR_DEFAULTS.items()
+}
 DEFAULTS.update({("test", stage): DEFAULTS[("tiny", stage)] for stage in STAGES})
 
 
@@ -95,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--allow_tf32", action="store_true")
     add("--seed", type=int, default=0)
     # losses
-    add("--lpips_weights", default=None, help="Folder of offline LPIPS backbones (shared/lpips).")
+    add_lpips_backbone_dir(p)
     add("--lpips_net", choices=("alex", "vgg"), default=None,
         help="LPIPS network of the training losses (default: alex for tiny, 17x cheaper on CPU; vgg for full).")
     add("--lpips_weight", type=float, default=None,

@@ -19,13 +19,20 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import broadcast
 from diffusers import VQModel
 from torch import nn
 
 from difiisr_dwt.data import build_training_dataset
+from difiisr_dwt.evaluation import image_metrics
 from difiisr_dwt.presets import build_vqvae
 from difiisr_dwt.training.stage import Stage, load_lpips_model, load_vqvae
-from difiisr_dwt.training.validation import image_metrics, load_validation_set, save_grid, to_uint8
+from difiisr_dwt.training.validation import (
+    load_validation_set,
+    save_validation_grid,
+    to_uint8,
+    validation_metric_settings,
+)
 
 # k-means draws keys far above the training stream's so that its crops are its own
 _INIT_KEY_OFFSET = 10**15
@@ -151,8 +158,6 @@ class AutoencoderStage(Stage):
 
     def _set_codes(self, codebook: torch.Tensor, optimizer, rows: torch.Tensor, values: torch.Tensor) -> None:
         """Write ``values`` into the codebook ``rows`` (from rank 0 on every rank) and clear their Adam moments."""
-        from accelerate.utils import broadcast
-
         values = broadcast(values.to(self.accelerator.device).contiguous(), from_process=0)
         rows = rows.to(codebook.device)
         codebook.data[rows] = values.to(codebook.dtype)
@@ -175,6 +180,7 @@ class AutoencoderStage(Stage):
         was_training = vqvae.training
         vqvae.eval()
         rows, scores = [], {}
+        settings = validation_metric_settings(self.args)
         for _, hr in load_validation_set(self.args):
             hr_t = torch.from_numpy(hr).permute(2, 0, 1)[None].to(device) * 2 - 1
             latents = vqvae.encode(hr_t).latents
@@ -182,10 +188,10 @@ class AutoencoderStage(Stage):
             for prefix, quantize in (("q_", True), ("raw_", False)):
                 recon = vqvae.decode(latents, force_not_quantize=not quantize).sample.clamp(-1, 1)
                 recon_u8 = to_uint8(recon)
-                for key, value in image_metrics(recon_u8, row[0], self.args.lpips_weights).items():
+                for key, value in image_metrics(recon_u8, row[0], settings).items():
                     scores.setdefault(prefix + key, []).append(value)
                 row.append(recon_u8)
             rows.append(row)
         vqvae.train(was_training)
-        save_grid(rows, f"{output_dir}/validation/step-{step:07d}.png", ["HR", "VQ (quantised)", "VQ (raw)"])
+        save_validation_grid(rows, output_dir, step, ["HR", "VQ (quantised)", "VQ (raw)"])
         return {k: sum(v) / len(v) for k, v in scores.items()}

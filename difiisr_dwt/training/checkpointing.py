@@ -17,10 +17,11 @@ import re
 import shutil
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from diffusers.training_utils import EMAModel
 
-from difiisr_dwt.io import replace_dir
+from difiisr_dwt.io import replace_dir, write_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +82,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()  # every rank's RNG file is written
     if accelerator.is_main_process:
-        with open(tmp / STATE_FILE, "w", encoding="utf-8") as f:
-            json.dump({"step": step, **state}, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
+        write_text_atomic(json.dumps({"step": step, **state}, indent=2), tmp / STATE_FILE)
         replace_dir(tmp, final)  # a resumed run passing an old step again replaces the stale copy
         if total_limit is not None:
             for _, old in list_checkpoints(output_dir)[:-total_limit]:
@@ -129,8 +127,7 @@ def register_hooks(accelerator, component, name: str, ema: EMAModel | None, trai
                 component.save_pretrained(folder)
                 ema.restore(trainable())
                 meta = {k: v for k, v in ema.state_dict().items() if k not in ("shadow_params", "collected_params")}
-                with open(_ema_meta_path(folder), "w", encoding="utf-8") as f:
-                    json.dump(meta, f, indent=2)
+                write_text_atomic(json.dumps(meta, indent=2), _ema_meta_path(folder))
         while weights:  # the folders above replace accelerate's own model files
             weights.pop()
 
@@ -158,12 +155,7 @@ def register_hooks(accelerator, component, name: str, ema: EMAModel | None, trai
 def dump_rank_weights(module: torch.nn.Module, output_dir: str | os.PathLike, rank: int) -> Path:
     """Write this process's trained weights to ``OUTPUT_DIR/rank_weights/rank<r>.safetensors`` (tests compare
     them across ranks: accelerate itself only saves from the main process)."""
-    from safetensors.torch import save_file
-
-    folder = Path(output_dir) / "rank_weights"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"rank{rank}.safetensors"
-    tmp = folder / f".rank{rank}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    path = Path(output_dir) / "rank_weights" / f"rank{rank}.safetensors"
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    write_atomic(path, lambda f: f.write(safetensors.torch.save(tensors)))
     return path

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from pathlib import Path
+
+from difiisr_dwt.io import write_atomic, write_text_atomic
 
 
 class CurveLog:
@@ -36,13 +39,12 @@ class CurveLog:
             self._rewrite([r for r in self.read() if r["step"] <= step])
 
     def _rewrite(self, rows: list[dict[str, float]]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(self.columns)
-            for row in rows:
-                writer.writerow([_fmt(row.get(k, math.nan)) for k in self.columns])
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(self.columns)
+        for row in rows:
+            writer.writerow([_fmt(row.get(k, math.nan)) for k in self.columns])
+        write_text_atomic(text.getvalue(), self.path)
 
     def append(self, step: int, values: dict[str, float]) -> None:
         row = {"step": step, **values}
@@ -63,7 +65,7 @@ class CurveLog:
         rows = self.read()
         if not rows:
             return
-        import matplotlib
+        import matplotlib  # here, not at the top: only the main process plots, and it costs a second to import
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -84,11 +86,10 @@ class CurveLog:
         for ax in list(axes.flat)[len(names):]:
             ax.axis("off")
         fig.tight_layout()
-        png_path = Path(png_path)
-        tmp = png_path.with_name(f".{png_path.name}.tmp")
-        fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
-        os.replace(tmp, png_path)
+        try:
+            write_atomic(png_path, lambda f: fig.savefig(f, dpi=90, format="png"))
+        finally:
+            plt.close(fig)
 
 
 def _fmt(value: float) -> str:

@@ -1,4 +1,5 @@
-"""Stage 3: train the UNet of the residual-shifting diffusion in wavelet space (DESIGN section 2).
+"""Stage 3: train the UNet of the residual-shifting diffusion in wavelet space (``E`` the DWT encoder, ``A``
+the adapter from VQ latents to the wavelet state, ``Enc`` / ``D`` the VQ encoder and decoder).
 
 For an HR crop ``x`` and its LR ``y``:
 
@@ -20,16 +21,17 @@ import torch
 from diffusers import UNet2DModel
 
 from difiisr_dwt.degradations import degrade
+from difiisr_dwt.evaluation import image_metrics
 from difiisr_dwt.losses import ImageLosses, diffusion_loss, ramp
 from difiisr_dwt.presets import build_scheduler, build_unet
 from difiisr_dwt.training.checkpointing import save_folder_atomic
 from difiisr_dwt.training.stage import Stage, freeze, load_dwt_encoder, load_lpips_model, load_vqvae
 from difiisr_dwt.training.validation import (
-    image_metrics,
     load_validation_set,
     pil_bicubic_lr,
     pil_bicubic_up,
-    save_grid,
+    save_validation_grid,
+    validation_metric_settings,
 )
 from pipeline_difiisr_dwt import DifIISRDWTPipeline
 
@@ -102,6 +104,7 @@ class DiffusionStage(Stage):
         scores: dict[str, list[float]] = {}
         bicubic: dict[str, list[float]] = {}
         rows = []
+        settings = validation_metric_settings(self.args)
         for index, (_, hr) in enumerate(load_validation_set(self.args)):
             hr_u8 = np.rint(hr * 255).astype(np.uint8)
             lr_u8 = pil_bicubic_lr(hr_u8)
@@ -109,23 +112,22 @@ class DiffusionStage(Stage):
             sr = self.pipeline(lr_u8, num_inference_steps=self.args.validation_inference_steps, generator=generator,
                                output_type="np").images[0]
             sr_u8 = np.rint(sr * 255).astype(np.uint8)
-            for key, value in image_metrics(sr_u8, hr_u8, self.args.lpips_weights).items():
+            for key, value in image_metrics(sr_u8, hr_u8, settings).items():
                 scores.setdefault(key, []).append(value)
             up = pil_bicubic_up(lr_u8)
             if self._bicubic_scores is None:
-                for key, value in image_metrics(up, hr_u8, self.args.lpips_weights).items():
+                for key, value in image_metrics(up, hr_u8, settings).items():
                     bicubic.setdefault(key, []).append(value)
             rows.append([lr_u8, up, sr_u8, hr_u8])
         self.module.train()
         if self._bicubic_scores is None:
             self._bicubic_scores = {f"bicubic_{k}": sum(v) / len(v) for k, v in bicubic.items()}
-        save_grid(rows, os.path.join(output_dir, "validation", f"step-{step:07d}.png"), ["LR", "bicubic", "SR", "HR"])
+        save_validation_grid(rows, output_dir, step, ["LR", "bicubic", "SR", "HR"])
         return {**{k: sum(v) / len(v) for k, v in scores.items()}, **self._bicubic_scores}
 
     def save_final(self, output_dir: str) -> list[str]:
         """The UNet folder and the whole pipeline (Hub layout) in ``OUTPUT_DIR/pipeline``."""
         folders = super().save_final(output_dir)
-        pipeline = DifIISRDWTPipeline(self.dwt_encoder, self.component, self.vqvae, self.scheduler,
-                                      quantize_decode=not self.args.no_quantize_decode)
-        folders.append(save_folder_atomic(pipeline.save_pretrained, os.path.join(output_dir, "pipeline")))
+        # self.pipeline holds the trained UNet itself (self.component), so it saves the weights in place
+        folders.append(save_folder_atomic(self.pipeline.save_pretrained, os.path.join(output_dir, "pipeline")))
         return folders

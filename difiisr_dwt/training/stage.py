@@ -10,6 +10,8 @@ import torch
 from diffusers import VQModel
 from torch import nn
 
+from difiisr_dwt.metrics import load_lpips
+from difiisr_dwt.training.checkpointing import save_folder_atomic
 from modeling_dwt_encoder import DWTEncoder
 
 
@@ -61,8 +63,6 @@ class Stage:
 
     def save_final(self, output_dir: str) -> list[str]:
         """Write the stage's loadable output folders (EMA weights in place); returns their paths."""
-        from difiisr_dwt.training.checkpointing import save_folder_atomic
-
         return [save_folder_atomic(self.component.save_pretrained, os.path.join(output_dir, self.component_name))]
 
 
@@ -82,9 +82,7 @@ def load_dwt_encoder(args: argparse.Namespace) -> DWTEncoder:
 
 
 def load_lpips_model(args: argparse.Namespace, device: torch.device, net: str | None = None) -> nn.Module:
-    from difiisr_dwt.metrics import load_lpips
-
-    return load_lpips(net or args.lpips_net, weights=args.lpips_weights, device=device)
+    return load_lpips(net or args.lpips_net, weights=args.lpips_backbone_dir, device=device)
 
 
 def freeze(*models: nn.Module) -> None:

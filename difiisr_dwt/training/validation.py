@@ -1,4 +1,5 @@
-"""Validation helpers shared by the stages: the validation set, metrics, image grids."""
+"""Validation helpers shared by the stages: the validation set, its metrics and image grids, measured and
+written by :mod:`difiisr_dwt.evaluation` (the code behind ``difiisr-dwt eval``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import PIL.Image
 import torch
 
 from difiisr_dwt.data import load_validation_images
-from difiisr_dwt.evaluation import bicubic_down, bicubic_up
-from difiisr_dwt.io import save_image_atomic
-from difiisr_dwt.metrics import lpips_distance, psnr_y, ssim_y
+from difiisr_dwt.evaluation import MetricSettings, bicubic_down, bicubic_up, image_grid, save_grid
+
+#: What validation measures: ``eval``'s metrics without LPIPS-vgg (slow on a CPU, and not a training loss).
+VALIDATION_METRICS = ("psnr_y", "ssim_y", "lpips_alex")
 
 
 @functools.lru_cache(maxsize=4)
@@ -26,6 +28,11 @@ def load_validation_set(args: argparse.Namespace) -> list[tuple[str, np.ndarray]
     crops of ``--validation_crop`` pixels (multiples of 16)."""
     return list(_validation_set(args.validation_data_dir, args.validation_file_list, args.num_validation_images,
                                 args.validation_crop))
+
+
+def validation_metric_settings(args: argparse.Namespace) -> MetricSettings:
+    """:data:`VALIDATION_METRICS` on the whole image, LPIPS on the CPU with ``--lpips_backbone_dir``."""
+    return MetricSettings(metrics=VALIDATION_METRICS, lpips_backbone_dir=args.lpips_backbone_dir)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -45,27 +52,10 @@ def pil_bicubic_up(lr: np.ndarray, scale: int = 4) -> np.ndarray:
     return np.asarray(bicubic_up(PIL.Image.fromarray(lr), scale))
 
 
-def image_metrics(sr: np.ndarray, hr: np.ndarray, lpips_weights: str | os.PathLike | None) -> dict[str, float]:
-    """PSNR_Y, SSIM_Y and LPIPS-alex of one uint8 `(H, W, 3)` pair."""
-    return {"psnr_y": psnr_y(sr, hr), "ssim_y": ssim_y(sr, hr),
-            "lpips_alex": lpips_distance(sr, hr, net="alex", weights=lpips_weights)}
-
-
-def save_grid(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: list[str] | None = None) -> None:
-    """Tile uint8 `(H, W, 3)` images (one row per validation image; every image resized to the first
-    column's size with nearest neighbour so LR pixels stay visible) and save atomically, with the column
-    ``titles`` beside it in ``<path>.txt``."""
-    if not rows:
-        return
-    height, width = rows[0][0].shape[:2]
-    grid = PIL.Image.new("RGB", (width * max(len(r) for r in rows), height * len(rows)))
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            tile = PIL.Image.fromarray(image)
-            if tile.size != (width, height):
-                tile = tile.resize((width, height), PIL.Image.NEAREST)
-            grid.paste(tile, (j * width, i * height))
-    save_image_atomic(grid, path)
-    if titles:
-        with open(f"{path}.txt", "w", encoding="utf-8") as f:
-            f.write(" | ".join(titles) + "\n")
+def save_validation_grid(rows: list[list[np.ndarray]], output_dir: str | os.PathLike, step: int,
+                         titles: list[str]) -> None:
+    """``OUTPUT_DIR/validation/step-<step>.png``: the :func:`~difiisr_dwt.evaluation.image_grid` of ``rows``
+    (uint8 `(H, W, 3)` images, one row per validation image), its column ``titles`` in ``<png>.txt``.
+    Nothing is written for an empty validation set."""
+    if rows:
+        save_grid(image_grid(rows), os.path.join(output_dir, "validation", f"step-{step:07d}.png"), titles)
