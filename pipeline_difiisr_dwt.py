@@ -235,15 +235,13 @@ class IRImageProcessor:
         """
         outs = []
         for image, meta in zip(images, metas):
-            image = image.float()
+            image = image.float().mean(dim=0, keepdim=True)  # the model's output is grey: its luma
             if meta.chroma is not None:
                 chroma = bicubic_resize(meta.chroma[None], tuple(image.shape[-2:]))[0]
-                ycbcr = torch.cat([image.mean(dim=0, keepdim=True), chroma])
-                image = torch.einsum("ij,jhw->ihw", _YCBCR_TO_RGB, ycbcr)
-            image = image.add(1).div_(2).clamp_(0, 1)  # one copy; the caller's tensor is kept
-            if meta.channels == 1:
-                image = image.mean(dim=0, keepdim=True)
-            outs.append(image)
+                image = torch.einsum("ij,jhw->ihw", _YCBCR_TO_RGB, torch.cat([image, chroma]))
+            elif meta.channels == 3:
+                image = image.expand(3, -1, -1)
+            outs.append(image.add(1).div_(2).clamp_(0, 1))
         same_shape = all(o.shape == outs[0].shape for o in outs)
         if output_type == "pt":
             return torch.stack(outs) if same_shape else outs

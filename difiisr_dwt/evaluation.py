@@ -47,7 +47,12 @@ METRICS: dict[str, MetricInfo] = {
     "ssim_y": MetricInfo("SSIM_Y", "{:.4f}", higher_is_better=True),
     "lpips_alex": MetricInfo("LPIPS-alex", "{:.4f}", higher_is_better=False),
     "lpips_vgg": MetricInfo("LPIPS-vgg", "{:.4f}", higher_is_better=False),
+    # Fidelity to the input (need the LR): what a thermal user must be able to trust.
+    "lr_error": MetricInfo("LR error", "{:.3f}", higher_is_better=False, unit="grey levels"),
+    "mean_shift": MetricInfo("|mean shift|", "{:.3f}", higher_is_better=False, unit="grey levels"),
 }
+#: Metrics measured against the LR input rather than the HR (see :func:`fidelity_metrics`).
+FIDELITY_METRICS = ("lr_error", "mean_shift")
 
 # What LR / SR file names may add to the HR stem: "x4", "_x4", "_LRx4", "_bicx4", "_SR_x4", "_LR", "_sr"...
 _PAIR_SUFFIX = re.compile(r"^(?:[_\-.]?(?:lr|sr|bic|lrbic)?[_\-]?x4|[_\-.](?:lr|sr))$", re.IGNORECASE)
@@ -215,17 +220,21 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return tuple(m for m in METRICS if m in names)
 
 
-def image_metrics(sr: np.ndarray, hr: np.ndarray, settings: MetricSettings = MetricSettings()) -> dict[str, float]:
-    """The metrics of ``settings`` for one SR image against its HR image.
+def image_metrics(
+    sr: np.ndarray, hr: np.ndarray, settings: MetricSettings = MetricSettings(), lr: np.ndarray | None = None
+) -> dict[str, float]:
+    """The metrics of ``settings`` for one SR image against its HR image (and its LR input).
 
     Args:
         sr: `(H, W, 3)` uint8 restored image.
         hr: `(H, W, 3)` uint8 ground truth.
         settings: which metrics, border crop, LPIPS weights and device.
+        lr: `(H/4, W/4, 3)` uint8 input; the fidelity metrics (:data:`FIDELITY_METRICS`) are measured
+            only when it is given.
 
     Returns:
         ``{metric key: value}`` in the order of ``settings.metrics``: PSNR in dB (``inf`` for identical
-        images), SSIM in [-1, 1], LPIPS distances (lower is more similar).
+        images), SSIM in [-1, 1], LPIPS distances (lower is more similar), fidelity metrics in grey levels.
     """
     from difiisr_dwt import metrics as m  # torch: loaded on first use, so the CLI starts fast
 
@@ -236,6 +245,9 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, settings: MetricSettings = Met
             results[name] = m.psnr_y(sr, hr, border)
         elif name == "ssim_y":
             results[name] = m.ssim_y(sr, hr, border)
+        elif name in FIDELITY_METRICS:
+            if lr is not None:
+                results[name] = fidelity_metrics(sr, lr)[name]
         else:
             if border:
                 sr_c, hr_c = sr[border:-border, border:-border], hr[border:-border, border:-border]
@@ -246,11 +258,33 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, settings: MetricSettings = Met
     return results
 
 
+def fidelity_metrics(sr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
+    """How far an x4 output strays from its input, on the BasicSR Y channel, in 8-bit grey levels.
+
+    ``lr_error``: mean ``|bicubic_down(SR) - LR|`` (PIL bicubic /4, the protocol's degradation);
+    ``mean_shift``: ``|mean(SR) - mean(bicubic_up(LR))|``, a global level drift.
+
+    Args:
+        sr: `(H, W, 3)` uint8; lr: `(H/4, W/4, 3)` uint8.
+    """
+    from difiisr_dwt.metrics import rgb_to_y
+
+    down = np.asarray(bicubic_down(PIL.Image.fromarray(sr)))
+    up = np.asarray(bicubic_up(PIL.Image.fromarray(lr)))
+    lr_y = rgb_to_y(lr)
+    return {
+        "lr_error": float(np.abs(rgb_to_y(down) - lr_y).mean()),
+        "mean_shift": float(abs(rgb_to_y(sr).mean() - rgb_to_y(up).mean())),
+    }
+
+
 def method_summary(per_image: dict[str, dict[str, float]]) -> dict[str, object]:
-    """``{"mean": {metric: mean}, "images": per_image}`` of one method's per-image metrics."""
+    """``{"mean": {metric: mean}, "max": {metric: max}, "images": per_image}`` of one method's
+    per-image metrics (the max: a claim such as "no image drifts" is about the worst image)."""
     names = next(iter(per_image.values())).keys() if per_image else []
     mean = {k: float(np.mean([v[k] for v in per_image.values()])) for k in names}
-    return {"mean": mean, "images": per_image}
+    worst = {k: float(np.max([v[k] for v in per_image.values()])) for k in names}
+    return {"mean": mean, "max": worst, "images": per_image}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -445,8 +479,11 @@ def evaluate(
                 hr_image = match_hr(hr_image, outputs[method].size, f"SR {sr_paths[index].name}", hr_path)
         hr_array = to_rgb_array(hr_image)
         arrays = {method: to_rgb_array(image) for method, image in outputs.items()}
+        if lr_image is None and lr_paths is None and hr_image.width % SCALE == 0 and hr_image.height % SCALE == 0:
+            lr_image = bicubic_down(hr_image)  # results measured alone: the protocol's LR, for the fidelity metrics
+        lr_array = None if lr_image is None else to_rgb_array(lr_image)
         for method, array in arrays.items():
-            per_method[method][hr_path.name] = image_metrics(array, hr_array, settings)
+            per_method[method][hr_path.name] = image_metrics(array, hr_array, settings, lr=lr_array)
         if index < grid_images:
             grid_rows.append((hr_path.stem, {**arrays, "HR": hr_array}))
     return {method: method_summary(values) for method, values in per_method.items()}, grid_rows

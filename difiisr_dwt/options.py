@@ -34,3 +34,39 @@ def add_lpips_backbone_dir(parser: argparse.ArgumentParser, *, dashes: bool = Fa
     parser.add_argument(*new, dest="lpips_backbone_dir", default=None, metavar="DIR", help=LPIPS_BACKBONE_DIR_HELP)
     parser.add_argument(*old, dest="lpips_backbone_dir", action=DeprecatedAlias, new_option=new[0],
                         help=argparse.SUPPRESS)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the pipeline samples, for ``upscale`` and ``eval``: ``--steps``, ``--noise-scale``,
+    ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``. Unset values keep the pipeline's
+    defaults (:func:`apply_sampling_arguments`)."""
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps, 1..T (default: the pipeline's, 4 for the default model)")
+    parser.add_argument("--noise-scale", "--noise_scale", type=float, default=None,
+                        help="fidelity-realism knob in [0, 1]: 0 = deterministic, most faithful (default); "
+                        "1 = the full ResShift posterior, more invented detail")
+    parser.add_argument("--no-lr-consistency", "--no_lr_consistency", dest="lr_consistency", action="store_false",
+                        help="skip back-projection onto the input and flat-region detail shrinkage "
+                        "(the raw model output; levels may drift)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="UNet tile size in LR pixels (default: none; tiles share GroupNorm statistics)")
+    parser.add_argument("--tile-overlap", "--tile_overlap", type=int, default=16,
+                        help="overlap of UNet tiles in LR pixels (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
+
+
+def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
+    """Set ``args.tile`` on ``pipe`` (:meth:`enable_unet_tiling`) and return the ``__call__`` keyword
+    arguments of :func:`add_sampling_arguments`' options (without ``generator``).
+
+    Raises:
+        ValueError: a tile size the UNet cannot take (the pipeline's message).
+    """
+    if args.tile is not None:
+        pipe.enable_unet_tiling(tile_size=args.tile, tile_overlap=args.tile_overlap)
+    kwargs = {"lr_consistency": args.lr_consistency}
+    if args.steps is not None:
+        kwargs["num_inference_steps"] = args.steps
+    if args.noise_scale is not None:
+        kwargs["noise_scale"] = args.noise_scale
+    return kwargs

@@ -71,27 +71,25 @@ def test_output_agrees_with_input(tiny_pipeline):
         assert (error <= 0.5) == consistency, (consistency, error)
 
 
-def _decoder_tiles(vqvae, latents, shared: bool):
-    def fn(z):
-        return vqvae.decode(z, force_not_quantize=True).sample
-
-    if shared:
-        return tiled_with_shared_norms(fn, vqvae.decoder, latents, 16, 8, 4)
-    return blend_tiles(fn, latents, 16, 8, 4)
-
-
-def test_shared_group_norm_statistics_remove_tile_differences(tiny_pipeline):
-    vqvae = tiny_pipeline.vqvae
-    latents = torch.nn.functional.interpolate(torch.randn(1, 3, 12, 16), size=(40, 56), mode="bicubic")
-    latents[..., :, 28:] += 1.5  # halves of different level: per-tile statistics differ most
+def test_shared_group_norm_statistics_remove_tile_differences():
+    """A conv net whose only non-local operation is GroupNorm: with shared statistics its tiles agree
+    with the whole-image run; with per-tile statistics they do not."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GroupNorm(2, 8), torch.nn.SiLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.GroupNorm(2, 8), torch.nn.SiLU(),
+        torch.nn.Conv2d(8, 3, 3, padding=1),
+    )
+    x = torch.nn.functional.interpolate(torch.randn(1, 3, 12, 16), size=(48, 64), mode="bicubic")
+    x[..., :, 32:] += 2.0  # halves of different level: per-tile statistics differ most
     with torch.no_grad():
-        whole = vqvae.decode(latents, force_not_quantize=True).sample
-        plain = _decoder_tiles(vqvae, latents, shared=False)
-        shared = _decoder_tiles(vqvae, latents, shared=True)
-    assert psnr(shared.numpy(), whole.numpy(), 2.0) > psnr(plain.numpy(), whole.numpy(), 2.0) + 6
-    # outside the contexts the modules are untouched
-    with torch.no_grad():
-        assert torch.equal(vqvae.decode(latents, force_not_quantize=True).sample, whole)
+        whole = net(x).numpy()
+        plain = blend_tiles(net, x, tile=24, overlap=12, scale=1).numpy()
+        shared = tiled_with_shared_norms(net, net, x, tile=24, overlap=12, scale=1).numpy()
+        assert np.array_equal(net(x).numpy(), whole)  # outside the contexts the modules are untouched
+    value_range = float(whole.max() - whole.min())
+    assert psnr(plain, whole, value_range) < 30.0
+    assert psnr(shared, whole, value_range) > 40.0
 
 
 def test_group_norm_statistics_pool_exactly():

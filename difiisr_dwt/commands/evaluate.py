@@ -4,7 +4,7 @@ Examples::
 
     # the model (default: the embedded one) on LR made from HR by PIL bicubic /4, with the bicubic baseline
     difiisr-dwt eval --hr shared/data/ir/roadscene --file-list shared/data/ir/roadscene_val.txt \\
-        --model PATH --steps 15 --seed 0 --json out.json --grid grid.png
+        --model PATH --seed 0 --json out.json --grid grid.png
     # results someone else produced, paired with HR by file name
     difiisr-dwt eval --hr HR_DIR --sr SR_DIR --bicubic --csv out.csv
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from difiisr_dwt.evaluation import METRICS
 from difiisr_dwt.io import write_text_atomic
-from difiisr_dwt.options import add_lpips_backbone_dir
+from difiisr_dwt.options import add_lpips_backbone_dir, add_sampling_arguments, apply_sampling_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -48,9 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--crop-border", "--crop_border", type=int, default=0,
                         help="pixels removed from each side before measuring (default 0)")
     add_lpips_backbone_dir(parser, dashes=True)
-    parser.add_argument("--steps", type=int, default=15, help="sampling steps (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
-    parser.add_argument("--tile", type=int, default=None, help="diffusion tile size in LR pixels (default: none)")
+    add_sampling_arguments(parser)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default), for model and LPIPS")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--json", type=Path, default=None, help="write {method: {mean, images}} as JSON")
@@ -137,9 +135,13 @@ def _model_upscaler(args: argparse.Namespace):
     except (OSError, ValueError) as error:  # missing folder, not a pipeline, unknown repo id
         raise EvaluationError(f"cannot load the model {args.model or '(embedded default)'}: {error}") from error
     pipe.set_progress_bar_config(disable=True)
+    try:
+        sampling = apply_sampling_arguments(pipe, args)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from error
 
     def upscale(image):
         generator = torch.Generator("cpu").manual_seed(args.seed)
-        return pipe(image, num_inference_steps=args.steps, generator=generator, tile_size=args.tile).images[0]
+        return pipe(image, generator=generator, **sampling).images[0]
 
     return upscale
