@@ -146,7 +146,8 @@ def test_copied_release_loads_offline_in_a_fresh_process(exported, tmp_path):
     assert all(m.startswith("diffusers_modules.") for m in report["modules"]), report  # the release's own code
     got = np.load(tmp_path / "out.npy")
     assert got.shape == expected.shape == (1, 80, 112, 1)
-    assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max()}"
+    # another process may sum in another order under load (seen: 2.3e-6); a wrong model is far off
+    assert np.abs(got - expected).max() < 1e-4, f"max abs difference {np.abs(got - expected).max()}"
     assert report["error"].startswith("ValueError"), report["error"]
     assert "trust_remote_code=True" in report["error"] and "pipeline_difiisr_dwt.py" in report["error"]
 
