@@ -220,9 +220,6 @@ def export_release(
             _copy_code_files(tmp)
             _check_weights(tmp, half, variant=variant)
         card.save(tmp / "README.md")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0o700 would make the release private to this user
         problems = check_release(tmp)
         if problems:
             raise ReleaseError("the export does not match the sources:\n  " + "\n  ".join(problems))

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from diffusers.training_utils import EMAModel
 
-from difiisr_dwt.io import replace_dir
+from difiisr_dwt.io import replace_dir, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -158,12 +158,9 @@ def register_hooks(accelerator, component, name: str, ema: EMAModel | None, trai
 def dump_rank_weights(module: torch.nn.Module, output_dir: str | os.PathLike, rank: int) -> Path:
     """Write this process's trained weights to ``OUTPUT_DIR/rank_weights/rank<r>.safetensors`` (tests compare
     them across ranks: accelerate itself only saves from the main process)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    folder = Path(output_dir) / "rank_weights"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"rank{rank}.safetensors"
-    tmp = folder / f".rank{rank}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    path = Path(output_dir) / "rank_weights" / f"rank{rank}.safetensors"
+    data = save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    write_atomic(path, lambda f: f.write(data))
     return path
