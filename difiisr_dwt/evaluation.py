@@ -16,6 +16,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import IMAGE_SUFFIXES, read_image, save_image_atomic
 
 SCALE = 4
@@ -28,7 +29,7 @@ _PAIR_SUFFIX = re.compile(r"^(?:[_\-.]?(?:lr|sr|bic|lrbic)?[_\-]?x4|[_\-.](?:lr|
 _8BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UsageError):
     """Inputs that cannot be evaluated as given: missing pairs, size mismatches, unusable images."""
 
 

@@ -14,10 +14,12 @@ from typing import BinaryIO
 import numpy as np
 import PIL.Image
 
+from difiisr_dwt.errors import UsageError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UsageError):
     """A file that is not a readable image."""
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from difiisr_dwt.errors import UsageError
+
 DEFAULT_TAGS = ["super-resolution", "image-super-resolution", "infrared", "thermal", "diffusion", "resshift",
                 "wavelet", "difiisr-dwt"]
 # ``eval --json``: method key -> row label, in table order.
@@ -31,7 +33,7 @@ EVAL_PROTOCOL = (
 )
 
 
-class ModelCardError(ValueError):
+class ModelCardError(UsageError):
     """Release metadata or an evaluation file that cannot go into a model card."""
 
 

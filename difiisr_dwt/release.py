@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import replace_dir
 from difiisr_dwt.model_card import ReleaseInfo, render_model_card
 
@@ -31,7 +32,7 @@ UPLOAD_IGNORE = ["checkpoint-*", "*/checkpoint-*", "checkpoints/*", "*/checkpoin
                  "*.bin", "*.pkl", "*.tmp", "*.pyc", "__pycache__/*", "*/__pycache__/*", ".*", "*/.*"]
 
 
-class ReleaseError(ValueError):
+class ReleaseError(UsageError):
     """A pipeline or release folder that cannot be exported, checked or uploaded as asked."""
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import torch
 import yaml
 
 from difiisr_dwt import evaluation
-from difiisr_dwt.commands import export
+from difiisr_dwt.cli import main as run_cli  # the CLI with its error boundary
 from difiisr_dwt.model_card import ModelCardError, load_eval_json
 from difiisr_dwt.release import ReleaseError, export_release
 
@@ -49,14 +48,6 @@ except Exception as e:
 print(json.dumps({"modules": [type(pipe).__module__, type(pipe.dwt_encoder).__module__,
                               type(pipe.scheduler).__module__], "error": error}))
 """
-
-
-def run_cli(argv: list[str]) -> int:
-    """``difiisr-dwt`` with only the ``export`` subcommand."""
-    parser = argparse.ArgumentParser(prog="difiisr-dwt")
-    export.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def _eval_file(path: Path, bicubic: list[float], model: list[float]) -> Path:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline
 
 from difiisr_dwt.benchmarks.timing import time_call
+from difiisr_dwt.loading import load_pipeline
 from difiisr_dwt.metrics import psnr
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "images" / "FLIR_08954_lr.png"
@@ -61,9 +61,10 @@ class Checker:
         return {"seconds": seconds, "peak_mib": peak}
 
 
-def check(path: str, device: str, quick: bool = False) -> list[dict]:
-    """Run every check on the pipeline at ``path``; returns the printed records."""
-    pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)
+def check(path: str, device: str, quick: bool = False, trust_remote_code: bool = False) -> list[dict]:
+    """Run every check on the pipeline at ``path`` (loaded by :func:`~difiisr_dwt.loading.load_pipeline`, so
+    its own code files run only with ``trust_remote_code``); returns the printed records."""
+    pipe = load_pipeline(path, device="cpu", trust_remote_code=trust_remote_code)
     pipe.set_progress_bar_config(disable=True)
     with PIL.Image.open(EXAMPLE) as image:
         lr = image.crop((0, 0, 64, 64)) if quick else image.copy()
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("pipeline", help="pipeline folder (Hub layout)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="2 steps and no large input (a smoke run)")
+    parser.add_argument("--trust-remote-code", "--trust_remote_code", action="store_true",
+                        help="run the folder's own code files instead of the installed classes")
     args = parser.parse_args(argv)
-    check(args.pipeline, args.device, args.quick)
+    check(args.pipeline, args.device, args.quick, trust_remote_code=args.trust_remote_code)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from difiisr_dwt.benchmarks import FULL, QUICK, SECTIONS, run_benchmarks
 from difiisr_dwt.benchmarks.report import format_markdown
+from difiisr_dwt.commands import int_at_least
 from difiisr_dwt.io import write_text_atomic
 
 
@@ -29,12 +30,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--only", action="append", choices=SECTIONS, default=None, help="run only this section (repeatable)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int_at_least(1), default=None,
+                        help="torch threads (default: torch's choice)")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per end-to-end configuration (medians are used; default 6)"
+        "--repeats", type=int_at_least(1), default=None,
+        help="runs per end-to-end configuration (medians are used; default 6)",
     )
     parser.add_argument(
-        "--e2e-size", type=int, default=None, metavar="PX",
+        "--e2e-size", type=int_at_least(32, multiple_of=32), default=None, metavar="PX",
         help="end-to-end output side in pixels (default 256; a multiple of 32, so that every preset's UNet fits)",
     )
     parser.set_defaults(func=run)
@@ -42,18 +45,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = QUICK if args.quick else FULL
-    if args.threads is not None and args.threads < 1:
-        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-        return 2
     if args.repeats is not None:
-        if args.repeats < 1:
-            print(f"error: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
-            return 2
         config = replace(config, repeats=args.repeats)
     if args.e2e_size is not None:
-        if args.e2e_size <= 0 or args.e2e_size % 32:
-            print(f"error: --e2e-size must be a positive multiple of 32, got {args.e2e_size}", file=sys.stderr)
-            return 2
         config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
     sections = tuple(dict.fromkeys(args.only)) if args.only else SECTIONS
     # Progress on stderr: the full run takes minutes; the tables go to stdout at the end.
