@@ -76,9 +76,7 @@ def test_convert_vq_failures(tmp_path, capsys):
     assert_one_error(run(["convert-vq"], capsys), 2, "checkpoint")
 
 
-def test_train_argument_error(capsys):
-    from train_accelerate import main as train_main
-
+def test_train_argument_error(capsys, train_main):
     with pytest.raises(SystemExit) as exit_:
         train_main(["--stage", "diffusion", "--output_dir", "x", "--train_data_dir", "y"])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]

@@ -23,6 +23,7 @@ from difiisr_dwt.training.checkpointing import (
 )
 
 ADAPTER = run_identity("adapter", "test")
+RESUME = ("--resume_from_checkpoint", "latest")
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +85,7 @@ def test_damaged_newest_checkpoint_falls_back(damage, tmp_path, caplog):
         resolve_checkpoint(tmp_path, "latest", ADAPTER)
 
 
-def _train(argv: list[str], capsys) -> tuple[int, list[str], str]:
-    from train_accelerate import main
-
+def _train(main, argv: list[str], capsys) -> tuple[int, list[str], str]:
     threads, handlers = torch.get_num_threads(), list(logging.getLogger().handlers)
     try:
         code = main([str(a) for a in argv])
@@ -104,31 +103,31 @@ def _adapter_argv(components: Path, output_dir: Path, *extra) -> list:
             *extra]
 
 
-def test_resuming_another_stages_checkpoint_is_refused(components, tmp_path, capsys):
+def test_resuming_another_stages_checkpoint_is_refused(components, tmp_path, capsys, train_main):
     _write_checkpoints(tmp_path, (2,), run_identity("autoencoder", "test"), component_name="vqvae")
-    code, lines, err = _train(_adapter_argv(components, tmp_path, "--resume_from_checkpoint", "latest"), capsys)
+    code, lines, err = _train(train_main, _adapter_argv(components, tmp_path, *RESUME), capsys)
     assert code == 2 and len(lines) == 1, err
     assert "the autoencoder stage with --preset test" in lines[0] and "the adapter stage with --preset test" in lines[0]
     assert "huggingface.co" not in err
 
     os.rename(tmp_path / "checkpoint-2", tmp_path / "checkpoint-3")  # another preset, same stage
     _write_checkpoints(tmp_path, (4,), run_identity("adapter", "tiny"))
-    code, lines, err = _train(_adapter_argv(components, tmp_path, "--resume_from_checkpoint", "latest"), capsys)
+    code, lines, err = _train(train_main, _adapter_argv(components, tmp_path, *RESUME), capsys)
     assert code == 2 and len(lines) == 1 and "--preset tiny" in lines[0] and "--preset test" in lines[0], err
 
 
-def test_checkpoint_without_identity_of_another_stage_is_refused(components, tmp_path, capsys):
+def test_checkpoint_without_identity_of_another_stage_is_refused(components, tmp_path, capsys, train_main):
     """Checkpoints saved before stage and preset were recorded: the missing component folder says it."""
     _write_checkpoints(tmp_path, (2,), {}, component_name="vqvae")
-    code, lines, err = _train(_adapter_argv(components, tmp_path, "--resume_from_checkpoint", "latest"), capsys)
+    code, lines, err = _train(train_main, _adapter_argv(components, tmp_path, *RESUME), capsys)
     assert code == 2 and len(lines) == 1 and "has no dwt_encoder/ folder" in lines[0], err
     assert "huggingface.co" not in err
 
 
-def test_wrong_component_folder_names_both_classes(components, tmp_path, capsys):
+def test_wrong_component_folder_names_both_classes(components, tmp_path, capsys, train_main):
     argv = _adapter_argv(components, tmp_path)
     argv[argv.index(components / "vqvae")] = components / "dwt_encoder"
-    code, lines, err = _train(argv, capsys)
+    code, lines, err = _train(train_main, argv, capsys)
     assert code == 2 and len(lines) == 1, err
     assert "holds a DWTEncoder" in lines[0] and "needs a VQModel folder" in lines[0]
 
