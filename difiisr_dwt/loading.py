@@ -86,6 +86,8 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
         raise ModelLoadError(f"The embedded default model is missing at {DEFAULT_MODEL}; pass --model PATH_OR_REPO.")
     import torch
 
+    from difiisr_dwt.release import ReleaseError
+
     model, torch_dtype = str(model or DEFAULT_MODEL), getattr(torch, DTYPES[dtype])
     try:
         if trust_remote_code:
@@ -96,6 +98,8 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
             pipe = _load_with_installed_classes(_local_folder(model), torch_dtype)
     except ModelLoadError:
         raise
+    except ReleaseError as error:  # its message starts with the folder already
+        raise ModelLoadError(f"cannot load the model: {error}") from error
     except (OSError, ValueError, KeyError, TypeError) as error:  # diffusers/hub errors name what is missing
         raise ModelLoadError(f"cannot load the model {model}: {error}") from error
     pipe.set_progress_bar_config()  # diffusers' default (a bar per call); commands may turn it off
@@ -122,7 +126,12 @@ def _load_with_installed_classes(folder: Path, torch_dtype: torch.dtype):
     """The folder's weights and configs in the installed classes; its code files are compared, never run."""
     from difiisr_dwt.release import code_files, load_pipeline_folder, source_file
 
-    pipe = load_pipeline_folder(folder, torch_dtype=torch_dtype)  # checks model_index.json first
+    if not (folder / "model_index.json").is_file():
+        config = folder / "config.json"
+        held = json.loads(config.read_text(encoding="utf-8")).get("_class_name") if config.is_file() else None
+        what = f"it holds one component, a {held}" if held else "no model_index.json"
+        raise ModelLoadError(f"cannot load the model {folder}: not a pipeline folder ({what})")
+    pipe = load_pipeline_folder(folder, torch_dtype=torch_dtype)  # checks model_index.json's classes first
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     for relative, module in code_files(index).items():
         shipped, installed = folder / relative, source_file(module)

@@ -57,6 +57,16 @@ def test_bench_argument_errors(argv, text, capsys):
     assert_one_error(run(["bench", "--quick", *argv], capsys), 2, text)
 
 
+def test_component_folder_as_model(tiny_pipeline, tmp_path, capsys):
+    tiny_pipeline.save_pretrained(tmp_path / "p")
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    PIL.Image.new("L", (16, 16)).save(hr / "a.png")
+    assert_one_error(run(["eval", "--hr", hr, "--model", tmp_path / "p" / "unet", "--device", "cpu",
+                          "--metrics", "psnr_y"], capsys), 2, "not a pipeline folder (it holds one component, a "
+                     "UNet2DModel)")
+
+
 def test_export_failures(tiny_pipeline, tmp_path, capsys):
     assert_one_error(run(["export", tmp_path / "missing", "--out", tmp_path / "r"], capsys), 2,
                      "not a pipeline folder")
