@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import sys
 
+from difiisr_dwt.errors import report_errors
 from difiisr_dwt.training import get_stage
 from difiisr_dwt.training.args import parse_args
 from difiisr_dwt.training.loop import train
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train one stage; a bad flag, folder or checkpoint prints one ``error:`` line and exits 2."""
     args = parse_args(argv)
-    train(args, get_stage(args.stage))
-    return 0
+
+    def run() -> None:
+        train(args, get_stage(args.stage))
+
+    return report_errors(run)
 
 
 if __name__ == "__main__":

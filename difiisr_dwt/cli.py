@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from difiisr_dwt.errors import DifIISRError
+from difiisr_dwt.errors import ArgumentParser, report_errors
 
 # subcommand -> (module, one-line help); each module defines ``add_parser(subparsers)`` that sets
 # ``func``. Only the chosen subcommand's module is imported, so start-up stays fast.
@@ -20,7 +20,7 @@ COMMANDS = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="difiisr-dwt", description="x4 infrared super-resolution (DifIISR-DWT).")
+    parser = ArgumentParser(prog="difiisr-dwt", description="x4 infrared super-resolution (DifIISR-DWT).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if name == command:
@@ -34,12 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DifIISRError as error:  # the one error boundary: one line, the type's exit status
-        if str(error):
-            print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    return report_errors(lambda: args.func(args))  # the one error boundary: one line, the type's exit status
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch
 from diffusers import VQModel
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import replace_dir
 
 # Prefixes under which a full latent-diffusion checkpoint stores its autoencoder.
@@ -36,7 +37,7 @@ LDM_NORM_GROUPS = 32
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 
-class CheckpointConversionError(ValueError):
+class CheckpointConversionError(UsageError):
     """A checkpoint that cannot be converted faithfully (the message says which keys or why)."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import IMAGE_SUFFIXES, read_file_list, read_image, save_image_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # torch only for annotations: importing it would add seconds to `difiisr-dwt eval --help`
@@ -59,7 +60,7 @@ _PAIR_SUFFIX = re.compile(r"^(?:[_\-.]?(?:lr|sr|bic|lrbic)?[_\-]?x4|[_\-.](?:lr|
 _8BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UsageError):
     """Inputs that cannot be evaluated as given: missing pairs, size mismatches, unusable images."""
 
 

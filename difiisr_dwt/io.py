@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +18,7 @@ from difiisr_dwt.errors import UsageError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UsageError):
     """A file that is not a readable image."""
 
 
@@ -54,13 +56,67 @@ def read_file_list(path: str | os.PathLike) -> list[str]:
     return names
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is set and restored under a lock (the only
+    portable way to read it), to 0o022 in between so that a file another thread creates meanwhile gets a
+    sane mode. Read per call, not once at import, so a umask set later (a daemon, a test) is honoured.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def plain_modes() -> tuple[int, int]:
+    """``(file_mode, folder_mode)`` that a plain ``open(path, "w")`` / ``os.mkdir`` would give: 0o666 and
+    0o777 less the umask."""
+    umask = current_umask()
+    return 0o666 & ~umask, 0o777 & ~umask
+
+
+def set_plain_modes(folder: str | os.PathLike) -> None:
+    """Give ``folder`` and everything below it the modes of :func:`plain_modes`.
+
+    ``tempfile.mkdtemp`` makes 0o700 folders and safetensors writes 0o600 files; a folder about to be
+    renamed into place gets the modes a user expects from any other tool instead.
+    """
+    file_mode, folder_mode = plain_modes()
+    os.chmod(folder, folder_mode)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), folder_mode)
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` on a temporary file in ``path``'s folder, then ``os.replace`` it to ``path``,
-    so that an interrupted write never leaves a half-written file under the final name."""
+    so that an interrupted write never leaves a half-written file under the final name.
+
+    The result has the mode a plain ``open(path, "wb")`` would give: an existing file's mode is kept, a
+    new file gets 0o666 less the umask (not ``mkstemp``'s 0o600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = plain_modes()[0]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -88,9 +144,11 @@ def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Move the complete folder ``src`` to ``dst`` by renames only, replacing an existing ``dst``.
 
     The old ``dst`` is moved aside first and put back if the final rename fails, so ``dst`` always
-    holds one complete folder.
+    holds one complete folder. ``src`` and its contents first get the modes a plain ``mkdir``/``open``
+    would give (:func:`set_plain_modes`).
     """
     src, dst = Path(src), Path(dst)
+    set_plain_modes(src)
     if not dst.exists():
         os.replace(src, dst)
         return

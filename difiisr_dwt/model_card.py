@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.evaluation import METRICS as METRIC_INFO
 
 DEFAULT_TAGS = ["super-resolution", "image-super-resolution", "infrared", "thermal", "diffusion", "resshift",
@@ -28,7 +29,7 @@ EVAL_PROTOCOL = (
 )
 
 
-class ModelCardError(ValueError):
+class ModelCardError(UsageError):
     """Release metadata or an evaluation file that cannot go into a model card."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import replace_dir
 from difiisr_dwt.model_card import ReleaseInfo, render_model_card
 
@@ -31,7 +32,7 @@ UPLOAD_IGNORE = ["checkpoint-*", "*/checkpoint-*", "checkpoints/*", "*/checkpoin
                  "*.bin", "*.pkl", "*.tmp", "*.pyc", "__pycache__/*", "*/__pycache__/*", ".*", "*/.*"]
 
 
-class ReleaseError(ValueError):
+class ReleaseError(UsageError):
     """A pipeline or release folder that cannot be exported, checked or uploaded as asked."""
 
 
@@ -220,9 +221,6 @@ def export_release(
             _copy_code_files(tmp)
             _check_weights(tmp, half, variant=variant)
         card.save(tmp / "README.md")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0o700 would make the release private to this user
         problems = check_release(tmp)
         if problems:
             raise ReleaseError("the export does not match the sources:\n  " + "\n  ".join(problems))

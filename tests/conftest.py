@@ -33,3 +33,14 @@ def tiny_pipeline():
     from difiisr_dwt.presets import build_pipeline
 
     return build_pipeline("test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def train_main():
+    """``main`` of ``train_accelerate.py``: a script of the checkout, not an installed module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_accelerate", REPO / "train_accelerate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

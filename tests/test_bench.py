@@ -3,7 +3,6 @@ figure is a positive finite number (never a timing assertion), plus the measurin
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import math
@@ -17,14 +16,11 @@ from difiisr_dwt.benchmarks.end_to_end import in_run_components, paired_ratio, p
 from difiisr_dwt.benchmarks.tiling import bench_tiling
 from difiisr_dwt.benchmarks.timing import ComponentTimer, measure_peak_rss
 from difiisr_dwt.benchmarks.vq_start import VQStartEncoder
-from difiisr_dwt.commands import bench
+from difiisr_dwt.cli import main
 
 
 def _run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["bench", *argv])
-    return args.func(args)
+    return main(["bench", *argv])
 
 
 def _positive(value) -> bool:
@@ -106,7 +102,9 @@ def test_quick_prints_markdown_tables(capsys):
 
 @pytest.mark.parametrize("argv", [["--threads", "0"], ["--e2e-size", "30"], ["--repeats", "0"]])
 def test_bad_arguments_exit_2(argv, capsys):
-    assert _run_cli(["--quick", *argv]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse rejects them before any work
+        _run_cli(["--quick", *argv])
+    assert exit_.value.code == 2
     assert "error:" in capsys.readouterr().err
 
 

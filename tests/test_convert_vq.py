@@ -18,17 +18,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from difiisr_dwt.commands import convert_vq
+from difiisr_dwt.cli import main  # the CLI with its error boundary
 from difiisr_dwt.convert import CheckpointConversionError, convert_vq_checkpoint
-
-
-def main(argv: list[str]) -> int:
-    """``difiisr-dwt`` with only this subcommand (the CLI's other subcommands are not needed here)."""
-    parser = argparse.ArgumentParser(prog="difiisr-dwt")
-    convert_vq.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
 
 CH, CH_MULT, NUM_RES_BLOCKS, Z_CHANNELS, EMBED_DIM, N_EMBED = 32, (1, 2, 2), 2, 3, 3, 64
 

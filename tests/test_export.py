@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import torch
 import yaml
 
 from difiisr_dwt import evaluation
-from difiisr_dwt.commands import export
+from difiisr_dwt.cli import main as run_cli  # the CLI with its error boundary
 from difiisr_dwt.model_card import ModelCardError, load_eval_json
 from difiisr_dwt.release import ReleaseError, export_release
 
@@ -49,14 +48,6 @@ except Exception as e:
 print(json.dumps({"modules": [type(pipe).__module__, type(pipe.dwt_encoder).__module__,
                               type(pipe.scheduler).__module__], "error": error}))
 """
-
-
-def run_cli(argv: list[str]) -> int:
-    """``difiisr-dwt`` with only the ``export`` subcommand."""
-    parser = argparse.ArgumentParser(prog="difiisr-dwt")
-    export.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def _eval_file(path: Path, bicubic: list[float], model: list[float]) -> Path:
@@ -146,7 +137,8 @@ def test_copied_release_loads_offline_in_a_fresh_process(exported, tmp_path):
     assert all(m.startswith("diffusers_modules.") for m in report["modules"]), report  # the release's own code
     got = np.load(tmp_path / "out.npy")
     assert got.shape == expected.shape == (1, 80, 112, 1)
-    assert np.array_equal(got, expected), f"max abs difference {np.abs(got - expected).max()}"
+    # another process may sum in another order under load (seen: 2.3e-6); a wrong model is far off
+    assert np.abs(got - expected).max() < 1e-4, f"max abs difference {np.abs(got - expected).max()}"
     assert report["error"].startswith("ValueError"), report["error"]
     assert "trust_remote_code=True" in report["error"] and "pipeline_difiisr_dwt.py" in report["error"]
 

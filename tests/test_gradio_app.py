@@ -266,7 +266,9 @@ def test_space_layout_runs_without_the_package(pipeline_dir, tmp_path, monkeypat
         with pytest.raises(OSError):
             space_app.load(None, "cpu")
     assert asked == [space_app.HUB_MODEL]  # without the package, the default is the Space's Hub model
-    pipe = space_app.load(str(pipeline_dir), "cpu")
+    with pytest.raises(ValueError, match="trust_remote_code"):  # another model's code runs only when asked
+        space_app.load(str(pipeline_dir), "cpu")
+    pipe = space_app.load(str(pipeline_dir), "cpu", trust_remote_code=True)
     out = space_app.upscale_file(pipe, str(write_image(tmp_path / "ir.png", size=(16, 12))), 1, 0, 0)
     assert out.result.size == (64, 48)
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from difiisr_dwt.commands import export
+from difiisr_dwt.cli import main as run_cli  # the CLI with its error boundary
 from difiisr_dwt.release import check_release
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASES = sorted(p for p in (REPO / "hub").glob("*") if p.is_dir() and not p.name.startswith("."))
 CODE_FILES = ("pipeline_difiisr_dwt.py", "dwt_encoder/modeling_dwt_encoder.py", "scheduler/scheduler_resshift.py")
-
-
-def run_cli(argv: list[str]) -> int:
-    """``difiisr-dwt`` with only the ``export`` subcommand."""
-    parser = argparse.ArgumentParser(prog="difiisr-dwt")
-    export.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.mark.parametrize("release", RELEASES or [None], ids=[p.name for p in RELEASES] or ["no-release"])

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from difiisr_dwt.training.checkpointing import list_checkpoints, resolve_checkpoint
+from difiisr_dwt.training.checkpointing import CheckpointError, list_checkpoints, resolve_checkpoint
 from difiisr_dwt.training.curves import CurveLog
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_checkpoint_resolution_ignores_partial_saves(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path)] == [2, 4]
     assert resolve_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-4"
     assert resolve_checkpoint(tmp_path / "none", "latest") is None
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         resolve_checkpoint(tmp_path, str(tmp_path / "checkpoint-8"))
 
 

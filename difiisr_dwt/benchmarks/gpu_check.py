@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline
 
 from difiisr_dwt import DEFAULT_MODEL
 from difiisr_dwt.benchmarks import BenchConfig
 from difiisr_dwt.benchmarks.timing import time_call
+from difiisr_dwt.loading import load_pipeline
 from difiisr_dwt.metrics import psnr
 
 logger = logging.getLogger(__name__)
@@ -65,9 +65,10 @@ class Checker:
         return {"seconds": seconds, "peak_mib": peak}
 
 
-def check(path: str, device: str, quick: bool = False) -> list[dict]:
-    """Run every check on the pipeline at ``path``; returns the logged records."""
-    pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)
+def check(path: str, device: str, quick: bool = False, trust_remote_code: bool = False) -> list[dict]:
+    """Run every check on the pipeline at ``path`` (loaded by :func:`~difiisr_dwt.loading.load_pipeline`, so
+    its own code files run only with ``trust_remote_code``); returns the logged records."""
+    pipe = load_pipeline(path, device="cpu", trust_remote_code=trust_remote_code)
     pipe.set_progress_bar_config(disable=True)
     with PIL.Image.open(EXAMPLE) as image:
         lr = image.crop((0, 0, 64, 64)) if quick else image.copy()

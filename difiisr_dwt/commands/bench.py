@@ -19,6 +19,7 @@ from pathlib import Path
 
 from difiisr_dwt.benchmarks import DEFAULT_SECTIONS, FULL, QUICK, SECTIONS, run_benchmarks
 from difiisr_dwt.benchmarks.report import format_markdown
+from difiisr_dwt.commands import int_at_least
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import write_text_atomic
 
@@ -41,12 +42,14 @@ def add_parser(subparsers) -> None:
         "--section", "--only", dest="sections", action="append", choices=SECTIONS, default=None,
         help=f"run only this section (repeatable; default: {', '.join(DEFAULT_SECTIONS)})",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int_at_least(1), default=None,
+                        help="torch threads (default: torch's choice)")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per end-to-end configuration (medians are used; default 6)"
+        "--repeats", type=int_at_least(1), default=None,
+        help="runs per end-to-end configuration (medians are used; default 6)",
     )
     parser.add_argument(
-        "--e2e-size", type=int, default=None, metavar="PX",
+        "--e2e-size", type=int_at_least(32, multiple_of=32), default=None, metavar="PX",
         help="end-to-end output side in pixels (default 256; a multiple of 32, so that every preset's UNet fits)",
     )
     train = parser.add_argument_group("train section")
@@ -64,18 +67,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = QUICK if args.quick else FULL
-    if args.threads is not None and args.threads < 1:
-        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-        return 2
     if args.repeats is not None:
-        if args.repeats < 1:
-            print(f"error: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
-            return 2
         config = replace(config, repeats=args.repeats)
     if args.e2e_size is not None:
-        if args.e2e_size <= 0 or args.e2e_size % 32:
-            print(f"error: --e2e-size must be a positive multiple of 32, got {args.e2e_size}", file=sys.stderr)
-            return 2
         config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
     sections = tuple(dict.fromkeys(args.sections)) if args.sections else DEFAULT_SECTIONS
     config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device)

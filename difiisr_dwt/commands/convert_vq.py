@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,14 +26,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from difiisr_dwt.convert import CheckpointConversionError, convert_vq_checkpoint, save_vqmodel_atomic
+    from difiisr_dwt.convert import convert_vq_checkpoint, save_vqmodel_atomic
 
-    try:
-        model, ignored = convert_vq_checkpoint(args.checkpoint)
-        out = save_vqmodel_atomic(model, args.out, overwrite=args.overwrite)
-    except (CheckpointConversionError, FileExistsError) as error:
-        print(f"convert-vq: {error}", file=sys.stderr)
-        return 2
+    model, ignored = convert_vq_checkpoint(args.checkpoint)  # errors are reported by the CLI boundary
+    out = save_vqmodel_atomic(model, args.out, overwrite=args.overwrite)
     config = model.config
     params = sum(p.numel() for p in model.parameters())
     print(f"Wrote {out} (VQModel, {params / 1e6:.2f}M parameters)")

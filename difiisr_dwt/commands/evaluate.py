@@ -12,11 +12,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from difiisr_dwt.evaluation import METRICS
 from difiisr_dwt.io import write_text_atomic
+from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_lpips_backbone_dir, add_sampling_arguments, apply_sampling_arguments
 
 
@@ -35,9 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--sr", type=Path, default=None, help="folder of x4 results to measure (method 'sr')")
     parser.add_argument("--lr", type=Path, default=None,
                         help="folder of LR inputs (default: made from HR by PIL bicubic /4)")
-    source.add_argument("--model", default=None,
-                        help="pipeline folder or Hub repo id to run on LR (default: the embedded model, unless "
-                        "--sr is given or --bicubic alone asks for the baseline only)")
+    add_model_arguments(parser, model_group=source, model_help="pipeline folder or Hub repo id to run on LR (default: "
+                        "the embedded model, unless --sr is given or --bicubic alone asks for the baseline only)")
     parser.add_argument("--bicubic", action="store_true",
                         help="measure the bicubic baseline; given without --model it is the only method")
     parser.add_argument("--file-list", "--file_list", type=Path, default=None,
@@ -49,8 +48,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="pixels removed from each side before measuring (default 0)")
     add_lpips_backbone_dir(parser, dashes=True)
     add_sampling_arguments(parser)
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default), for model and LPIPS")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--json", type=Path, default=None, help="write {method: {mean, images}} as JSON")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per (method, image) as CSV")
     parser.add_argument("--grid", type=Path, default=None,
@@ -72,43 +69,38 @@ def select_methods(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure, print the table, write the reports; bad options or inputs raise (exit 2 at the CLI boundary)."""
     from tqdm.auto import tqdm
 
     from difiisr_dwt import evaluation as ev
-    from difiisr_dwt.io import ImageReadError
-    from difiisr_dwt.metrics import LPIPSWeightsError
 
-    try:
-        if args.limit is not None and args.limit < 1:
-            raise ev.EvaluationError(f"--limit must be >= 1, got {args.limit}")
-        metrics = ev.parse_metrics(args.metrics)
-        methods = select_methods(args)
-        hr_paths = ev.list_hr(args.hr, args.file_list, args.limit)
-        needs_lr = "bicubic" in methods or "model" in methods
-        lr_paths = ev.pair_files(hr_paths, args.lr, "--lr") if needs_lr and args.lr is not None else None
-        sr_paths = ev.pair_files(hr_paths, args.sr, "--sr") if args.sr is not None else None
-        device = None
-        if any(m.startswith("lpips") for m in metrics) or "model" in methods:
-            from difiisr_dwt.loading import resolve_device
+    if args.limit is not None and args.limit < 1:
+        raise ev.EvaluationError(f"--limit must be >= 1, got {args.limit}")
+    metrics = ev.parse_metrics(args.metrics)
+    methods = select_methods(args)
+    hr_paths = ev.list_hr(args.hr, args.file_list, args.limit)
+    needs_lr = "bicubic" in methods or "model" in methods
+    lr_paths = ev.pair_files(hr_paths, args.lr, "--lr") if needs_lr and args.lr is not None else None
+    sr_paths = ev.pair_files(hr_paths, args.sr, "--sr") if args.sr is not None else None
+    device = None
+    if any(m.startswith("lpips") for m in metrics) or "model" in methods:
+        from difiisr_dwt.loading import resolve_device
 
-            device = resolve_device(args.device)
-        if any(m.startswith("lpips") for m in metrics):
-            from difiisr_dwt.metrics import load_lpips
+        device = resolve_device(args.device)
+    if any(m.startswith("lpips") for m in metrics):
+        from difiisr_dwt.metrics import load_lpips
 
-            for name in metrics:  # fail before the (slow) model run when a backbone is missing
-                if name.startswith("lpips"):
-                    load_lpips(name.split("_")[1], args.lpips_backbone_dir, device)
-        upscale = _model_upscaler(args) if "model" in methods else None
-        settings = ev.MetricSettings(metrics=metrics, crop_border=args.crop_border,
-                                     lpips_backbone_dir=args.lpips_backbone_dir, device=device)
-        results, grid_rows = ev.evaluate(
-            hr_paths, methods, lr_paths=lr_paths, sr_paths=sr_paths, upscale=upscale, settings=settings,
-            grid_images=args.grid_images if args.grid is not None else 0,
-            progress=lambda it: tqdm(it, desc="eval", unit="img", disable=None),
-        )
-    except (ev.EvaluationError, LPIPSWeightsError, ImageReadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        for name in metrics:  # fail before the (slow) model run when a backbone is missing
+            if name.startswith("lpips"):
+                load_lpips(name.split("_")[1], args.lpips_backbone_dir, device)
+    upscale = _model_upscaler(args) if "model" in methods else None
+    settings = ev.MetricSettings(metrics=metrics, crop_border=args.crop_border,
+                                 lpips_backbone_dir=args.lpips_backbone_dir, device=device)
+    results, grid_rows = ev.evaluate(
+        hr_paths, methods, lr_paths=lr_paths, sr_paths=sr_paths, upscale=upscale, settings=settings,
+        grid_images=args.grid_images if args.grid is not None else 0,
+        progress=lambda it: tqdm(it, desc="eval", unit="img", disable=None),
+    )
 
     print(ev.markdown_table(results, per_image=not args.summary_only))
     if args.json is not None:
@@ -127,18 +119,15 @@ def _model_upscaler(args: argparse.Namespace):
     """LR PIL image -> x4 PIL image with the pipeline of ``--model``; every image starts from ``--seed``."""
     import torch
 
-    from difiisr_dwt.evaluation import EvaluationError
-    from difiisr_dwt.loading import load_pipeline
+    from difiisr_dwt.errors import UsageError
+    from difiisr_dwt.loading import load_pipeline_from_args
 
-    try:
-        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
-    except (OSError, ValueError) as error:  # missing folder, not a pipeline, unknown repo id
-        raise EvaluationError(f"cannot load the model {args.model or '(embedded default)'}: {error}") from error
+    pipe = load_pipeline_from_args(args)
     pipe.set_progress_bar_config(disable=True)
     try:
         sampling = apply_sampling_arguments(pipe, args)
-    except ValueError as error:
-        raise EvaluationError(str(error)) from error
+    except ValueError as error:  # a tile size the UNet cannot take
+        raise UsageError(str(error)) from error
 
     def upscale(image):
         generator = torch.Generator("cpu").manual_seed(args.seed)

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from difiisr_dwt.errors import PartialFailure, UsageError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -60,18 +61,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from difiisr_dwt.model_card import ModelCardError
-    from difiisr_dwt.release import ReleaseError
-
-    try:
-        if args.check is not None:
-            if args.source or args.out or args.push:
-                raise ReleaseError("--check takes only release folders; run it on its own")
-            return _check(args.check)
-        return _export_and_push(args)
-    except (ReleaseError, ModelCardError, FileNotFoundError) as error:
-        print(f"export: {error}", file=sys.stderr)
-        return 2
+    """Export, check or push; bad options or folders raise (exit 2), drift found by ``--check`` exits 1."""
+    if args.check is not None:
+        if args.source or args.out or args.push:
+            raise UsageError("--check takes only release folders; run it on its own")
+        return _check(args.check)
+    return _export_and_push(args)
 
 
 def _check(folders: list[Path]) -> int:
@@ -85,7 +80,9 @@ def _check(folders: list[Path]) -> int:
             print(f"DRIFT {folder}:", *problems, sep="\n  ")
         else:
             print(f"OK    {folder}: code files equal the top-level sources")
-    return 1 if failed else 0
+    if failed:
+        raise PartialFailure(f"{failed} of {len(folders)} release folder(s) differ from the sources (listed above)")
+    return 0
 
 
 def _release_info(args: argparse.Namespace):

@@ -11,6 +11,7 @@ import argparse
 
 from difiisr_dwt.data import AUGMENTATIONS, INTENSITY_AUGMENTATIONS
 from difiisr_dwt.degradations import DEGRADATIONS
+from difiisr_dwt.errors import ArgumentParser
 from difiisr_dwt.options import add_lpips_backbone_dir
 
 STAGES = ("autoencoder", "adapter", "diffusion")
@@ -41,7 +42,7 @@ DEFAULTS.update({("test", stage): DEFAULTS[("tiny", stage)] for stage in STAGES}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train DifIISR-DWT: autoencoder, adapter or diffusion stage.")
+    p = ArgumentParser(description="Train DifIISR-DWT: autoencoder, adapter or diffusion stage.")
     add = p.add_argument
     # what to train
     add("--stage", choices=STAGES, required=True, help="Which component to train.")

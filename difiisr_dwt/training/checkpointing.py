@@ -15,15 +15,22 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from diffusers.training_utils import EMAModel
 
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import replace_dir, write_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be resumed from: damaged, incomplete, or another stage's or preset's."""
+
 
 STATE_FILE = "training_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -42,21 +49,95 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None) -> Path | None:
-    """``"latest"`` -> the newest complete checkpoint of ``output_dir`` (``None`` when there is none, so a
-    first run with ``--resume_from_checkpoint latest`` starts fresh); a path -> that checkpoint, checked."""
+def run_identity(stage: str, preset: str) -> dict[str, str]:
+    """What a checkpoint records about its run, and what a resume must match: the stage and the preset."""
+    return {"training_stage": stage, "preset": preset}
+
+
+def damaged_file(checkpoint: str | os.PathLike) -> str | None:
+    """The first file of ``checkpoint`` that does not read back, with the reason (``None``: all read).
+
+    Cheap checks that catch truncation, the damage a full disk or a killed copy leaves: JSON parses,
+    a safetensors header covers the whole file, a ``torch.save`` zip archive has its central directory
+    (which is written last). ``training_state.json`` must also hold the step.
+    """
+    from safetensors import safe_open
+
+    for path in sorted(Path(checkpoint).rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            if path.suffix == ".json":
+                state = json.loads(path.read_text(encoding="utf-8"))
+                if path.name == STATE_FILE and not isinstance(state.get("step"), int):
+                    raise ValueError("no integer 'step'")
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt"):
+                    pass
+            elif path.suffix in (".bin", ".pkl", ".pt", ".pth"):
+                with zipfile.ZipFile(path) as archive:
+                    archive.infolist()
+        except Exception as error:  # any reader's failure means: this file cannot be resumed from
+            return f"{path} ({type(error).__name__}: {error})"
+    return None
+
+
+def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None,
+                       identity: dict[str, str] | None = None) -> Path | None:
+    """The checkpoint to resume from, checked.
+
+    ``"latest"`` is the newest complete checkpoint of ``output_dir`` that reads back: a damaged newer one
+    is skipped with a warning naming the damaged file (``None`` when there is no checkpoint, so a first
+    run with ``--resume_from_checkpoint latest`` starts fresh). A path is that checkpoint.
+
+    Args:
+        identity: :func:`run_identity` of this run; a checkpoint recording another stage or preset is refused.
+
+    Raises:
+        CheckpointError: no complete checkpoint at the given path, a damaged one (naming the file and an
+            older checkpoint to use), every checkpoint damaged, or another stage's or preset's checkpoint.
+    """
     if resume_from is None:
         return None
     if resume_from == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1][1] if checkpoints else None
-    path = Path(resume_from)
-    if not path.is_absolute() and not path.exists():
-        path = Path(output_dir) / resume_from
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from}: {path} is not a complete checkpoint "
-                                f"(no {STATE_FILE}).")
+        checkpoints = [path for _, path in reversed(list_checkpoints(output_dir))]
+        if not checkpoints:
+            return None
+        damaged = []
+        for path in checkpoints:
+            problem = damaged_file(path)
+            if problem is None:
+                break
+            damaged.append(problem)
+            logger.warning("Skipping the damaged checkpoint %s: %s does not read back", path.name, problem)
+        else:
+            raise CheckpointError(f"every checkpoint in {output_dir} is damaged ({'; '.join(damaged)}); remove "
+                                  "them, or resume from a copy, to continue")
+    else:
+        path = Path(resume_from)
+        if not path.is_absolute() and not path.exists():
+            path = Path(output_dir) / resume_from
+        if not (path / STATE_FILE).is_file():
+            raise CheckpointError(f"--resume_from_checkpoint {resume_from}: {path} is not a complete checkpoint "
+                                  f"(no {STATE_FILE}).")
+        problem = damaged_file(path)
+        if problem is not None:
+            older = [p for _, p in list_checkpoints(path.parent) if p != path and damaged_file(p) is None]
+            hint = f"; the newest complete one is {older[-1]}" if older else ""
+            raise CheckpointError(f"--resume_from_checkpoint {resume_from}: {problem} is damaged{hint}")
+    _check_identity(path, identity)
     return path
+
+
+def _check_identity(checkpoint: Path, identity: dict[str, str] | None) -> None:
+    saved = read_training_state(checkpoint)
+    recorded = {key: saved[key] for key in (identity or {}) if key in saved}
+    if recorded and recorded != {key: identity[key] for key in recorded}:
+        def describe(values: dict) -> str:
+            return f"the {values.get('training_stage', '?')} stage with --preset {values.get('preset', '?')}"
+
+        raise CheckpointError(f"{checkpoint} was saved by {describe(recorded)}; this run is {describe(identity)}. "
+                              "Resume it with those flags, or give this run its own --output_dir.")
 
 
 def read_training_state(checkpoint: str | os.PathLike) -> dict:
@@ -134,6 +215,10 @@ def register_hooks(accelerator, component, name: str, ema: EMAModel | None, trai
     def load_hook(models, input_dir):
         while models:
             models.pop()
+        if not os.path.isdir(os.path.join(input_dir, name)):  # else diffusers would try the Hub with this path
+            found = sorted(p.name for p in Path(input_dir).iterdir() if (p / "config.json").is_file())
+            raise CheckpointError(f"{input_dir} has no {name}/ folder (it holds {found or 'none'}): it is a "
+                                  f"checkpoint of another stage")
         loaded = type(component).from_pretrained(os.path.join(input_dir, name))
         component.load_state_dict(loaded.state_dict())
         if ema is not None:

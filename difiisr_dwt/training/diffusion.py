@@ -25,7 +25,14 @@ from difiisr_dwt.evaluation import image_metrics
 from difiisr_dwt.losses import ImageLosses, diffusion_loss, ramp
 from difiisr_dwt.presets import build_scheduler, build_unet
 from difiisr_dwt.training.checkpointing import save_folder_atomic
-from difiisr_dwt.training.stage import Stage, freeze, load_dwt_encoder, load_lpips_model, load_vqvae
+from difiisr_dwt.training.stage import (
+    Stage,
+    freeze,
+    load_component,
+    load_dwt_encoder,
+    load_lpips_model,
+    load_vqvae,
+)
 from difiisr_dwt.training.validation import (
     load_validation_set,
     pil_bicubic_lr,
@@ -47,7 +54,7 @@ class DiffusionStage(Stage):
         self.dwt_encoder = load_dwt_encoder(args).to(device)
         freeze(self.vqvae, self.dwt_encoder)
         if args.unet_model_name_or_path:
-            unet = UNet2DModel.from_pretrained(args.unet_model_name_or_path, revision=args.revision)
+            unet = load_component(UNet2DModel, args.unet_model_name_or_path, None, "--unet_model_name_or_path", args)
         else:
             unet = build_unet(args.preset, self.dwt_encoder, self.vqvae.config.latent_channels)
         if args.gradient_checkpointing:

@@ -33,6 +33,7 @@ from difiisr_dwt.training.checkpointing import (
     read_training_state,
     register_hooks,
     resolve_checkpoint,
+    run_identity,
     save_checkpoint,
 )
 from difiisr_dwt.training.curves import CurveLog
@@ -110,7 +111,8 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     register_hooks(accelerator, stage.component, stage.component_name, ema, lambda: parameters)
 
     global_step = 0
-    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+    identity = run_identity(stage.name, args.preset)  # recorded in each checkpoint; a resume must match it
+    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint, identity)
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
         accelerator.load_state(str(checkpoint))
@@ -182,7 +184,7 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
                 logger.info(f"step {global_step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
 
         if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
-            save_checkpoint(accelerator, output_dir, global_step, {"stage": stage.state()},
+            save_checkpoint(accelerator, output_dir, global_step, {"stage": stage.state(), **identity},
                             args.checkpoints_total_limit)
             if accelerator.is_main_process:
                 curves.plot(output_dir / "curves.png")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from diffusers import VQModel
 from torch import nn
 
+from difiisr_dwt.errors import ModelLoadError, UsageError
 from difiisr_dwt.metrics import load_lpips
 from difiisr_dwt.training.checkpointing import save_folder_atomic
 from modeling_dwt_encoder import DWTEncoder
@@ -66,19 +69,52 @@ class Stage:
         return [save_folder_atomic(self.component.save_pretrained, os.path.join(output_dir, self.component_name))]
 
 
+def load_component(cls: type, path: str, subfolder: str | None, flag: str, args: argparse.Namespace):
+    """``cls.from_pretrained(path, subfolder=...)`` after checking that a local folder holds a ``cls``.
+
+    A local folder's ``config.json`` names its class (``_class_name``); reading it first turns a wrong
+    folder (a ``dwt_encoder/`` given as the VQ model, a training output folder instead of its component
+    subfolder) into a message saying what is there and what ``flag`` needs, instead of a failure deep
+    inside loading.
+
+    Raises:
+        UsageError: a local folder without ``config.json`` or holding another class.
+        ModelLoadError: anything else ``from_pretrained`` rejects (a Hub repo id that cannot be fetched...).
+    """
+    folder = Path(path, subfolder or "")
+    if Path(path).exists():  # else a Hub repo id: diffusers checks it
+        config = folder / "config.json"
+        found = _class_name(config) if config.is_file() else None
+        if found != cls.__name__:
+            inside = [p.parent.name for p in sorted(folder.glob("*/config.json")) if _class_name(p) == cls.__name__]
+            subfolder_flag = flag.replace("model_name_or_path", "subfolder")
+            alternative = f", or {subfolder_flag} {inside[0]}" if inside and hasattr(args, subfolder_flag[2:]) else ""
+            hint = f"; the {cls.__name__} is in {folder / inside[0]} (pass that folder{alternative})" if inside else ""
+            what = f"holds a {found}" if config.is_file() else "has no config.json"
+            raise UsageError(f"{flag} {folder} {what}; {flag} needs a {cls.__name__} folder{hint}")
+    try:
+        return cls.from_pretrained(path, subfolder=subfolder, revision=args.revision, cache_dir=args.cache_dir)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{flag} {folder}: cannot load a {cls.__name__} ({error})") from error
+
+
+def _class_name(config: Path) -> str | None:
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_vqvae(args: argparse.Namespace) -> VQModel:
     """``--vqvae_model_name_or_path`` (folder or Hub repo, ``--vqvae_subfolder`` aware)."""
-    kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
-    if args.vqvae_subfolder:
-        kwargs["subfolder"] = args.vqvae_subfolder
-    return VQModel.from_pretrained(args.vqvae_model_name_or_path, **kwargs)
+    return load_component(VQModel, args.vqvae_model_name_or_path, args.vqvae_subfolder,
+                          "--vqvae_model_name_or_path", args)
 
 
 def load_dwt_encoder(args: argparse.Namespace) -> DWTEncoder:
-    kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
-    if args.dwt_encoder_subfolder:
-        kwargs["subfolder"] = args.dwt_encoder_subfolder
-    return DWTEncoder.from_pretrained(args.dwt_encoder_model_name_or_path, **kwargs)
+    """``--dwt_encoder_model_name_or_path`` (folder or Hub repo, ``--dwt_encoder_subfolder`` aware)."""
+    return load_component(DWTEncoder, args.dwt_encoder_model_name_or_path, args.dwt_encoder_subfolder,
+                          "--dwt_encoder_model_name_or_path", args)
 
 
 def load_lpips_model(args: argparse.Namespace, device: torch.device, net: str | None = None) -> nn.Module:

@@ -73,16 +73,23 @@ class Upscaled:
     info: str
 
 
-def load(model: str | None, device: str | None = None):
-    """The pipeline on ``device`` (the GPU when present), with its console progress bar off."""
+def load(model: str | None, device: str | None = None, trust_remote_code: bool = False):
+    """The pipeline on ``device`` (the GPU when present), with its console progress bar off.
+
+    With the ``difiisr_dwt`` package the model loads into its classes; the model folder's own code files
+    run only with ``trust_remote_code``. Without the package (a Space) they are the only code there is:
+    they run for the Space's own model (:data:`HUB_MODEL`, chosen by whoever deploys the Space) and,
+    for any other model, only with ``trust_remote_code``.
+    """
     model = model or os.environ.get("DIFIISR_MODEL") or DEFAULT_MODEL or HUB_MODEL
     if load_pipeline is not None:
-        pipe = load_pipeline(model, device)
+        pipe = load_pipeline(model, device, trust_remote_code=trust_remote_code)
     else:
         from diffusers import DiffusionPipeline
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=True).to(device)
+        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=trust_remote_code or model == HUB_MODEL)
+        pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -236,6 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None,
                         help="pipeline folder or Hub repo id (default: $DIFIISR_MODEL, else the embedded model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: the GPU when present)")
+    parser.add_argument("--trust-remote-code", "--trust_remote_code", action="store_true",
+                        help="run the code files inside the --model folder or repo instead of the installed "
+                        "difiisr_dwt classes; only for models whose code you trust")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to bind (default 127.0.0.1; a Space sets GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
@@ -246,7 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> gr.Blocks:
     args = parse_args(argv)
-    pipe = load(args.model, args.device)
+    pipe = load(args.model, args.device, trust_remote_code=args.trust_remote_code)
     demo = build_demo(pipe, args.max_pixels)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size="100mb",

@@ -1,0 +1,103 @@
+"""The CLI's one error boundary: every failure prints exactly one ``error: ...`` line on stderr (after
+argparse's usage line for argument errors) and exits 2 (bad arguments or inputs) or 1 (some files failed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from difiisr_dwt.cli import main
+
+
+def run(argv: list[str], capsys) -> tuple[int, list[str], str]:
+    """Exit status, the stderr lines starting with ``error:``, and all of stderr."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:  # argparse's own exit for argument errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.startswith("error:")], err
+
+
+def assert_one_error(result: tuple[int, list[str], str], code: int, text: str) -> None:
+    got_code, lines, err = result
+    assert got_code == code, err
+    assert len(lines) == 1 and text in lines[0], err
+    assert "Traceback" not in err and not any(line.startswith(("export:", "convert-vq:")) for line in err.splitlines())
+
+
+@pytest.fixture
+def hr_dir(tmp_path):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    PIL.Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)).save(folder / "a.png")
+    return folder
+
+
+def test_eval_failures(hr_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_one_error(run(["eval", "--hr", tmp_path / "nope", "--bicubic"], capsys), 2, "nope")
+    (tmp_path / "empty").mkdir()
+    assert_one_error(run(["eval", "--hr", hr_dir, "--model", tmp_path / "empty", "--metrics", "psnr_y",
+                          "--device", "cpu"], capsys), 2, "cannot load the model")
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # --json under a file: the OS refuses, reported as one line with the path
+    assert_one_error(run(["eval", "--hr", hr_dir, "--bicubic", "--metrics", "psnr_y", "--json",
+                          blocker / "r.json"], capsys), 2, str(blocker))
+    (hr_dir / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert_one_error(run(["eval", "--hr", hr_dir, "--bicubic", "--metrics", "psnr_y"], capsys), 2, "b.png")
+    assert_one_error(run(["eval", "--hr", hr_dir, "--steps", "x"], capsys), 2, "--steps")
+
+
+@pytest.mark.parametrize("argv, text", [(["--threads", "0"], "--threads: must be >= 1, got 0"),
+                                        (["--repeats", "0"], "--repeats"),
+                                        (["--e2e-size", "30"], "multiple of 32")])
+def test_bench_argument_errors(argv, text, capsys):
+    assert_one_error(run(["bench", "--quick", *argv], capsys), 2, text)
+
+
+def test_component_folder_as_model(tiny_pipeline, tmp_path, capsys):
+    tiny_pipeline.save_pretrained(tmp_path / "p")
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    PIL.Image.new("L", (16, 16)).save(hr / "a.png")
+    assert_one_error(run(["eval", "--hr", hr, "--model", tmp_path / "p" / "unet", "--device", "cpu",
+                          "--metrics", "psnr_y"], capsys), 2, "not a pipeline folder (it holds one component, a "
+                     "UNet2DModel)")
+
+
+def test_export_failures(tiny_pipeline, tmp_path, capsys):
+    assert_one_error(run(["export", tmp_path / "missing", "--out", tmp_path / "r"], capsys), 2,
+                     "not a pipeline folder")
+    assert_one_error(run(["export", "--check", tmp_path, "--out", tmp_path / "r"], capsys), 2, "--check")
+    tiny_pipeline.save_pretrained(tmp_path / "p")
+    with open(tmp_path / "p" / "scheduler" / "scheduler_resshift.py", "a") as f:
+        f.write("# edited\n")
+    code, lines, err = run(["export", "--check", tmp_path / "p"], capsys)
+    assert_one_error((code, lines, err), 1, "1 of 1 release folder(s) differ")
+
+
+def test_convert_vq_failures(tmp_path, capsys):
+    assert_one_error(run(["convert-vq", tmp_path / "nope.pth", "--out", tmp_path / "vq"], capsys), 2, "no such file")
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    assert_one_error(run(["convert-vq", tmp_path / "bad.safetensors", "--out", tmp_path / "vq"], capsys), 2,
+                     "bad.safetensors")
+    assert_one_error(run(["convert-vq"], capsys), 2, "checkpoint")
+
+
+def test_train_argument_error(capsys, train_main):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--stage", "diffusion", "--output_dir", "x", "--train_data_dir", "y"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_.value.code == 2 and len(lines) == 1 and "--vqvae_model_name_or_path" in lines[0]
+
+
+def test_partial_failure_reported_per_file_adds_no_line(capsys):
+    """A PartialFailure with an empty message (each file reported already) adds no second line."""
+    from difiisr_dwt.errors import PartialFailure, report_errors
+
+    def fail():
+        raise PartialFailure("")
+
+    assert report_errors(fail) == 1 and capsys.readouterr().err == ""

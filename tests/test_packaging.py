@@ -1,0 +1,72 @@
+"""A non-editable install (``pip install .`` / ``pip install git+URL``) works offline with the default model.
+
+Builds the wheel from a copy of the checkout, installs it into a fresh virtual environment (torch and the
+other dependencies come from this interpreter's site-packages: no network) and runs ``difiisr-dwt upscale``
+there, outside the checkout, with ``HF_HUB_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import PIL.Image
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "images" / "FLIR_08954_lr.png"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", "tests", "out", "runs"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(root / "dist"), str(source)], check=True, capture_output=True, timeout=300)
+    (built,) = (root / "dist").glob("difiisr_dwt-*.whl")
+    return built
+
+
+def test_wheel_ships_the_default_model_and_no_script_module(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    model = REPO / "hub" / "difiisr-dwt-tiny"
+    shipped = {f"difiisr_dwt/default_model/{p.relative_to(model).as_posix()}" for p in model.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert shipped and shipped <= names
+    top_level = {n for n in names if "/" not in n}
+    assert top_level == {"pipeline_difiisr_dwt.py", "modeling_dwt_encoder.py", "scheduler_resshift.py"}
+
+
+@pytest.mark.slow
+def test_installed_wheel_upscales_offline(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    # pip from the system site-packages, installing into the venv; --ignore-installed: the editable checkout
+    # install that the system site-packages may hold must not count as "already satisfied"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    probe = subprocess.run(
+        [str(python), "-c", "import json, difiisr_dwt; print(json.dumps([difiisr_dwt.__file__, "
+         "difiisr_dwt.DEFAULT_MODEL]))"], cwd=work, env=env, capture_output=True, text=True, check=True)
+    package_file, default_model = json.loads(probe.stdout)
+    assert Path(package_file).is_relative_to(venv) and Path(default_model).is_relative_to(venv), probe.stdout
+
+    result = subprocess.run(
+        [str(venv / "bin" / "difiisr-dwt"), "upscale", str(EXAMPLE), "-o", str(work / "out"), "--steps", "1",
+         "--device", "cpu"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with PIL.Image.open(EXAMPLE) as lr, PIL.Image.open(work / "out" / "FLIR_08954_lr_x4.png") as sr:
+        assert sr.size == (lr.width * 4, lr.height * 4)
