@@ -33,3 +33,13 @@ def tiny_pipeline():
     from difiisr_dwt.presets import build_pipeline
 
     return build_pipeline("test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def saved_test_model(tmp_path_factory) -> Path:
+    """A ``test``-preset pipeline saved to a folder (random weights; loads in about a second)."""
+    from difiisr_dwt.presets import build_pipeline
+
+    folder = tmp_path_factory.mktemp("test_model")
+    build_pipeline("test", seed=0).save_pretrained(folder)
+    return folder
