@@ -225,7 +225,7 @@ def upscale_jobs(
             return
         start = time.perf_counter()
         try:
-            images = _call(pipe, [image for _, _, image in entries], options)
+            images = upscale_frames(pipe, [image for _, _, image in entries], options)
         except (ValueError, RuntimeError, OSError) as error:
             if len(entries) > 1:
                 for entry in entries:
@@ -275,7 +275,8 @@ def upscale_jobs(
     return records
 
 
-def _call(pipe, images: list[PIL.Image.Image], options: UpscaleOptions) -> list[PIL.Image.Image]:
+def upscale_frames(pipe, images: list[PIL.Image.Image], options: UpscaleOptions) -> list[PIL.Image.Image]:
+    """One pipeline call for ``images`` (same size: one batch), one seeded generator per image."""
     generators = [torch.Generator("cpu").manual_seed(options.seed) for _ in images]
     return pipe(images, generator=generators, **options.pipeline_kwargs()).images
 

@@ -120,6 +120,20 @@ def test_exif_orientation_applied_on_every_read(saved_test_model, tmp_path):
     assert PIL.Image.open(out / "cam_x4.png").size == (512, 640)
 
 
+def test_demo_upload_is_upright_and_refuses_several_frames(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_imaging", REPO / "examples" / "gradio_app" / "imaging.py")
+    imaging = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(imaging)
+    _rotated_jpeg(tmp_path / "cam.jpg")
+    assert imaging.open_upload(tmp_path / "cam.jpg", max_pixels=10**6).size == (128, 160)
+    pages = [_frame(k) for k in range(3)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(imaging.UploadError, match="stack.tif has 3 frames"):
+        imaging.open_upload(tmp_path / "stack.tif", max_pixels=10**6)
+
+
 # ------------------------------------------------------------------------------------------------ item 7
 def test_unwritable_output_folder_fails_before_loading_model(tmp_path, capsys):
     _frame(0).save(tmp_path / "a.png")
