@@ -89,7 +89,8 @@ def plan_jobs(sources: list[Source], output_dir: Path, suffix: str) -> list[Job]
     ``a_png_x4.png`` + ``a_jpg_x4.png``), dataset rows also their index.
 
     Raises:
-        UsageError: inputs that still collide (same file name in two folders), each pair named.
+        UsageError: inputs that still collide (same file name in two folders), each pair named; an
+            output that would replace an input.
     """
     renamings: list[Callable[[Source], str]] = [
         lambda s: output_name(s.stem, s.suffix, suffix),
@@ -115,7 +116,13 @@ def plan_jobs(sources: list[Source], output_dir: Path, suffix: str) -> list[Job]
             f"{len(by_name)} output name collision(s) in {output_dir}: {pairs}; rename one of each, or upscale "
             "them into different folders"
         )
-    return [Job(source, output_dir / name, position) for position, (source, name) in enumerate(zip(sources, names))]
+    jobs = [Job(source, output_dir / name, position) for position, (source, name) in enumerate(zip(sources, names))]
+    inputs = {os.path.realpath(s.path) for s in sources if s.path is not None}
+    overwritten = [job.source.name for job in jobs if os.path.realpath(job.output) in inputs]
+    if overwritten:  # e.g. --suffix "" with -o the input folder
+        raise UsageError(f"the output of {overwritten[0]} would replace an input ({len(overwritten)} in all); choose "
+                         "another output folder or --suffix")
+    return jobs
 
 
 def _collisions(names: list[str]) -> list[int]:

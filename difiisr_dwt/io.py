@@ -34,10 +34,7 @@ def read_image(path: str | os.PathLike) -> PIL.Image.Image:
         ImageReadError: missing, empty, truncated or non-image file, or a file of several frames
             (multi-page TIFF, animated GIF/PNG/WebP; use :func:`read_frames`), with the path and the reason.
     """
-    frames = read_frames(path)
-    if len(frames) > 1:
-        raise ImageReadError(f"{path}: has {len(frames)} frames; only single-frame images are read here")
-    return frames[0]
+    return _read(Path(path), None, single=True)[0]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
@@ -131,14 +128,22 @@ def read_frames(path: str | os.PathLike, data: bytes | None = None) -> list[PIL.
     Raises:
         ImageReadError: missing, empty, truncated or non-image file, with the path and the reason.
     """
-    path = Path(path)
+    return _read(Path(path), data, single=False)
+
+
+def _read(path: Path, data: bytes | None, single: bool) -> list[PIL.Image.Image]:
     if data is None and not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     try:
         with PIL.Image.open(path if data is None else io.BytesIO(data)) as image:
-            if image.format in _FIRST_FRAME_ONLY:
-                return [_upright(image)]
+            count = 1 if image.format in _FIRST_FRAME_ONLY else getattr(image, "n_frames", 1)
+            if single and count > 1:  # counted from the headers: nothing is decoded to refuse it
+                raise ImageReadError(f"{path}: has {count} frames; only single-frame images are read here")
+            if count == 1:
+                return [_upright(image, gif=image.format == "GIF")]
             return [_upright(frame, gif=image.format == "GIF") for frame in PIL.ImageSequence.Iterator(image)]
+    except ImageReadError:
+        raise
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
         raise ImageReadError(f"{path}: not a readable image ({error})") from error
 

@@ -70,6 +70,24 @@ def test_same_name_in_two_folders_is_refused_before_compute(tmp_path, capsys):
     assert "collision" in err and not list((tmp_path / "out").iterdir())
 
 
+def test_output_that_would_replace_its_input_is_refused(tmp_path, capsys):
+    _frame(0).save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    code = main(_upscale(tmp_path / "no_model", str(tmp_path), "-o", str(tmp_path), "--suffix", ""))
+    assert code == 2 and "would replace an input" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_processes_that_each_think_they_are_alone_are_refused(tmp_path, monkeypatch, capsys):
+    # `accelerate launch --multi_gpu` on a CPU machine without ACCELERATE_USE_CPU=1: every process
+    # would upscale every input into the same files
+    _frame(0).save(tmp_path / "a.png")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    code = main(_upscale(tmp_path / "no_model", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")))
+    assert code == 2 and "ACCELERATE_USE_CPU=1" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ item 2: frames
 def test_multi_page_16bit_tiff_and_gif_keep_every_frame(saved_test_model, tmp_path, capsys):
     folder = tmp_path / "in"
