@@ -92,19 +92,11 @@ def plan_jobs(sources: list[Source], output_dir: Path, suffix: str) -> list[Job]
         UsageError: inputs that still collide (same file name in two folders), each pair named; an
             output that would replace an input.
     """
-    renamings: list[Callable[[Source], str]] = [
-        lambda s: output_name(s.stem, s.suffix, suffix),
-        lambda s: output_name(f"{s.stem}_{s.suffix.lstrip('.')}" if s.suffix else s.stem, s.suffix, suffix),
-        lambda s: output_name(f"{s.stem}_{s.suffix.lstrip('.')}" + (f"_{s.index}" if s.index is not None else ""),
-                              s.suffix, suffix),
-    ]
-    names = [renamings[0](s) for s in sources]
-    for rename in renamings[1:]:
+    names = [_candidate(s, suffix, level=0) for s in sources]
+    for level in (1, 2):  # rename only the inputs that clash, so that the others keep their plain names
         clashing = _collisions(names)
-        if not clashing:
-            break
         for i in clashing:
-            names[i] = rename(sources[i])
+            names[i] = _candidate(sources[i], suffix, level)
     clashing = _collisions(names)
     if clashing:
         by_name: dict[str, list[str]] = {}
@@ -123,6 +115,16 @@ def plan_jobs(sources: list[Source], output_dir: Path, suffix: str) -> list[Job]
         raise UsageError(f"the output of {overwritten[0]} would replace an input ({len(overwritten)} in all); choose "
                          "another output folder or --suffix")
     return jobs
+
+
+def _candidate(source: Source, suffix: str, level: int) -> str:
+    """Output name: level 0 the stem, 1 also the input suffix, 2 also a dataset row's index."""
+    stem = source.stem
+    if level >= 1 and source.suffix:
+        stem += "_" + source.suffix.lstrip(".")
+    if level >= 2 and source.index is not None:
+        stem += f"_{source.index}"
+    return output_name(stem, source.suffix, suffix)
 
 
 def _collisions(names: list[str]) -> list[int]:

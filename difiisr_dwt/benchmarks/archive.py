@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -85,23 +86,31 @@ def bench_batches(config: ArchiveBenchConfig, model: str | None) -> dict:
     frames = _frames(config, config.frames)
     upscale_frames(pipe, frames[:1], UpscaleOptions(steps=config.steps))  # warm-up: first-call allocations
     rates: dict[int, list[float]] = {b: [] for b in config.batch_sizes}
-    for round_index in range(config.rounds):
-        order = config.batch_sizes if round_index % 2 == 0 else tuple(reversed(config.batch_sizes))
-        for batch in order:
-            options = UpscaleOptions(batch_size=batch, seed=config.seed, steps=config.steps)
-            start = time.perf_counter()
-            for first in range(0, len(frames), batch):
-                upscale_frames(pipe, frames[first : first + batch], options)
-            rates[batch].append(len(frames) / (time.perf_counter() - start))
-            logger.info("archive: batch %d, round %d: %.3f images/s", batch, round_index, rates[batch][-1])
-    base = config.batch_sizes[0]
+    for round_index, batch in _alternating(config.batch_sizes, config.rounds):
+        options = UpscaleOptions(batch_size=batch, seed=config.seed, steps=config.steps)
+        start = time.perf_counter()
+        for first in range(0, len(frames), batch):
+            upscale_frames(pipe, frames[first : first + batch], options)
+        rates[batch].append(len(frames) / (time.perf_counter() - start))
+        logger.info("archive: batch %d, round %d: %.3f images/s", batch, round_index, rates[batch][-1])
+    return _rate_summary(rates)
+
+
+def _alternating(values: tuple[int, ...], rounds: int) -> Iterator[tuple[int, int]]:
+    """``(round, value)`` pairs, the order reversed every other round (A B C, C B A, ...)."""
+    for round_index in range(rounds):
+        for value in values if round_index % 2 == 0 else tuple(reversed(values)):
+            yield round_index, value
+
+
+def _rate_summary(rates: dict[int, list[float]]) -> dict[str, dict]:
+    """Per key: median images/s, and the median of its per-round ratios to the first key's."""
+    base = rates[next(iter(rates))]
     return {
-        str(b): {
-            "images_per_s": statistics.median(rates[b]),
-            "ratio": statistics.median(r / r0 for r, r0 in zip(rates[b], rates[base])),
-            "rounds_images_per_s": rates[b],
-        }
-        for b in config.batch_sizes
+        str(key): {"images_per_s": statistics.median(values),
+                   "ratio": statistics.median(r / r0 for r, r0 in zip(values, base)),
+                   "rounds_images_per_s": values}
+        for key, values in rates.items()
     }
 
 
@@ -115,37 +124,30 @@ def bench_processes(config: ArchiveBenchConfig, model: str | None, scratch: Path
     threads = config.threads or os.cpu_count() or 1
     rates: dict[int, list[float]] = {p: [] for p in config.processes}
     wall: dict[int, list[float]] = {p: [] for p in config.processes}
-    for round_index in range(config.process_rounds):
-        order = config.processes if round_index % 2 == 0 else tuple(reversed(config.processes))
-        for count in order:
-            manifest = scratch / f"manifest_{count}.json"
-            command = [sys.executable, "-m", "difiisr_dwt.cli", "upscale", str(folder), "-o",
-                       str(scratch / f"out{count}"), "--overwrite", "--manifest", str(manifest),
-                       "--batch-size", str(config.process_batch_size), "--seed", str(config.seed)]
-            if count > 1:
-                command[:3] = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(count), "--num_machines",
-                               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "difiisr_dwt.cli"]
-            command += (["--model", model] if model else []) + (["--steps", str(config.steps)] if config.steps else [])
-            env = {**os.environ, "OMP_NUM_THREADS": str(max(threads // count, 1))}
-            if config.device == "cpu":
-                env["ACCELERATE_USE_CPU"] = "1"
-                command += ["--device", "cpu"] if count == 1 else []
-            start = time.perf_counter()
-            subprocess.run(command, env=env, check=True, capture_output=True, timeout=3600)
-            wall[count].append(time.perf_counter() - start)
-            summary = json.loads(manifest.read_text())["summary"]
-            rates[count].append(summary["written"] / max(summary["rank_seconds"]))
-            logger.info("archive: %d process(es), round %d: %.3f images/s", count, round_index, rates[count][-1])
-    base = config.processes[0]
-    return {
-        str(p): {
-            "images_per_s": statistics.median(rates[p]),
-            "ratio": statistics.median(r / r0 for r, r0 in zip(rates[p], rates[base])),
-            "threads_per_process": max(threads // p, 1),
-            "wall_s_with_startup": statistics.median(wall[p]),
-        }
-        for p in config.processes
-    }
+    for round_index, count in _alternating(config.processes, config.process_rounds):
+        manifest = scratch / f"manifest_{count}.json"
+        command = [sys.executable, "-m", "difiisr_dwt.cli", "upscale", str(folder), "-o",
+                   str(scratch / f"out{count}"), "--overwrite", "--manifest", str(manifest),
+                   "--batch-size", str(config.process_batch_size), "--seed", str(config.seed)]
+        if count > 1:
+            command[:3] = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(count), "--num_machines",
+                           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "difiisr_dwt.cli"]
+        command += (["--model", model] if model else []) + (["--steps", str(config.steps)] if config.steps else [])
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(threads // count, 1))}
+        if config.device == "cpu":
+            env["ACCELERATE_USE_CPU"] = "1"
+            command += ["--device", "cpu"] if count == 1 else []
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True, timeout=3600)
+        wall[count].append(time.perf_counter() - start)
+        summary = json.loads(manifest.read_text())["summary"]
+        rates[count].append(summary["written"] / max(summary["rank_seconds"]))
+        logger.info("archive: %d process(es), round %d: %.3f images/s", count, round_index, rates[count][-1])
+    result = _rate_summary(rates)
+    for count in config.processes:
+        result[str(count)].update(threads_per_process=max(threads // count, 1),
+                                  wall_s_with_startup=statistics.median(wall[count]))
+    return result
 
 
 def bench_archive(config: ArchiveBenchConfig) -> dict:
@@ -181,10 +183,10 @@ def format_archive(result: dict) -> str:
              f"{config['device']})", "", "| batch size | images/s | vs batch " f"{config['batch_sizes'][0]} |",
              "|---:|---:|---:|"]
     lines += [f"| {b} | {r['images_per_s']:.3f} | {r['ratio']:.2f}x |" for b, r in result["batches"].items()]
-    lines += ["", f"| processes | images/s | vs {config['processes'][0]} | threads each |", "|---:|---:|---:|---:|"]
     if "skipped" in result["processes"]:
-        lines.append(f"| - | - | - | {result['processes']['skipped']} |")
+        lines += ["", f"Processes: {result['processes']['skipped']}."]
     else:
+        lines += ["", f"| processes | images/s | vs {config['processes'][0]} | threads each |", "|---:|---:|---:|---:|"]
         lines += [f"| {p} | {r['images_per_s']:.3f} | {r['ratio']:.2f}x | {r['threads_per_process']} |"
                   for p, r in result["processes"].items()]
     return "\n".join(lines) + "\n"
