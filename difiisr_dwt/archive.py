@@ -482,11 +482,18 @@ def run_archive(args) -> dict[str, int]:
         jobs = plan_jobs(sources, output_dir, args.suffix)
         total = len(jobs)
     if state.is_main_process and isinstance(jobs, list):
-        removed = remove_stale_temps(output_dir, [job.output.name for job in jobs], before=started)
+        ours = [job.output.name for job in jobs]
+        if args.manifest is not None and Path(args.manifest).parent.resolve() == output_dir.resolve():
+            ours.append(Path(args.manifest).name)
+        removed = remove_stale_temps(output_dir, ours, before=started)
         if removed:
             print(f"removed {removed} temporary file(s) left by an interrupted run in {output_dir}")
     state.wait_for_everyone()
 
+    if not state.is_main_process:  # one "Loading pipeline components" bar, not one per process
+        import diffusers
+
+        diffusers.utils.logging.disable_progress_bar()
     device = state.device if args.device == "auto" else args.device
     pipe = load_pipeline(args.model, device=str(device), dtype=args.dtype)
     pipe.set_progress_bar_config(disable=True)  # one bar over files, not one per batch

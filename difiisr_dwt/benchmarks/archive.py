@@ -74,14 +74,19 @@ def _model_folder(config: ArchiveBenchConfig, scratch: Path) -> str | None:
     return str(folder)
 
 
-def bench_batches(config: ArchiveBenchConfig, model: str | None) -> dict:
+def bench_batches(config: ArchiveBenchConfig) -> dict:
     """Images/s per batch size on one pipeline, and each size's median per-round ratio to the first."""
     from difiisr_dwt.archive import UpscaleOptions, upscale_frames
     from difiisr_dwt.loading import load_pipeline
 
     if any(config.frames % b for b in config.batch_sizes):
         raise ValueError(f"frames={config.frames} must be a multiple of every batch size {config.batch_sizes}")
-    pipe = load_pipeline(model, device=config.device)
+    if config.preset is not None:
+        from difiisr_dwt.presets import build_pipeline
+
+        pipe = build_pipeline(config.preset, seed=config.seed).to(config.device)
+    else:
+        pipe = load_pipeline(config.model, device=config.device)
     pipe.set_progress_bar_config(disable=True)
     frames = _frames(config, config.frames)
     upscale_frames(pipe, frames[:1], UpscaleOptions(steps=config.steps))  # warm-up: first-call allocations
@@ -114,9 +119,10 @@ def _rate_summary(rates: dict[int, list[float]]) -> dict[str, dict]:
     }
 
 
-def bench_processes(config: ArchiveBenchConfig, model: str | None, scratch: Path) -> dict:
+def bench_processes(config: ArchiveBenchConfig, scratch: Path) -> dict:
     """Images/s of the upscale command per process count (compute time of the slowest process), and
     each count's median per-round ratio to the first."""
+    model = _model_folder(config, scratch)
     folder = scratch / "frames"
     folder.mkdir(exist_ok=True)
     for index, frame in enumerate(_frames(config, config.process_frames)):
@@ -160,9 +166,8 @@ def bench_archive(config: ArchiveBenchConfig) -> dict:
     result: dict = {"config": asdict(config), "torch_threads": torch.get_num_threads(),
                     "load_average_before": os.getloadavg() if hasattr(os, "getloadavg") else None}
     with tempfile.TemporaryDirectory(prefix="difiisr_archive_bench_") as scratch:
-        model = _model_folder(config, Path(scratch))
         try:
-            result["batches"] = bench_batches(config, model)
+            result["batches"] = bench_batches(config)
         finally:
             torch.set_num_threads(previous_threads)
         if not config.processes:
@@ -170,7 +175,7 @@ def bench_archive(config: ArchiveBenchConfig) -> dict:
         elif config.device != "cpu" and torch.cuda.device_count() < max(config.processes):
             result["processes"] = {"skipped": f"needs {max(config.processes)} GPUs, found {torch.cuda.device_count()}"}
         else:
-            result["processes"] = bench_processes(config, model, Path(scratch))
+            result["processes"] = bench_processes(config, Path(scratch))
     result["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return result
 
@@ -200,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--no-processes", action="store_true", help="measure batch sizes only")
+    parser.add_argument("--process-frames", type=int, default=None, help="frames per process-count measurement")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--frames", type=int, default=None, help="frames per batch-size measurement")
@@ -211,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         changes.update(batch_sizes=tuple(args.batch_sizes), frames=int(np.lcm.reduce(args.batch_sizes)))
     if args.frames:
         changes["frames"] = args.frames
+    if args.process_frames:
+        changes["process_frames"] = args.process_frames
     if args.no_processes:
         changes["processes"] = ()
     config = replace(QUICK_ARCHIVE if args.quick else ArchiveBenchConfig(),
