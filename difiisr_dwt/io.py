@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
@@ -11,11 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import PIL.Image
+import PIL.ImageOps
+import PIL.ImageSequence
 
 from difiisr_dwt.errors import UsageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp", ".pgm", ".ppm")
+#: Formats whose extra frames are not pictures of their own: an MPO (a camera JPEG) carries previews.
+_FIRST_FRAME_ONLY = ("MPO",)
 
 
 class ImageReadError(UsageError):
@@ -23,20 +29,16 @@ class ImageReadError(UsageError):
 
 
 def read_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """Open and fully decode an image, keeping its mode (``L``, ``RGB``, ``I;16``...).
+    """Open and fully decode a single-frame image, upright, keeping its mode (``L``, ``RGB``, ``I;16``...).
+
+    The EXIF orientation is applied (a JPEG stored 160x128 with Orientation=6 comes back 128x160), as
+    every viewer shows it.
 
     Raises:
-        ImageReadError: missing, empty, truncated or non-image file, with the path and the reason.
+        ImageReadError: missing, empty, truncated or non-image file, or a file of several frames
+            (multi-page TIFF, animated GIF/PNG/WebP; use :func:`read_frames`), with the path and the reason.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not later inside the pipeline
-            return image.copy()
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise ImageReadError(f"{path}: not a readable image ({error})") from error
+    return _read(Path(path), None, single=True)[0]
 
 
 def read_file_list(path: str | os.PathLike) -> list[str]:
@@ -178,3 +180,64 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
         else:
             paths.append(candidate)  # missing files are reported when read
     return paths
+
+
+def read_frames(path: str | os.PathLike, data: bytes | None = None) -> list[PIL.Image.Image]:
+    """Every frame of an image file (one for most files; the pages of a TIFF, the frames of a GIF), each
+    fully decoded and upright (EXIF orientation applied), in its own mode.
+
+    Args:
+        path: the file; with ``data``, only the name used in messages.
+        data: the encoded file's bytes (e.g. a dataset row), read instead of ``path``.
+
+    Raises:
+        ImageReadError: missing, empty, truncated or non-image file, with the path and the reason.
+    """
+    return _read(Path(path), data, single=False)
+
+
+def _read(path: Path, data: bytes | None, single: bool) -> list[PIL.Image.Image]:
+    if data is None and not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        with PIL.Image.open(path if data is None else io.BytesIO(data)) as image:
+            count = 1 if image.format in _FIRST_FRAME_ONLY else getattr(image, "n_frames", 1)
+            if single and count > 1:  # counted from the headers: nothing is decoded to refuse it
+                raise ImageReadError(f"{path}: has {count} frames; only single-frame images are read here")
+            if count == 1:
+                return [_upright(image, gif=image.format == "GIF")]
+            return [_upright(frame, gif=image.format == "GIF") for frame in PIL.ImageSequence.Iterator(image)]
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise ImageReadError(f"{path}: not a readable image ({error})") from error
+
+
+def _upright(frame: PIL.Image.Image, gif: bool = False) -> PIL.Image.Image:
+    """A decoded, independent copy of ``frame`` with its EXIF orientation applied."""
+    frame.load()  # decode now: a truncated file fails here, not later inside the pipeline
+    image = PIL.ImageOps.exif_transpose(frame)  # always a copy, so the file can be closed
+    if gif and image.mode in ("P", "RGB", "RGBA"):
+        # PIL decodes a GIF's later frames as RGB(A) even when the first is a grey palette: keep grey
+        # frames ``L`` so that the frames of one file come back alike.
+        array = np.asarray(image.convert("RGB"))
+        if (array == array[:, :, :1]).all() and not (image.mode == "RGBA" and image.getextrema()[3][0] < 255):
+            image = PIL.Image.fromarray(array[:, :, 0])
+    return image
+
+
+def save_frames_atomic(frames: list[PIL.Image.Image], path: str | os.PathLike) -> None:
+    """Save one image, or several as one multi-page TIFF (each page keeps its mode, 16-bit included),
+    atomically (see :func:`write_atomic`).
+
+    Raises:
+        ValueError: several frames for a ``path`` that is not ``.tif`` / ``.tiff``.
+    """
+    if len(frames) == 1:
+        save_image_atomic(frames[0], path)
+        return
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"{path}: {len(frames)} frames can only be saved as a multi-page TIFF")
+    buffer = io.BytesIO()  # PIL's multi-page TIFF writer reads back what it wrote: not a write-only file
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from difiisr_dwt.commands import int_at_least
+
 LPIPS_BACKBONE_DIR_HELP = (
     "folder with alexnet_features.safetensors / vgg16_features.safetensors (the ImageNet backbones of LPIPS, "
     "e.g. shared/lpips), used when the torchvision cache has none (default: $DIFIISR_LPIPS_WEIGHTS)"
@@ -36,21 +38,32 @@ def add_lpips_backbone_dir(parser: argparse.ArgumentParser, *, dashes: bool = Fa
                         help=argparse.SUPPRESS)
 
 
+def _unit_interval(text: str) -> float:
+    """An argparse ``type``: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """How the pipeline samples, for ``upscale`` and ``eval``: ``--steps``, ``--noise-scale``,
     ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``. Unset values keep the pipeline's
     defaults (:func:`apply_sampling_arguments`)."""
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=int_at_least(1), default=None,
                         help="sampling steps, 1..T (default: the pipeline's, 4 for the default model)")
-    parser.add_argument("--noise-scale", "--noise_scale", type=float, default=None,
+    parser.add_argument("--noise-scale", "--noise_scale", type=_unit_interval, default=None,
                         help="fidelity-realism knob in [0, 1]: 0 = deterministic, most faithful (default); "
                         "1 = the full ResShift posterior, more invented detail")
     parser.add_argument("--no-lr-consistency", "--no_lr_consistency", dest="lr_consistency", action="store_false",
                         help="skip back-projection onto the input and flat-region detail shrinkage "
                         "(the raw model output; levels may drift)")
-    parser.add_argument("--tile", type=int, default=None,
+    parser.add_argument("--tile", type=int_at_least(1), default=None,
                         help="UNet tile size in LR pixels (default: none; tiles share GroupNorm statistics)")
-    parser.add_argument("--tile-overlap", "--tile_overlap", type=int, default=16,
+    parser.add_argument("--tile-overlap", "--tile_overlap", type=int_at_least(0), default=16,
                         help="overlap of UNet tiles in LR pixels (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
 

@@ -44,3 +44,13 @@ def train_main():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+@pytest.fixture(scope="session")
+def saved_test_model(tmp_path_factory) -> Path:
+    """A ``test``-preset pipeline saved to a folder (random weights; loads in about a second)."""
+    from difiisr_dwt.presets import build_pipeline
+
+    folder = tmp_path_factory.mktemp("test_model")
+    build_pipeline("test", seed=0).save_pretrained(folder)
+    return folder

@@ -14,12 +14,8 @@ from difiisr_dwt.io import ImageReadError, read_image, save_image_atomic
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from difiisr_dwt.presets import build_pipeline
-
-    folder = tmp_path_factory.mktemp("model")
-    build_pipeline("test").save_pretrained(folder)
-    return folder
+def model_dir(saved_test_model):
+    return saved_test_model
 
 
 @pytest.fixture
@@ -39,8 +35,10 @@ def test_upscale_folder_skips_bad_file_and_fails_overall(model_dir, inputs, tmp_
     code = main(["upscale", str(inputs), "-o", str(out), "--model", str(model_dir), "--steps", "2", "--device", "cpu"])
     captured = capsys.readouterr()
     assert code == 1
-    assert "broken.png" in captured.err and "not a readable image" in captured.err
-    assert "3 of 4 images written" in captured.out
+    error_lines = [line for line in captured.err.splitlines() if "broken.png" in line]
+    assert len(error_lines) == 1 and error_lines[0].count("broken.png") == 1  # one line, the path once
+    assert error_lines[0].startswith("error: ") and "not a readable image" in error_lines[0]
+    assert "3 written, 0 skipped, 1 failed" in captured.out
     gray, color, raw = (read_image(out / name) for name in ("gray_x4.png", "color_x4.png", "raw16_x4.tif"))
     assert (gray.mode, gray.size) == ("L", (64, 48))
     assert (color.mode, color.size) == ("RGB", (32, 40))
@@ -66,7 +64,7 @@ def test_upscale_all_good_exits_zero_and_skips_existing(model_dir, inputs, tmp_p
     first = (out / "gray_x4.png").read_bytes()
     assert main([*args, "--seed", "5"]) == 0  # existing output kept without --overwrite
     assert (out / "gray_x4.png").read_bytes() == first
-    assert "exists" in capsys.readouterr().out
+    assert "1 skipped (outputs exist" in capsys.readouterr().out
     assert main([*args, "--seed", "5", "--overwrite"]) == 0
     assert (out / "gray_x4.png").read_bytes() != first
 

@@ -1,71 +1,58 @@
-"""``difiisr-dwt upscale INPUT... -o OUTDIR``: x4 super-resolve image files, folders or globs."""
+"""``difiisr-dwt upscale INPUT... -o OUTDIR``: x4 super-resolve image files, folders, globs or a dataset.
+
+The work is done by :func:`difiisr_dwt.archive.run_archive`; under ``accelerate launch`` every process
+takes a share of the inputs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from difiisr_dwt.errors import PartialFailure
+from difiisr_dwt.loading import add_model_arguments
+from difiisr_dwt.options import add_sampling_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "upscale",
-        help="x4 super-resolve images (files, folders or globs)",
-        description="x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit. "
-        "A file that cannot be read or processed is reported and skipped; the exit status is 1 if any failed.",
+        help="x4 super-resolve images (files, folders, globs or a dataset)",
+        description="x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame "
+        "of a multi-page TIFF or GIF is kept (a multi-page TIFF out). A rerun skips outputs that exist. A file that "
+        "cannot be read or processed is reported and skipped; the exit status is 1 if any failed. "
+        "Run under `accelerate launch --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs "
+        "between N processes (GPUs, or CPU processes with ACCELERATE_USE_CPU=1).",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output_dir", "--output-dir", required=True, type=Path, help="folder for results")
-    parser.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: the embedded model)")
-    parser.add_argument("--steps", type=int, default=15, help="sampling steps, 1..T (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--tile", type=int, default=None, help="diffusion tile size in LR pixels (default: none)")
-    parser.add_argument("--tile-overlap", type=int, default=16, help="overlap of diffusion tiles in LR pixels")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=1,
+                        help="same-size frames per pipeline call (default 1); results do not depend on it")
     parser.add_argument("--suffix", default="_x4", help="appended to each output's file stem (default _x4)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist instead of skipping them")
+    parser.add_argument("--manifest", type=Path, default=None, metavar="OUT.json",
+                        help="write a JSON manifest: input, output, size, seconds, status, error per input")
+    data = parser.add_argument_group("dataset input (instead of INPUT)")
+    data.add_argument("--dataset_name", "--dataset-name", default=None,
+                      help="Hub dataset id, or a local image folder (read as `imagefolder`)")
+    data.add_argument("--dataset_config", "--dataset-config", default=None, help="dataset configuration name")
+    data.add_argument("--dataset_split", "--dataset-split", default="train", help="split (default train)")
+    data.add_argument("--image_column", "--image-column", default=None,
+                      help="image column (default: the first image column)")
+    data.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it first")
     parser.set_defaults(func=run)
     return parser
 
 
-def output_path(path: Path, output_dir: Path, suffix: str) -> Path:
-    # PNG keeps 16-bit grayscale and is lossless; TIFF inputs stay TIFF.
-    ext = ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
-    return output_dir / f"{path.stem}{suffix}{ext}"
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from accelerate import PartialState
 
-    from difiisr_dwt.io import ImageReadError, collect_inputs, read_image, save_image_atomic
-    from difiisr_dwt.loading import load_pipeline
+    from difiisr_dwt.archive import run_archive
 
-    paths = collect_inputs(args.inputs)
-    if not paths:
-        print("error: no input images found", file=sys.stderr)
-        return 2
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
-    pipe.set_progress_bar_config(disable=True)  # one bar over files, not one per image
-    failures = 0
-    for path in tqdm(paths, desc="upscale", unit="img"):
-        target = output_path(path, args.output_dir, args.suffix)
-        if target.exists() and not args.overwrite:
-            tqdm.write(f"skip {path}: {target} exists (use --overwrite)")
-            continue
-        try:
-            image = read_image(path)
-            generator = torch.Generator("cpu").manual_seed(args.seed)
-            result = pipe(
-                image, num_inference_steps=args.steps, generator=generator, tile_size=args.tile,
-                tile_overlap=args.tile_overlap,
-            ).images[0]
-            save_image_atomic(result, target)
-        except (ImageReadError, ValueError, OSError) as error:
-            failures += 1
-            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
-    done = len(paths) - failures
-    print(f"{done} of {len(paths)} images written to {args.output_dir}" + (f", {failures} failed" if failures else ""))
-    return 1 if failures else 0
+    counts = run_archive(args)
+    if counts["failed"]:
+        # the main process names the count; the others only set the exit status
+        raise PartialFailure(f"{counts['failed']} input(s) failed" if PartialState().is_main_process else "")
+    return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
@@ -36,10 +37,11 @@ def open_upload(path: str | os.PathLike | None, max_pixels: int) -> PIL.Image.Im
     """Open an uploaded PNG / JPEG / TIFF, checking its size *before* decoding the pixels.
 
     Returns:
-        The decoded image in its own mode (``L``, ``RGB``, ``I;16``...).
+        The decoded image in its own mode (``L``, ``RGB``, ``I;16``...), its EXIF orientation applied.
 
     Raises:
-        UploadError: no file, an unsupported suffix, an unreadable file, or more than ``max_pixels``.
+        UploadError: no file, an unsupported suffix, an unreadable file, several frames (with the count),
+            or more than ``max_pixels``.
     """
     if path is None:
         raise UploadError("Upload an image first (PNG, JPEG or TIFF; 8- or 16-bit; grayscale or RGB).")
@@ -54,8 +56,14 @@ def open_upload(path: str | os.PathLike | None, max_pixels: int) -> PIL.Image.Im
                     f"{name} is {width}x{height} = {width * height:,} pixels; this demo accepts at most "
                     f"{max_pixels:,} input pixels. Crop or downscale the image and try again."
                 )
+            frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1  # MPO: a JPEG + previews
+            if frames > 1:
+                raise UploadError(
+                    f"{name} has {frames} frames (pages); this demo upscales one image. Upload a single frame, or "
+                    "use `difiisr-dwt upscale`, which keeps every frame."
+                )
             image.load()  # decode now, so that a truncated file fails here with its name
-            return image.copy()
+            return PIL.ImageOps.exif_transpose(image)  # upright, as viewers show it (a copy)
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
         if isinstance(error, UploadError):
             raise
