@@ -272,12 +272,12 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int) -> torch.T
         iterations (`int`): rounds; 0 returns ``sr``.
 
     Returns:
-        `torch.Tensor` like ``sr`` (float32, not clamped).
+        A new `torch.Tensor` like ``sr`` (float32, not clamped).
     """
-    sr = sr.float()
+    out = sr.float().clone()  # the caller's tensor is kept
     for _ in range(iterations):
-        sr += bicubic_resize(lr - bicubic_resize(sr, tuple(lr.shape[-2:])), tuple(sr.shape[-2:]))
-    return sr
+        out += bicubic_resize(lr - bicubic_resize(out, tuple(lr.shape[-2:])), tuple(out.shape[-2:]))
+    return out
 
 
 def shrink_flat_detail(sr: torch.Tensor, lr: torch.Tensor, noise_level: float) -> torch.Tensor:
@@ -466,7 +466,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             of ``__call__``'s ``quantize``).
 
     Memory features (state, as diffusers' ``enable_vae_tiling``): :meth:`enable_decode_tiling`
-    (on by default for latents larger than 128 x 128; whole-image decoding below) and
+    (on by default for latents larger than 160 x 160 LR pixels; whole-image decoding below) and
     :meth:`enable_unet_tiling` (off by default). Both share GroupNorm statistics across tiles, so
     tiling moves no grey level.
     """
@@ -501,7 +501,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         self.register_modules(dwt_encoder=dwt_encoder, unet=unet, vqvae=vqvae, scheduler=scheduler)
         self.register_to_config(quantize_decode=quantize_decode)
         self.image_processor = IRImageProcessor(scale_factor=dwt_encoder.downsample_factor)
-        self.decode_tiling: TilingConfig | None = TilingConfig(128, 16)
+        self.decode_tiling: TilingConfig | None = TilingConfig(160, 16)
         self.unet_tiling: TilingConfig | None = None
 
     @property
@@ -523,7 +523,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         return self._noise_scale
 
     # ------------------------------------------------------------------ memory features
-    def enable_decode_tiling(self, tile_size: int = 128, tile_overlap: int = 16) -> None:
+    def enable_decode_tiling(self, tile_size: int = 160, tile_overlap: int = 16) -> None:
         """Decode latents larger than ``tile_size`` (latent = LR pixels) in overlapping tiles that share
         their GroupNorm statistics (two passes over the tiles); smaller ones decode whole.
 
@@ -770,12 +770,15 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 vq_latents = self.denoise(
                     lr_condition, timesteps, group_generator, callback_on_step_end, tensor_inputs
                 )
-                # 6. Decode, crop the padding, back-project onto the input
+                # 6. Decode and crop the padding; the model's output is grey, so keep its luma (a third of
+                # the memory for what follows) and make it agree with the input's luma
                 sr = self.decode_vq_latents(vq_latents, quantize)
                 sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor]
+                sr = sr.mean(dim=1, keepdim=True)
                 if lr_consistency:
-                    sr = shrink_flat_detail(sr, lr, self.detail_noise_level / 127.5)
-                    sr = back_project(sr, lr.float(), self.back_projection_iterations)
+                    lr_luma = lr.float().mean(dim=1, keepdim=True)
+                    sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
+                    sr = back_project(sr, lr_luma, self.back_projection_iterations)
                 for i, out in zip(indices, sr.clamp_(-1, 1)):
                     results[i] = out.cpu()
             self.maybe_free_model_hooks()

@@ -55,7 +55,10 @@ class ReleaseInfo:
     eval_note: str | None = None  # replaces the default protocol sentence
     limitations: list[str] = dataclasses.field(default_factory=list)  # added to the default ones
     extra: str | None = None  # a markdown section appended before the citations
-    eval: dict[str, str] = dataclasses.field(default_factory=dict)  # label -> eval JSON path
+    # label -> eval JSON path, or a list of them whose methods are merged (e.g. the model's and a baseline's)
+    eval: dict[str, str | list[str]] = dataclasses.field(default_factory=dict)
+    method_names: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {"sr": "Real-ESRGAN x4plus"}
+    images: list[str] = dataclasses.field(default_factory=list)  # files copied into the release (plots)
 
     @classmethod
     def from_json(cls, path: str | Path) -> ReleaseInfo:
@@ -70,18 +73,26 @@ class ReleaseInfo:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ModelCardError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-        for key in ("datasets", "tags", "train_commands", "limitations"):
+        for key in ("datasets", "tags", "train_commands", "limitations", "images"):
             if key in data and not (isinstance(data[key], list) and all(isinstance(v, str) for v in data[key])):
                 raise ModelCardError(f"{path}: {key!r} must be a list of strings")
         if "eval" in data:
             if not isinstance(data["eval"], dict):
                 raise ModelCardError(f"{path}: 'eval' must map a label to an eval --json file")
-            data["eval"] = {label: str(path.parent / file) for label, file in data["eval"].items()}
+            data["eval"] = {
+                label: [str(path.parent / f) for f in files] if isinstance(files, list) else str(path.parent / files)
+                for label, files in data["eval"].items()
+            }
+        if "images" in data:
+            data["images"] = [str(path.parent / file) for file in data["images"]]
         return cls(**data)
 
 
-def load_eval_json(path: str | Path) -> dict[str, dict]:
+def load_eval_json(path: str | Path | list[str | Path]) -> dict[str, dict]:
     """The ``{method: {"mean": {metric: value}, "images": ...}}`` objects of an ``eval --json`` file.
+
+    A list of files merges their methods, the first file's kept where two have the same method (the
+    model's run and a baseline's ``--sr`` run of the same images give one table).
 
     Metrics left out of the evaluation (``eval --metrics``) become empty cells; ``null`` means (PSNR of
     identical images) are shown as not finite.
@@ -89,6 +100,12 @@ def load_eval_json(path: str | Path) -> dict[str, dict]:
     Raises:
         ModelCardError: unreadable file, no known method, a method without ``mean``, or no known metric.
     """
+    if isinstance(path, (list, tuple)):
+        merged: dict[str, dict] = {}
+        for file in path:
+            for method, result in load_eval_json(file).items():
+                merged.setdefault(method, result)
+        return {key: merged[key] for key in METHODS if key in merged}
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -115,8 +132,10 @@ def _cell(value, fmt: str, sign: bool = False) -> str:
     return ("+" if sign and value >= 0 else "") + fmt.format(value)
 
 
-def metrics_table(methods: dict[str, dict]) -> str:
-    """A markdown table, one row per method, plus the difference to bicubic when both are there."""
+def metrics_table(methods: dict[str, dict], names: dict[str, str] | None = None) -> str:
+    """A markdown table, one row per method (row labels from ``names``, else :data:`METHODS`), plus
+    the difference to bicubic when both are there."""
+    names = {**METHODS, **(names or {})}
     columns = [key for key in METRICS if any(key in result["mean"] for result in methods.values())]
     header = "| method | " + " | ".join(METRICS[key][0] for key in columns) + " | images |"
     lines = [header, "|---" * (len(columns) + 2) + "|"]
@@ -124,7 +143,7 @@ def metrics_table(methods: dict[str, dict]) -> str:
         cells = [_cell(result["mean"].get(key), METRICS[key][1]) for key in columns]
         images = result.get("images")
         count = str(len(images)) if isinstance(images, (list, dict)) else "–"
-        lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {count} |")
+        lines.append(f"| {names[method]} | " + " | ".join(cells) + f" | {count} |")
     ours = next((m for m in ("model", "sr") if m in methods), None)
     if ours and "bicubic" in methods:
         cells = []
@@ -287,7 +306,7 @@ def _evaluation(evaluations: dict[str, dict], info: ReleaseInfo) -> str:
     if not evaluations:
         lines += ["", "No evaluation was recorded for this release."]
     for label, methods in evaluations.items():
-        lines += ["", f"### {label}", "", metrics_table(methods)]
+        lines += ["", f"### {label}", "", metrics_table(methods, info.method_names)]
     if info.cpu_time:
         lines += ["", f"Speed: {info.cpu_time.strip()}"]
     return "\n".join(lines)

@@ -221,6 +221,8 @@ def export_release(
             _copy_code_files(tmp)
             _check_weights(tmp, half, variant=variant)
         card.save(tmp / "README.md")
+        for image in info.images:  # figures the card shows (e.g. a plot), beside README.md
+            shutil.copyfile(image, tmp / Path(image).name)
         problems = check_release(tmp)
         if problems:
             raise ReleaseError("the export does not match the sources:\n  " + "\n  ".join(problems))

@@ -147,3 +147,10 @@ def test_grey_palette_stays_grey_and_colour_palette_stays_colour(tiny_pipeline):
     assert run(tiny_pipeline, grey, num_inference_steps=1)[0].mode == "L"
     colour = PIL.Image.fromarray(np.stack([smooth_image(8, 8), smooth_image(8, 8, 1), smooth_image(8, 8, 2)], 2))
     assert run(tiny_pipeline, colour.convert("P"), num_inference_steps=1)[0].mode == "RGB"
+
+
+def test_back_projection_keeps_its_input():
+    lr, sr = torch.zeros(1, 1, 4, 4), torch.rand(1, 1, 16, 16)
+    before = sr.clone()
+    back_project(sr, lr, 3)
+    assert torch.equal(sr, before)

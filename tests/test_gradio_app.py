@@ -126,10 +126,10 @@ def client(server, tmp_path_factory):
     return Client(server, download_files=str(tmp_path_factory.mktemp("gradio_downloads")), verbose=False)
 
 
-def predict(client, path: Path, steps=3, seed=0, tile_size=0, palette="Grayscale (white hot)"):
+def predict(client, path: Path, steps=3, seed=0, tile_size=0, palette="Grayscale (white hot)", noise_scale=0.0):
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)), steps, seed, tile_size, palette, api_name="/upscale")
+    return client.predict(handle_file(str(path)), steps, seed, tile_size, noise_scale, palette, api_name="/upscale")
 
 
 # ---------------------------------------------------------------- in-process

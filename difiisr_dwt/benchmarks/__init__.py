@@ -48,7 +48,7 @@ class BenchConfig:
     tiling_steps: int = 15
     tile_size: int = 64
     tile_overlap: int = 16
-    decode_tile_size: int = 128
+    decode_tile_size: int = 160  # the pipeline default (enable_decode_tiling)
     decode_tile_overlap: int = 16
     tiling_isolate: bool = True  # one fresh process per size
     # train: the diffusion stage of train_accelerate.py, fresh VQ and DWT-encoder folders unless train_args name some

@@ -39,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       "(model_id, title, summary, datasets, tags, base_model, code_url, training_data, "
                       "train_commands, steps_note, cpu_time, eval_note, limitations, extra, eval)")
     card.add_argument("--eval-json", action="append", default=[], metavar="[LABEL=]FILE",
-                      help="an `eval --json` file for the metrics table, repeatable (e.g. 'RoadScene val=val.json')")
+                      help="an `eval --json` file for the metrics table, repeatable (e.g. 'RoadScene val=val.json'); "
+                      "several comma-separated files make one table (a baseline's `eval --sr` run beside the model's)")
     card.add_argument("--train-command", action="append", default=[], metavar="CMD",
                       help="a command that trained the model, repeatable, shown verbatim")
     card.add_argument("--steps-note", default=None, help="training steps / wall time note")
@@ -102,7 +103,7 @@ def _release_info(args: argparse.Namespace):
     for item in args.eval_json:
         label, sep, file = item.partition("=")
         label, file = (label, file) if sep else (Path(item).stem, item)
-        sources[label] = file
+        sources[label] = file.split(",") if "," in file else file
     return info, {label: load_eval_json(file) for label, file in sources.items()}
 
 

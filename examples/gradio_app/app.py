@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import inspect
 import logging
 import os
 import sys
@@ -106,8 +107,14 @@ def _checked_int(value, name: str, low: int, high: int) -> int:
     return int(number)
 
 
+def call_default(pipe, name: str):
+    """The default of ``pipe.__call__``'s argument ``name`` (the sliders start where the pipeline does)."""
+    return inspect.signature(pipe.__call__).parameters[name].default
+
+
 def upscale_file(
-    pipe, path: str, steps: int, seed: int, tile_size: int, max_pixels: int = MAX_INPUT_PIXELS, on_step=None
+    pipe, path: str, steps: int, seed: int, tile_size: int, max_pixels: int = MAX_INPUT_PIXELS, on_step=None,
+    noise_scale: float | None = None,
 ) -> Upscaled:
     """Upscale one uploaded file x4.
 
@@ -119,6 +126,7 @@ def upscale_file(
         tile_size: LR pixels per diffusion tile, 0 for the whole image at once.
         max_pixels: largest accepted input (width x height).
         on_step: ``fn(done, total)`` after every sampling step (progress).
+        noise_scale: the fidelity-realism knob in [0, 1] (0: most faithful); ``None``: the pipeline's default.
 
     Raises:
         UploadError: a bad upload or setting. ``ValueError`` from the pipeline: an input it rejects.
@@ -126,7 +134,15 @@ def upscale_file(
     steps = _checked_int(steps, "Steps", 1, pipe.scheduler.config.num_train_timesteps)
     seed = _checked_int(seed, "Seed", 0, 2**32 - 1)
     tile_size = _checked_int(tile_size, "Tile size", 0, 4096)
+    if noise_scale is None:
+        noise_scale = call_default(pipe, "noise_scale")
+    if not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale <= 1:
+        raise UploadError(f"Detail (noise scale) must lie in [0, 1], got {noise_scale!r}.")
     image = open_upload(path, max_pixels)
+    if tile_size:  # one request at a time (concurrency_limit=1): the tiling state is this call's
+        pipe.enable_unet_tiling(tile_size=tile_size, tile_overlap=min(16, tile_size // 4))
+    else:
+        pipe.disable_unet_tiling()
 
     def callback(pipeline, i, t, callback_kwargs):
         if on_step is not None:
@@ -137,9 +153,8 @@ def upscale_file(
     output = pipe(
         image,
         num_inference_steps=steps,
+        noise_scale=float(noise_scale),
         generator=torch.Generator("cpu").manual_seed(seed),  # CPU generator: the same noise on any device
-        tile_size=tile_size or None,
-        tile_overlap=min(16, tile_size // 4),  # the pipeline's default, kept below small tiles
         callback_on_step_end=callback,
     )
     seconds = time.perf_counter() - start
@@ -147,7 +162,8 @@ def upscale_file(
     bicubic = bicubic_x4(to_unit(image, value_range), pipe.upscale_factor)
     info = (
         f"{Path(path).name}: {image.width}x{image.height} {bit_depth(image)}-bit {image.mode} -> "
-        f"{result.width}x{result.height} {bit_depth(result)}-bit {result.mode}; {steps} steps, seed {seed}, "
+        f"{result.width}x{result.height} {bit_depth(result)}-bit {result.mode}; {steps} steps, detail {noise_scale:g}, "
+        f"seed {seed}, "
         f"{seconds:.1f} s on {pipe.device.type}"
     )
     return Upscaled(result, quantize(to_unit(result, value_range)), quantize(bicubic), info)
@@ -181,12 +197,13 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
     max_steps = pipe.scheduler.config.num_train_timesteps
     examples, attribution = find_examples()
 
-    def run(path, steps, seed, tile_size, palette, progress=gr.Progress()):
+    def run(path, steps, seed, tile_size, noise_scale, palette, progress=gr.Progress()):
         try:
             progress(0, desc="Sampling")
             out = upscale_file(
                 pipe, path, steps, seed, tile_size, max_pixels,
                 on_step=lambda done, total: progress((done, total), desc="Sampling", unit="steps"),
+                noise_scale=noise_scale,
             )
             download = save_result(out.result, Path(path).name, output_root)
             pair = (colorize(out.bicubic_u8, palette), colorize(out.result_u8, palette))
@@ -214,8 +231,11 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
             with gr.Column(scale=1):
                 upload = gr.File(label="Infrared image", file_types=list(UPLOAD_SUFFIXES),
                                  elem_id="upload")
-                steps = gr.Slider(1, max_steps, value=min(15, max_steps), step=1, label="Sampling steps",
-                                  elem_id="steps")
+                steps = gr.Slider(1, max_steps, value=call_default(pipe, "num_inference_steps"), step=1,
+                                  label="Sampling steps", elem_id="steps")
+                noise_scale = gr.Slider(0, 1, value=call_default(pipe, "noise_scale"), step=0.1,
+                                        label="Detail (0 = most faithful, 1 = most invented detail)",
+                                        elem_id="noise_scale")
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
                 tile_size = gr.Slider(0, 512, value=0, step=32, label="Tile size (LR pixels; 0 = whole image)")
                 palette = gr.Dropdown(list(PALETTES), value=PALETTES[0], label="Display palette (display only)",
@@ -232,7 +252,7 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
                 download = gr.File(label="Full-resolution result (input bit depth)", interactive=False,
                                    elem_id="download")
                 info = gr.Markdown(elem_id="info")
-        button.click(run, [upload, steps, seed, tile_size, palette], [slider, download, info, shown],
+        button.click(run, [upload, steps, seed, tile_size, noise_scale, palette], [slider, download, info, shown],
                      api_name="upscale", concurrency_limit=1)
         palette.change(recolor, [shown, palette], slider, api_visibility="private", show_progress="hidden")
     return demo
