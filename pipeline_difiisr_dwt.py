@@ -478,7 +478,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     back_projection_iterations = 10
     #: input noise level (8-bit grey levels) below which ``lr_consistency=True`` keeps no invented
     #: detail (:func:`shrink_flat_detail`).
-    detail_noise_level = 2.0
+    detail_noise_level = 1.0
 
     def __init__(self, dwt_encoder, unet: UNet2DModel, vqvae: VQModel, scheduler, quantize_decode: bool = True):
         super().__init__()
@@ -696,7 +696,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     def __call__(
         self,
         image: PipelineImageInput,
-        num_inference_steps: int = 4,
+        num_inference_steps: int = 3,
         noise_scale: float = 0.0,
         lr_consistency: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,

@@ -8,8 +8,8 @@ import sys
 
 from difiisr_dwt.errors import ArgumentParser, report_errors
 
-# subcommand -> (module, one-line help); each module defines ``add_parser(subparsers)`` that sets
-# ``func``. Only the chosen subcommand's module is imported, so start-up stays fast.
+# subcommand -> (module, one-line help); each module defines ``DESCRIPTION``, ``add_arguments(parser)`` and
+# ``run(args)``. Only the chosen subcommand's module is imported, so start-up stays fast.
 COMMANDS = {
     "upscale": ("difiisr_dwt.commands.upscale", "x4 super-resolve images (files, folders or globs)"),
     "eval": ("difiisr_dwt.commands.evaluate", "PSNR_Y / SSIM_Y / LPIPS of SR results or of a model, with bicubic"),
@@ -24,7 +24,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if name == command:
-            importlib.import_module(module).add_parser(subparsers)
+            chosen = importlib.import_module(module)
+            sub = subparsers.add_parser(name, help=help_text, description=chosen.DESCRIPTION)
+            chosen.add_arguments(sub)
+            sub.set_defaults(func=chosen.run)
         else:
             subparsers.add_parser(name, help=help_text, add_help=False)
     return parser

@@ -260,7 +260,8 @@ def image_metrics(
 
 
 def fidelity_metrics(sr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
-    """How far an x4 output strays from its input, on the BasicSR Y channel, in 8-bit grey levels.
+    """How far an x4 output strays from its input, in the image's own grey levels (full-range BT.601
+    luma, which is the grey level itself for grey images; not the BasicSR Y of PSNR, whose scale is 0.86).
 
     ``lr_error``: mean ``|bicubic_down(SR) - LR|`` (PIL bicubic /4, the protocol's degradation);
     ``mean_shift``: ``|mean(SR) - mean(bicubic_up(LR))|``, a global level drift.
@@ -268,14 +269,14 @@ def fidelity_metrics(sr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
     Args:
         sr: `(H, W, 3)` uint8; lr: `(H/4, W/4, 3)` uint8.
     """
-    from difiisr_dwt.metrics import rgb_to_y
+    def luma(image: np.ndarray) -> np.ndarray:
+        return image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
     down = np.asarray(bicubic_down(PIL.Image.fromarray(sr)))
     up = np.asarray(bicubic_up(PIL.Image.fromarray(lr)))
-    lr_y = rgb_to_y(lr)
     return {
-        "lr_error": float(np.abs(rgb_to_y(down) - lr_y).mean()),
-        "mean_shift": float(abs(rgb_to_y(sr).mean() - rgb_to_y(up).mean())),
+        "lr_error": float(np.abs(luma(down) - luma(lr)).mean()),
+        "mean_shift": float(abs(luma(sr).mean() - luma(up).mean())),
     }
 
 

@@ -209,10 +209,10 @@ def render_model_card(pipe, folder: str | Path, info: ReleaseInfo, evaluations: 
     parts = [f"---\n{data.to_yaml()}\n---", f"# {title}"]
     parts.append(
         "x4 super-resolution of infrared (thermal) images with a diffusers pipeline: ResShift-style residual "
-        f"shifting ({steps} steps) whose diffusion state lives in the wavelet space of a parameter-free 2-level "
-        "Haar DWT encoder. The UNet predicts the clean VQ-f4 latent, a small adapter carries it back into "
-        "wavelet space for the sampler, and a VQ-f4 decoder turns the last prediction into pixels. Grayscale "
-        "in gives grayscale out; 16-bit in gives 16-bit out."
+        f"shifting (trained on {steps} steps) whose diffusion state lives in the wavelet space of a "
+        "parameter-free 2-level Haar DWT encoder. The UNet predicts the clean VQ-f4 latent, a small adapter "
+        "carries it back into wavelet space for the sampler, and a VQ-f4 decoder turns the last prediction into "
+        "pixels. Grayscale in gives grayscale out; 16-bit in gives 16-bit out."
     )
     if info.summary:
         parts.append(info.summary)
@@ -241,14 +241,17 @@ def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None) ->
         "",
         f'pipe = DiffusionPipeline.from_pretrained("{model_id}", trust_remote_code=True)',
         'lr = Image.open("thermal.png")  # L, RGB or I;16',
-        f"sr = pipe(lr, num_inference_steps={steps}, generator=torch.Generator().manual_seed(0)).images[0]",
+        "sr = pipe(lr, generator=torch.Generator().manual_seed(0)).images[0]  # the default call",
         'sr.save("thermal_x4.png")',
         "```",
         "",
-        "`trust_remote_code=True` is required: the pipeline (`pipeline_difiisr_dwt.py`), the DWT encoder "
-        "(`dwt_encoder/modeling_dwt_encoder.py`) and the scheduler (`scheduler/scheduler_resshift.py`) are "
-        "code files of this repository; read them before running them. Fewer steps are faster "
-        f"(`num_inference_steps` from 1 to {steps}); `tile_size=128` bounds memory on large images.",
+        "`trust_remote_code=True` runs the code files of this repository: the pipeline (`pipeline_difiisr_dwt.py`), "
+        "the DWT encoder (`dwt_encoder/modeling_dwt_encoder.py`) and the scheduler "
+        "(`scheduler/scheduler_resshift.py`); read them first, or install `difiisr-dwt` and load with "
+        f'`difiisr_dwt.loading.load_pipeline("{model_id}")`, which uses the installed classes and runs no code '
+        f"from the model. `num_inference_steps` goes from 1 to {steps}; `noise_scale` (0 to 1) draws more of the "
+        "posterior's noise; `lr_consistency=True` (default) back-projects the output onto its input; "
+        "`pipe.enable_unet_tiling(64)` bounds memory on large images (tiles share GroupNorm statistics).",
     ]
     if variant:
         lines += [
@@ -267,7 +270,7 @@ def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None) ->
         "```bash",
         install,
         f"difiisr-dwt upscale thermal.png -o out/ --model {model_id}",
-        f"difiisr-dwt eval --hr HR_DIR --lr LR_DIR --model {model_id} --steps {steps} --json eval.json",
+        f"difiisr-dwt eval --hr HR_DIR --lr LR_DIR --model {model_id} --json eval.json",
         "```",
         "",
         "### Train or fine-tune with accelerate",

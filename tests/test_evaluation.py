@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 
 from difiisr_dwt import evaluation, model_card
-from difiisr_dwt.commands import evaluate as eval_command
+from difiisr_dwt.cli import build_parser
 from difiisr_dwt.evaluation import METRICS, MetricSettings, image_grid, image_metrics, save_grid
 from difiisr_dwt.metrics import lpips_distance, psnr_y, ssim_y
 
@@ -81,9 +81,7 @@ def test_validation_measures_through_the_eval_path(shared_dir, lpips_weights, tm
 
 
 def _eval_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    eval_command.add_parser(parser.add_subparsers())
-    return parser.parse_args(["eval", "--hr", "HR", *argv])
+    return build_parser("eval").parse_args(["eval", "--hr", "HR", *argv])
 
 
 @pytest.mark.parametrize("flag", ["--lpips_backbone_dir", "--lpips-backbone-dir"])
@@ -128,3 +126,17 @@ def test_file_lists_are_read_by_one_parser(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {listing}: the file list is empty.\n"
     with pytest.raises(ValueError, match="the file list is empty"):
         list_image_files(tmp_path, listing)
+
+
+def test_fidelity_metrics_measure_input_agreement_and_level_drift():
+    from difiisr_dwt.evaluation import bicubic_down, bicubic_up, fidelity_metrics
+
+    rng = np.random.default_rng(0)
+    small = PIL.Image.fromarray(rng.integers(60, 200, (4, 5), dtype=np.uint8))  # smooth at LR too
+    hr = np.asarray(small.resize((80, 64)).convert("RGB"))
+    lr = np.asarray(bicubic_down(PIL.Image.fromarray(hr)))
+    up = np.asarray(bicubic_up(PIL.Image.fromarray(lr)))
+    faithful = fidelity_metrics(up, lr)
+    assert faithful["mean_shift"] < 0.05 and faithful["lr_error"] < 1.0
+    shifted = fidelity_metrics(np.clip(up.astype(int) + 5, 0, 255).astype(np.uint8), lr)
+    assert abs(shifted["mean_shift"] - 5.0) < 0.1 and shifted["lr_error"] > 4.0

@@ -3,13 +3,12 @@ to end and report what they should where the answer is known on a CPU."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
 import pytest
 
-from difiisr_dwt.commands import bench
+from difiisr_dwt.cli import build_parser
 from difiisr_dwt.presets import build_pipeline
 
 
@@ -17,9 +16,7 @@ from difiisr_dwt.presets import build_pipeline
 def records(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu_check")
     build_pipeline("test", seed=0).save_pretrained(root / "pipeline")
-    parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["bench", "--quick", "--section", "gpu", "--model", str(root / "pipeline"),
+    args = build_parser("bench").parse_args(["bench", "--quick", "--section", "gpu", "--model", str(root / "pipeline"),
                               "--device", "cpu", "--json", str(root / "gpu.json")])
     assert args.func(args) == 0
     section = json.loads((root / "gpu.json").read_text())["gpu"]

@@ -23,19 +23,17 @@ from difiisr_dwt.commands import int_at_least
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import write_text_atomic
 
+DESCRIPTION = (
+    "Benchmarks, all in this process (tiling: one child process per size). With random weights: "
+    "DWT vs VQ-f4 encoder; this pipeline vs the same pipeline started from the VQ encoder and "
+    "diffusers' LDMSuperResolutionPipeline; tiled time and peak memory vs output size. On request: "
+    "samples/s of the diffusion training stage (train), and a trained pipeline's accelerator path "
+    "(gpu: determinism, CPU/device agreement, half precision, offload, speed)."
+)
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="time the DWT encoder, the pipeline and tiling against VQ-encoder baselines; training; GPU path",
-        description=(
-            "Benchmarks, all in this process (tiling: one child process per size). With random weights: "
-            "DWT vs VQ-f4 encoder; this pipeline vs the same pipeline started from the VQ encoder and "
-            "diffusers' LDMSuperResolutionPipeline; tiled time and peak memory vs output size. On request: "
-            "samples/s of the diffusion training stage (train), and a trained pipeline's accelerator path "
-            "(gpu: determinism, CPU/device agreement, half precision, offload, speed)."
-        ),
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``difiisr-dwt bench`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny models and sizes (a smoke test, seconds)")
     parser.add_argument(
@@ -62,7 +60,6 @@ def add_parser(subparsers) -> None:
     gpu = parser.add_argument_group("gpu section")
     gpu.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: the embedded model)")
     gpu.add_argument("--device", default="cuda", help="device of the accelerator checks (default cuda)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

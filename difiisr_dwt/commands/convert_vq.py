@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = (
+    "Convert an original VQ autoencoder checkpoint (ResShift's autoencoder_vq_f4.pth, an LDM "
+    "first-stage .ckpt, or a full LDM .ckpt whose autoencoder is under first_stage_model.; "
+    ".pth, .ckpt or .safetensors, with or without a state_dict wrapper) into a diffusers VQModel "
+    "folder, usable as --vqvae_model_name_or_path in training. Pickles are read with "
+    "torch.load(weights_only=True); any tensor without a place in the model, or any model tensor "
+    "without a source, is an error."
+)
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "convert-vq",
-        help="convert an LDM / ResShift / DifIISR VQ-f4 checkpoint into a diffusers VQModel folder",
-        description=(
-            "Convert an original VQ autoencoder checkpoint (ResShift's autoencoder_vq_f4.pth, an LDM "
-            "first-stage .ckpt, or a full LDM .ckpt whose autoencoder is under first_stage_model.; "
-            ".pth, .ckpt or .safetensors, with or without a state_dict wrapper) into a diffusers VQModel "
-            "folder, usable as --vqvae_model_name_or_path in training. Pickles are read with "
-            "torch.load(weights_only=True); any tensor without a place in the model, or any model tensor "
-            "without a source, is an error."
-        ),
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``difiisr-dwt convert-vq`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
     parser.add_argument("checkpoint", help="the original checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (config.json + safetensors weights)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

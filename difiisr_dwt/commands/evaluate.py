@@ -19,17 +19,17 @@ from difiisr_dwt.io import write_text_atomic
 from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_lpips_backbone_dir, add_sampling_arguments, apply_sampling_arguments
 
+DESCRIPTION = (
+    "Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y channel, "
+    "LPIPS (AlexNet, VGG) on RGB; grayscale images count as three equal channels. Files pair by name "
+    "(LR/SR names may add a suffix such as x4 or _x4). Without --lr, LR is made from HR (cropped to a "
+    "multiple of 4) by PIL bicubic /4, the DifIISR/M3FD protocol. A model run always gets the bicubic "
+    "baseline (PIL bicubic x4 of the same LR) as a second row."
+)
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "eval",
-        help="measure PSNR_Y / SSIM_Y / LPIPS of x4 results against HR images",
-        description="Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y channel, "
-        "LPIPS (AlexNet, VGG) on RGB; grayscale images count as three equal channels. Files pair by name "
-        "(LR/SR names may add a suffix such as x4 or _x4). Without --lr, LR is made from HR (cropped to a "
-        "multiple of 4) by PIL bicubic /4, the DifIISR/M3FD protocol. A model run always gets the bicubic "
-        "baseline (PIL bicubic x4 of the same LR) as a second row.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``difiisr-dwt eval`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
     parser.add_argument("--hr", required=True, type=Path, help="folder of HR (ground-truth) images")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--sr", type=Path, default=None, help="folder of x4 results to measure (method 'sr')")
@@ -55,8 +55,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--grid-images", "--grid_images", type=int, default=4,
                         help="rows of the grid: the first N images (default 4)")
     parser.add_argument("--summary-only", action="store_true", help="print only the mean rows")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def select_methods(args: argparse.Namespace) -> list[str]:

@@ -12,20 +12,18 @@ from pathlib import Path
 
 from difiisr_dwt.errors import PartialFailure, UsageError
 
+DESCRIPTION = (
+    "Export PIPELINE_DIR (a DifIISRDWTPipeline folder, e.g. training's OUTPUT_DIR/pipeline) to --out as a "
+    "Hub release: model_index.json in diffusers' remote-code form, safetensors weights, the current "
+    "top-level code files and a model card (README.md). The release is written to a temporary folder "
+    "and renamed into place. --check compares release folders' code files with the sources; --push "
+    "uploads the release (--out, or PIPELINE_DIR itself when it already is a release); --dry-run lists "
+    "what --push would upload, offline."
+)
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "export",
-        help="write a Hub release of a pipeline folder, check one against the sources, or upload one",
-        description=(
-            "Export PIPELINE_DIR (a DifIISRDWTPipeline folder, e.g. training's OUTPUT_DIR/pipeline) to --out as a "
-            "Hub release: model_index.json in diffusers' remote-code form, safetensors weights, the current "
-            "top-level code files and a model card (README.md). The release is written to a temporary folder "
-            "and renamed into place. --check compares release folders' code files with the sources; --push "
-            "uploads the release (--out, or PIPELINE_DIR itself when it already is a release); --dry-run lists "
-            "what --push would upload, offline."
-        ),
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``difiisr-dwt export`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
     parser.add_argument("source", nargs="?", metavar="PIPELINE_DIR", help="pipeline folder to export (or push)")
     parser.add_argument("--out", type=Path, default=None, metavar="HUB_DIR", help="release folder to write")
     parser.add_argument("--overwrite", action="store_true",
@@ -57,8 +55,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     hub.add_argument("--private", action="store_true", help="create the repo as private")
     hub.add_argument("--commit-message", default="Upload DifIISR-DWT pipeline")
     hub.add_argument("--dry-run", action="store_true", help="list what --push would upload; no network")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

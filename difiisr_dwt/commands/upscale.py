@@ -13,17 +13,17 @@ from difiisr_dwt.errors import PartialFailure
 from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_sampling_arguments
 
+DESCRIPTION = (
+    "x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame "
+    "of a multi-page TIFF or GIF is kept (a multi-page TIFF out). A rerun skips outputs that exist. A file that "
+    "cannot be read or processed is reported and skipped; the exit status is 1 if any failed. "
+    "Run under `accelerate launch --multi_gpu --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs "
+    "between N processes (GPUs, or CPU processes with ACCELERATE_USE_CPU=1)."
+)
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "upscale",
-        help="x4 super-resolve images (files, folders, globs or a dataset)",
-        description="x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame "
-        "of a multi-page TIFF or GIF is kept (a multi-page TIFF out). A rerun skips outputs that exist. A file that "
-        "cannot be read or processed is reported and skipped; the exit status is 1 if any failed. "
-        "Run under `accelerate launch --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs "
-        "between N processes (GPUs, or CPU processes with ACCELERATE_USE_CPU=1).",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``difiisr-dwt upscale`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output_dir", "--output-dir", required=True, type=Path, help="folder for results")
     add_model_arguments(parser)
@@ -42,8 +42,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     data.add_argument("--image_column", "--image-column", default=None,
                       help="image column (default: the first image column)")
     data.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it first")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:
