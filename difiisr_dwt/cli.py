@@ -8,8 +8,8 @@ import sys
 
 from difiisr_dwt.errors import ArgumentParser, report_errors
 
-# subcommand -> (module, one-line help); each module defines ``DESCRIPTION``, ``add_arguments(parser)`` and
-# ``run(args)``. Only the chosen subcommand's module is imported, so start-up stays fast.
+# subcommand -> (module, one-line help). Each module's docstring is its ``--help`` description; it defines
+# ``add_arguments(parser)`` and ``run(args)``. Only the chosen subcommand's module is imported, so start-up stays fast.
 COMMANDS = {
     "upscale": ("difiisr_dwt.commands.upscale", "x4 super-resolve images (files, folders or globs)"),
     "eval": ("difiisr_dwt.commands.evaluate", "PSNR_Y / SSIM_Y / LPIPS of SR results or of a model, with bicubic"),
@@ -25,7 +25,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         if name == command:
             chosen = importlib.import_module(module)
-            sub = subparsers.add_parser(name, help=help_text, description=chosen.DESCRIPTION)
+            sub = subparsers.add_parser(name, help=help_text, description=chosen.__doc__,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
             chosen.add_arguments(sub)
             sub.set_defaults(func=chosen.run)
         else:

@@ -1,17 +1,16 @@
-"""``difiisr-dwt convert-vq CHECKPOINT --out DIR``: an original VQ-f4 checkpoint as a diffusers ``VQModel``."""
+"""``difiisr-dwt convert-vq CHECKPOINT --out DIR``: an original VQ-f4 checkpoint as a diffusers ``VQModel``.
+
+Convert an original VQ autoencoder checkpoint (ResShift's autoencoder_vq_f4.pth, an LDM first-stage .ckpt, or
+a full LDM .ckpt whose autoencoder is under first_stage_model.; .pth, .ckpt or .safetensors, with or without a
+state_dict wrapper) into a diffusers VQModel folder, usable as --vqvae_model_name_or_path in training. Pickles
+are read with torch.load(weights_only=True); any tensor without a place in the model, or any model tensor
+without a source, is an error.
+
+"""
 
 from __future__ import annotations
 
 import argparse
-
-DESCRIPTION = (
-    "Convert an original VQ autoencoder checkpoint (ResShift's autoencoder_vq_f4.pth, an LDM "
-    "first-stage .ckpt, or a full LDM .ckpt whose autoencoder is under first_stage_model.; "
-    ".pth, .ckpt or .safetensors, with or without a state_dict wrapper) into a diffusers VQModel "
-    "folder, usable as --vqvae_model_name_or_path in training. Pickles are read with "
-    "torch.load(weights_only=True); any tensor without a place in the model, or any model tensor "
-    "without a source, is an error."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

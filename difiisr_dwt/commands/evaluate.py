@@ -1,5 +1,10 @@
 """``difiisr-dwt eval``: PSNR_Y / SSIM_Y / LPIPS of x4 results against HR images, with a bicubic baseline.
 
+Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y channel, LPIPS (AlexNet, VGG) on
+RGB; grayscale images count as three equal channels. Files pair by name (LR/SR names may add a suffix such as
+x4 or _x4). Without --lr, LR is made from HR (cropped to a multiple of 4) by PIL bicubic /4, the DifIISR/M3FD
+protocol. A model run always gets the bicubic baseline (PIL bicubic x4 of the same LR) as a second row.
+
 Examples::
 
     # the model (default: the embedded one) on LR made from HR by PIL bicubic /4, with the bicubic baseline
@@ -18,14 +23,6 @@ from difiisr_dwt.evaluation import METRICS
 from difiisr_dwt.io import write_text_atomic
 from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_lpips_backbone_dir, add_sampling_arguments, apply_sampling_arguments
-
-DESCRIPTION = (
-    "Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y channel, "
-    "LPIPS (AlexNet, VGG) on RGB; grayscale images count as three equal channels. Files pair by name "
-    "(LR/SR names may add a suffix such as x4 or _x4). Without --lr, LR is made from HR (cropped to a "
-    "multiple of 4) by PIL bicubic /4, the DifIISR/M3FD protocol. A model run always gets the bicubic "
-    "baseline (PIL bicubic x4 of the same LR) as a second row."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

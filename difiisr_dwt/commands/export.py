@@ -1,5 +1,11 @@
 """``difiisr-dwt export``: write, check and upload Hub releases.
 
+Export PIPELINE_DIR (a DifIISRDWTPipeline folder, e.g. training's OUTPUT_DIR/pipeline) to --out as a Hub
+release: model_index.json in diffusers' remote-code form, safetensors weights, the current top-level code
+files and a model card (README.md). The release is written to a temporary folder and renamed into place.
+--check compares release folders' code files with the sources; --push uploads the release (--out, or
+PIPELINE_DIR itself when it already is a release); --dry-run lists what --push would upload, offline.
+
     difiisr-dwt export PIPELINE_DIR --out HUB_DIR [--eval-json LABEL=FILE ...] [--card-meta META.json] [--variant fp16]
     difiisr-dwt export --check HUB_DIR [HUB_DIR ...]
     difiisr-dwt export HUB_DIR --push --repo-id ORG/NAME [--private] [--dry-run]
@@ -11,15 +17,6 @@ import argparse
 from pathlib import Path
 
 from difiisr_dwt.errors import PartialFailure, UsageError
-
-DESCRIPTION = (
-    "Export PIPELINE_DIR (a DifIISRDWTPipeline folder, e.g. training's OUTPUT_DIR/pipeline) to --out as a "
-    "Hub release: model_index.json in diffusers' remote-code form, safetensors weights, the current "
-    "top-level code files and a model card (README.md). The release is written to a temporary folder "
-    "and renamed into place. --check compares release folders' code files with the sources; --push "
-    "uploads the release (--out, or PIPELINE_DIR itself when it already is a release); --dry-run lists "
-    "what --push would upload, offline."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,11 @@
 """``difiisr-dwt upscale INPUT... -o OUTDIR``: x4 super-resolve image files, folders, globs or a dataset.
 
+x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame of a multi-page
+TIFF or GIF is kept (a multi-page TIFF out). A rerun skips outputs that exist. A file that cannot be read or
+processed is reported and skipped; the exit status is 1 if any failed. Run under `accelerate launch
+--multi_gpu --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs between N processes (GPUs,
+or CPU processes with ACCELERATE_USE_CPU=1).
+
 The work is done by :func:`difiisr_dwt.archive.run_archive`; under ``accelerate launch`` every process
 takes a share of the inputs.
 """
@@ -12,14 +18,6 @@ from pathlib import Path
 from difiisr_dwt.errors import PartialFailure
 from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_sampling_arguments
-
-DESCRIPTION = (
-    "x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame "
-    "of a multi-page TIFF or GIF is kept (a multi-page TIFF out). A rerun skips outputs that exist. A file that "
-    "cannot be read or processed is reported and skipped; the exit status is 1 if any failed. "
-    "Run under `accelerate launch --multi_gpu --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs "
-    "between N processes (GPUs, or CPU processes with ACCELERATE_USE_CPU=1)."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
