@@ -5,7 +5,6 @@ a full LDM .ckpt whose autoencoder is under first_stage_model.; .pth, .ckpt or .
 state_dict wrapper) into a diffusers VQModel folder, usable as --vqvae_model_name_or_path in training. Pickles
 are read with torch.load(weights_only=True); any tensor without a place in the model, or any model tensor
 without a source, is an error.
-
 """
 
 from __future__ import annotations
