@@ -776,7 +776,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 # the memory for what follows) and make it agree with the input's luma
                 sr = self.decode_vq_latents(vq_latents, quantize)
                 sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor]
-                sr = sr.mean(dim=1, keepdim=True)
+                sr = sr.clamp_(-1, 1).mean(dim=1, keepdim=True)
                 if lr_consistency:
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
                     sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
