@@ -104,7 +104,7 @@ def test_stream_sampler_shards_epochs_and_resumes():
 def test_build_training_dataset_from_roadscene(shared_dir):
     args = SimpleNamespace(dataset_name=None, train_data_dir=str(shared_dir / "data/ir/roadscene"),
                            train_file_list=str(shared_dir / "data/ir/roadscene_train.txt"), lr_data_dir=None,
-                           resolution=64, augment="flip_rot90")
+                           resolution=64, augment="flip_rot90", intensity_augment="thermal")
     dataset = build_training_dataset(args)
     assert len(dataset) == 181
     sample = dataset[0]["hr"]
@@ -116,7 +116,8 @@ def test_datasets_imagefolder_source(tmp_path):
     for i in range(2):
         PIL.Image.fromarray(np.roll(_gradient_image(64, 64), 9 * i)).save(tmp_path / f"{i}.png")
     args = SimpleNamespace(dataset_name="imagefolder", dataset_config_name=None, train_data_dir=str(tmp_path),
-                           cache_dir=str(tmp_path / "cache"), image_column="image", resolution=32, augment="none")
+                           cache_dir=str(tmp_path / "cache"), image_column="image", resolution=32, augment="none",
+                           intensity_augment="none")
     dataset = build_training_dataset(args)
     assert len(dataset) == 2
     crops = {k: dataset[k]["hr"] for k in range(2)}

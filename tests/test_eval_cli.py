@@ -13,7 +13,7 @@ from difiisr_dwt import metrics
 from difiisr_dwt.cli import main
 from difiisr_dwt.metrics import psnr_y, ssim_y
 
-METRIC_KEYS = {"psnr_y", "ssim_y", "lpips_alex", "lpips_vgg"}
+METRIC_KEYS = {"psnr_y", "ssim_y", "lpips_alex", "lpips_vgg", "lr_error", "mean_shift"}
 
 
 def run_eval(argv: list[str]) -> int:

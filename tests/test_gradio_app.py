@@ -284,7 +284,7 @@ def test_client_upscale_16bit_and_palette(client, tmp_path):
     with PIL.Image.open(download) as image:
         assert image.mode == "I;16" and image.size == (128, 96) and Path(download).name == "ir16_x4.png"
         full = np.asarray(image)
-    assert "32x24 16-bit I;16 -> 128x96 16-bit I;16; 3 steps, seed 0" in info
+    assert "32x24 16-bit I;16 -> 128x96 16-bit I;16; 3 steps, detail 0, seed 0" in info
     with PIL.Image.open(result) as image:
         gray = np.asarray(image.convert("RGB")).astype(int)
     assert np.ptp(gray, axis=2).max() == 0  # grayscale palette: R = G = B
