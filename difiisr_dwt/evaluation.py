@@ -50,7 +50,7 @@ METRICS: dict[str, MetricInfo] = {
     "lpips_vgg": MetricInfo("LPIPS-vgg", "{:.4f}", higher_is_better=False),
     # Fidelity to the input (need the LR): what a thermal user must be able to trust.
     "lr_error": MetricInfo("LR error", "{:.3f}", higher_is_better=False, unit="grey levels"),
-    "mean_shift": MetricInfo("|mean shift|", "{:.3f}", higher_is_better=False, unit="grey levels"),
+    "mean_shift": MetricInfo("Level drift", "{:.3f}", higher_is_better=False, unit="grey levels"),
 }
 #: Metrics measured against the LR input rather than the HR (see :func:`fidelity_metrics`).
 FIDELITY_METRICS = ("lr_error", "mean_shift")
