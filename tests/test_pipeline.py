@@ -167,9 +167,9 @@ def test_callback_can_replace_latents(tiny_pipeline):
     out = run(tiny_pipeline, smooth_image(8, 8), num_inference_steps=1, output_type="pt", quantize=False,
               lr_consistency=False, callback_on_step_end=zero_prediction,
               callback_on_step_end_tensor_inputs=["pred_vq_latents"])
-    with torch.no_grad():  # the decoded image clamped to [-1, 1], its luma (the mean of its channels)
+    with torch.no_grad():  # the decoded image in [0, 1], its luma (the mean of its channels)
         decoded = tiny_pipeline.vqvae.decode(torch.zeros(1, 3, 8, 8), force_not_quantize=True).sample
-    expected = (decoded.clamp(-1, 1).mean(1, keepdim=True) + 1) / 2
+    expected = ((decoded.clamp(-1, 1) + 1) / 2).mean(1, keepdim=True)
     assert torch.allclose(out, expected, atol=1e-5)
 
 

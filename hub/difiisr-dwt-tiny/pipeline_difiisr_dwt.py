@@ -235,13 +235,15 @@ class IRImageProcessor:
         """
         outs = []
         for image, meta in zip(images, metas):
-            image = image.float().mean(dim=0, keepdim=True)  # the model's output is grey: its luma
+            # [0, 1], then the luma: the model's output is grey (one copy; the caller's tensor is kept)
+            image = image.float().add(1).div_(2).clamp_(0, 1).mean(dim=0, keepdim=True)
             if meta.chroma is not None:
                 chroma = bicubic_resize(meta.chroma[None], tuple(image.shape[-2:]))[0]
-                image = torch.einsum("ij,jhw->ihw", _YCBCR_TO_RGB, torch.cat([image, chroma]))
+                rgb = torch.einsum("ij,jhw->ihw", _YCBCR_TO_RGB, torch.cat([image * 2 - 1, chroma]))
+                image = (rgb + 1).div_(2).clamp_(0, 1)
             elif meta.channels == 3:
                 image = image.expand(3, -1, -1)
-            outs.append(image.add(1).div_(2).clamp_(0, 1))
+            outs.append(image)
         same_shape = all(o.shape == outs[0].shape for o in outs)
         if output_type == "pt":
             return torch.stack(outs) if same_shape else outs
@@ -255,7 +257,7 @@ class IRImageProcessor:
         if meta.bit16 and meta.channels == 1:  # PIL has no 16-bit RGB: such inputs come back as 8-bit RGB
             values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_()
             return PIL.Image.fromarray(values.numpy().astype(np.uint16))
-        array8 = image.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+        array8 = image.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
         return PIL.Image.fromarray(array8[:, :, 0] if meta.channels == 1 else array8)
 
 
@@ -772,12 +774,12 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 vq_latents = self.denoise(
                     lr_condition, timesteps, group_generator, callback_on_step_end, tensor_inputs
                 )
-                # 6. Decode and crop the padding; the model's output is grey, so keep its luma (a third of
-                # the memory for what follows) and make it agree with the input's luma
+                # 6. Decode and crop the padding; the model's output is grey, so the fidelity step works on
+                # its luma (a third of the memory) and makes it agree with the input's luma
                 sr = self.decode_vq_latents(vq_latents, quantize)
-                sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor]
-                sr = sr.clamp_(-1, 1).mean(dim=1, keepdim=True)
+                sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor].clamp_(-1, 1)
                 if lr_consistency:
+                    sr = sr.mean(dim=1, keepdim=True)
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
                     sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
                     sr = back_project(sr, lr_luma, self.back_projection_iterations)
