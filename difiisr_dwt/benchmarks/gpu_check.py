@@ -86,7 +86,9 @@ def check(path: str, device: str, quick: bool = False, trust_remote_code: bool =
     for steps in (1, 4, c.steps):
         c.show(f"speed_float32_{size}_{steps}_steps", **c.timed(lr, steps=steps))
     c.show("speed_float32_big", lr_size=list(big.size), **c.timed(big, repeats=2))
-    c.show("speed_float32_big_tile128", lr_size=list(big.size), **c.timed(big, repeats=2, tile_size=128))
+    pipe.enable_unet_tiling(tile_size=128)
+    c.show("speed_float32_big_tile128", lr_size=list(big.size), **c.timed(big, repeats=2))
+    pipe.disable_unet_tiling()
     for dtype in (torch.float16, torch.bfloat16):
         pipe.to(dtype=dtype)
         out = c.run(lr, generator_device="cpu")
