@@ -409,13 +409,16 @@ class GroupNormStatistics:
 
     def apply(self):
         """Context: every GroupNorm normalises with the statistics pooled by :meth:`collect`."""
+        eps = {id(norm): norm.eps for norm in self.norms}
+        pooled = {}  # mean and 1/std per (sample, group), computed once for all the tiles
+        for key, (total, squares, count) in self.sums.items():
+            mean = total / count
+            pooled[key] = mean, ((squares / count - mean.square()).clamp_min(0) + eps[key]).rsqrt()
 
         def forward(norm: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-            if id(norm) not in self.sums:  # not reached while collecting: its own statistics
+            if id(norm) not in pooled:  # not reached while collecting: its own statistics
                 return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-            total, squares, count = self.sums[id(norm)]
-            mean = total / count
-            inv_std = ((squares / count - mean.square()).clamp_min(0) + norm.eps).rsqrt()
+            mean, inv_std = pooled[id(norm)]
             grouped = x.reshape(x.shape[0], norm.num_groups, -1)
             y = ((grouped - mean[..., None].to(x.dtype)) * inv_std[..., None].to(x.dtype)).reshape(x.shape)
             if norm.affine:
