@@ -318,3 +318,10 @@ def test_client_errors_leave_server_serving(client, tmp_path):
         (_, result), _, _ = predict(client, write_image(tmp_path / "ok.png", size=(20, 16)), steps=1)
         with PIL.Image.open(result) as image:
             assert image.size == (80, 64)
+
+
+def test_demo_refuses_a_missing_device(capsys):
+    """``--device`` is checked when parsed, before the model loads (the same check as the CLI's)."""
+    with pytest.raises(SystemExit):
+        demo_app.parse_args(["--device", "foo"])
+    assert "foo" in capsys.readouterr().err

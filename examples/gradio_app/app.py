@@ -45,9 +45,10 @@ from imaging import (  # noqa: E402  (a sibling file: the script's folder is on 
 
 try:
     from difiisr_dwt import DEFAULT_MODEL
-    from difiisr_dwt.loading import load_pipeline
+    from difiisr_dwt.loading import device_argument, load_pipeline
 except ImportError:  # a Space ships this folder without the difiisr_dwt package
     DEFAULT_MODEL = load_pipeline = None
+    device_argument = str
 
 #: The model of the Space (its README's ``models:``), used when neither ``--model`` nor the package is there.
 HUB_MODEL = "org/difiisr-dwt"
@@ -262,7 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None,
                         help="pipeline folder or Hub repo id (default: $DIFIISR_MODEL, else the embedded model)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: the GPU when present)")
+    parser.add_argument("--device", default=None, type=device_argument,
+                        help="cpu, cuda, cuda:1... (default: the GPU when present)")
     parser.add_argument("--trust-remote-code", "--trust_remote_code", action="store_true",
                         help="run the code files inside the --model folder or repo instead of the installed "
                         "difiisr_dwt classes; only for models whose code you trust")
