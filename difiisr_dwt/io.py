@@ -196,9 +196,20 @@ def read_frames(path: str | os.PathLike, data: bytes | None = None) -> list[PIL.
     return _read(Path(path), data, single=False)
 
 
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a file (``"no such file"``, ``"is a directory, not a file"``), or
+    ``None`` when it can be opened for reading (a regular file, or a pipe such as ``/dev/stdin``)."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory, not a file"
+    if not path.exists():
+        return "no such file"
+    return None
+
+
 def _read(path: Path, data: bytes | None, single: bool) -> list[PIL.Image.Image]:
-    if data is None and not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+    if data is None and (problem := not_a_file(path)):
+        raise ImageReadError(f"{path}: {problem}")
     try:
         with PIL.Image.open(path if data is None else io.BytesIO(data)) as image:
             count = 1 if image.format in _FIRST_FRAME_ONLY else getattr(image, "n_frames", 1)

@@ -156,6 +156,20 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
     return pipe.to(target)
 
 
+def could_be_repo_id(name: str) -> bool:
+    """Whether ``name`` has the form of a Hub repo id (``name`` or ``namespace/name``); a path such as
+    ``/abs/dir``, ``./dir``, ``~/dir`` or ``out/ae/vqvae`` does not, so its absence is a missing folder."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "~")) or "\\" in name:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _local_folder(model: str) -> Path:
     """``model`` itself when it is a folder, else the snapshot of the Hub repo id ``model``."""
     path = Path(model)
@@ -163,6 +177,8 @@ def _local_folder(model: str) -> Path:
         return path
     if path.exists():
         raise ModelLoadError(f"cannot load the model {model}: a file, not a pipeline folder or Hub repo id")
+    if not could_be_repo_id(model):
+        raise ModelLoadError(f"cannot load the model {model}: no such folder")
     from huggingface_hub import snapshot_download
 
     try:
