@@ -23,7 +23,16 @@ import torch
 from tqdm.auto import tqdm
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import ImageReadError, collect_inputs, read_frames, save_frames_atomic, write_text_atomic
+from difiisr_dwt.io import (
+    STDIN,
+    ImageReadError,
+    collect_inputs,
+    is_stream,
+    read_frames,
+    read_stream,
+    save_frames_atomic,
+    write_text_atomic,
+)
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
 #: which is lossless and keeps 16-bit grayscale.
@@ -67,9 +76,22 @@ class Record:
 
 # ------------------------------------------------------------------------------------------------ planning
 def file_sources(inputs: list[str]) -> list[Source]:
-    """Sources for files, folders (incl. ``.gif``) and globs; the same file named twice counts once."""
+    """Sources for files, folders (incl. ``.gif``) and globs; the same file named twice counts once.
+
+    ``-`` is one image from standard input, named ``stdin`` (output ``stdin_x4.png``); it and other streams
+    (``/dev/stdin``, a named pipe) are read here, once, so that their format picks the output's.
+    """
     sources, seen = [], set()
     for path in collect_inputs(inputs):
+        if is_stream(path):
+            stdin = str(path) == STDIN
+            if stdin and STDIN in seen:
+                raise UsageError("INPUT - (standard input) given twice; it holds one image")
+            seen.add(STDIN if stdin else os.path.realpath(path))
+            data, suffix = read_stream(path)
+            sources.append(Source(name="<stdin>" if stdin else str(path), stem="stdin" if stdin else path.stem,
+                                  suffix=suffix, data=data))
+            continue
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)

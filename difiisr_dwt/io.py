@@ -196,6 +196,49 @@ def read_frames(path: str | os.PathLike, data: bytes | None = None) -> list[PIL.
     return _read(Path(path), data, single=False)
 
 
+#: The INPUT that means standard input, as image tools (``convert - ...``) take it.
+STDIN = "-"
+#: PIL format -> the suffix an input of that format gets when its name has none (standard input, a pipe).
+_FORMAT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif", "GIF": ".gif", "BMP": ".bmp",
+                    "WEBP": ".webp", "PPM": ".ppm"}
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is read once as a stream: ``-`` (standard input), or an existing file that is not
+    a regular file or a folder (``/dev/stdin``, a named pipe, ``<(cat a.png)``'s ``/dev/fd/63``)."""
+    if str(path) == STDIN:
+        return True
+    path = Path(path)
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def read_stream(path: str | os.PathLike) -> tuple[bytes, str]:
+    """The bytes of a stream input (see :func:`is_stream`) and the suffix of the image format they hold
+    (``".png"``...; ``""`` when they hold no image PIL knows: reading them then fails with the reason).
+
+    Raises:
+        UsageError: ``-`` while standard input is a terminal (nothing was piped in), or an empty stream.
+    """
+    import sys
+
+    name = "standard input" if str(path) == STDIN else str(path)
+    if str(path) == STDIN:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("INPUT - reads one image from standard input, but nothing is piped in "
+                             "(e.g. cat a.png | difiisr-dwt upscale - -o out/)")
+        data = sys.stdin.buffer.read()
+    else:
+        data = Path(path).read_bytes()
+    if not data:
+        raise UsageError(f"{name}: empty (no image was piped in, or it was read already)")
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            suffix = _FORMAT_SUFFIXES.get(image.format or "", ".png")
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError):
+        suffix = ""
+    return data, suffix
+
+
 def not_a_file(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be read as a file (``"no such file"``, ``"is a directory, not a file"``), or
     ``None`` when it can be opened for reading (a regular file, or a pipe such as ``/dev/stdin``)."""
@@ -210,6 +253,8 @@ def not_a_file(path: str | os.PathLike) -> str | None:
 def _read(path: Path, data: bytes | None, single: bool) -> list[PIL.Image.Image]:
     if data is None and (problem := not_a_file(path)):
         raise ImageReadError(f"{path}: {problem}")
+    if data is None and is_stream(path):  # a pipe cannot seek: PIL gets its bytes
+        data = path.read_bytes()
     try:
         with PIL.Image.open(path if data is None else io.BytesIO(data)) as image:
             count = 1 if image.format in _FIRST_FRAME_ONLY else getattr(image, "n_frames", 1)
