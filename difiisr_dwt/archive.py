@@ -394,6 +394,24 @@ def _row_source(dataset: str, index: int, item: dict, with_data: bool) -> Source
                   data=item.get("bytes") if with_data else None)
 
 
+def unique_row_stems(sources: Iterable[Source], suffix: str) -> Iterator[Source]:
+    """Dataset rows with output stems that are distinct, by one rule that a stream can follow too.
+
+    A row keeps its file's stem unless an earlier row's output took that name (compared case-insensitively);
+    then its row index is appended (``sub1/a.png`` -> ``a_x4.png``, ``sub2/a.png`` at row 1 -> ``a_1_x4.png``).
+    The name depends only on the row and the rows before it, so a downloaded and a streamed run of the
+    same dataset write the same files, and either one's rerun finds the other's outputs.
+    """
+    taken: set[str] = set()
+    for source in sources:
+        stem = source.stem
+        while output_name(stem, source.suffix, suffix).casefold() in taken:
+            stem = f"{stem}_{source.index}"
+        taken.add(output_name(stem, source.suffix, suffix).casefold())
+        source.stem = stem
+        yield source
+
+
 def dataset_jobs(
     name: str, config: str | None, split: str, column: str | None, streaming: bool, output_dir: Path, suffix: str,
     state=None,
@@ -402,8 +420,8 @@ def dataset_jobs(
 
     Rows are read undecoded (``datasets.Image(decode=False)``) so that every frame of a file is kept
     and a process decodes only its own rows. Without ``streaming`` the job list is planned whole
-    (collisions resolved or refused before compute, see :func:`plan_jobs`); a stream is planned as it
-    goes, a repeated file name getting the row index.
+    (an output that would replace an input refused before compute, see :func:`plan_jobs`); a stream is
+    planned as it goes. Both name the outputs by :func:`unique_row_stems`, so they write the same files.
 
     Returns:
         ``(jobs, total or None, read)``.
@@ -427,17 +445,12 @@ def dataset_jobs(
             item = raw[source.index][column]
             return read_frames(item.get("path") or source.name, data=item.get("bytes"))
 
-        return plan_jobs(sources, output_dir, suffix), len(sources), read
+        return plan_jobs(list(unique_row_stems(sources, suffix)), output_dir, suffix), len(sources), read
 
     def stream() -> Iterator[Job]:
-        seen: set[str] = set()
-        for index, row in enumerate(raw):
-            source = _row_source(name, index, row[column], with_data=True)
-            out = output_name(source.stem, source.suffix, suffix)
-            if out.casefold() in seen:
-                out = output_name(f"{source.stem}_{index}", source.suffix, suffix)
-            seen.add(out.casefold())
-            yield Job(source, output_dir / out, index)
+        rows = (_row_source(name, index, row[column], with_data=True) for index, row in enumerate(raw))
+        for source in unique_row_stems(rows, suffix):
+            yield Job(source, output_dir / output_name(source.stem, source.suffix, suffix), source.index)
 
     splits = ds.info.splits or {}
     total = splits[split].num_examples if split in splits else None
