@@ -28,6 +28,7 @@ from difiisr_dwt.io import (
     ImageReadError,
     collect_inputs,
     is_stream,
+    kept_metadata,
     read_frames,
     read_stream,
     save_frames_atomic,
@@ -209,8 +210,9 @@ def read_source(source: Source) -> list[PIL.Image.Image]:
 class _Pending:
     """A job whose frames are in flight: results fill in by frame index; written when all are back."""
 
-    def __init__(self, job: Job, count: int):
-        self.job, self.results, self.seconds = job, [None] * count, 0.0
+    def __init__(self, job: Job, frames: list[PIL.Image.Image]):
+        self.job, self.results, self.seconds = job, [None] * len(frames), 0.0
+        self.metadata = [kept_metadata(frame) for frame in frames]  # ICC, DPI, EXIF...: the outputs keep them
 
 
 def upscale_jobs(
@@ -270,6 +272,8 @@ def upscale_jobs(
 
     def write(pending: _Pending) -> None:
         job, frames = pending.job, pending.results
+        for frame, metadata in zip(frames, pending.metadata):
+            frame.info.update(metadata)
         try:
             save_frames_atomic(frames, job.output)
         except (ValueError, OSError) as error:
@@ -291,7 +295,7 @@ def upscale_jobs(
         except ImageReadError as error:
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
-        pending = _Pending(job, len(frames))
+        pending = _Pending(job, frames)
         for index, frame in enumerate(frames):
             bucket = buckets.setdefault(frame.size, [])
             bucket.append((pending, index, frame))

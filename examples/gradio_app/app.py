@@ -37,6 +37,7 @@ from imaging import (  # noqa: E402  (a sibling file: the script's folder is on 
     bicubic_x4,
     bit_depth,
     colorize,
+    kept_metadata,
     open_upload,
     quantize,
     save_result,
@@ -160,6 +161,7 @@ def upscale_file(
     )
     seconds = time.perf_counter() - start
     result, value_range = output.images[0], output.value_ranges[0]
+    result.info.update(kept_metadata(image))  # the download keeps the upload's ICC profile, DPI, EXIF
     bicubic = bicubic_x4(to_unit(image, value_range), pipe.upscale_factor)
     info = (
         f"{Path(path).name}: {image.width}x{image.height} {bit_depth(image)}-bit {image.mode} -> "
