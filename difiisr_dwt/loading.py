@@ -89,6 +89,23 @@ def device_argument(text: str) -> str:
     return text
 
 
+def pipeline_class() -> type:
+    """The installed ``DifIISRDWTPipeline`` class (imports torch and diffusers)."""
+    from pipeline_difiisr_dwt import DifIISRDWTPipeline
+
+    return DifIISRDWTPipeline
+
+
+def pipeline_call_defaults() -> dict[str, object]:
+    """The keyword defaults of the installed pipeline's ``__call__`` (``num_inference_steps``, ``noise_scale``...):
+    the one source of the defaults that ``--help``, the demo and the README show (the README is tested
+    against it)."""
+    import inspect
+
+    parameters = inspect.signature(pipeline_class().__call__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, model_group=None, model_help: str | None = None) -> None:
     """Add ``--model``, ``--device``, ``--dtype`` and ``--trust-remote-code`` (read by :func:`load_pipeline_from_args`).
 

@@ -1,12 +1,11 @@
 """``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), training throughput and a
+trained pipeline's accelerator path, as markdown + JSON.
 
 Benchmarks, all in this process (tiling: one child process per size). With random weights: DWT vs VQ-f4
 encoder; this pipeline vs the same pipeline started from the VQ encoder and diffusers'
 LDMSuperResolutionPipeline; tiled time and peak memory vs output size. On request: samples/s of the diffusion
 training stage (train), and a trained pipeline's accelerator path (gpu: determinism, CPU/device agreement,
 half precision, offload, speed).
-
-pipeline's accelerator path, as markdown + JSON.
 
 Examples::
 

@@ -51,8 +51,9 @@ except ImportError:  # a Space ships this folder without the difiisr_dwt package
     DEFAULT_MODEL = load_pipeline = None
     device_argument = str
 
-#: The model of the Space (its README's ``models:``), used when neither ``--model`` nor the package is there.
-HUB_MODEL = "org/difiisr-dwt"
+#: Where a Space names its model (a Hub repo id, set in the Space's settings), used when ``--model`` is not
+#: given; a checkout with the package falls back to its embedded model, a Space without it has no default.
+MODEL_ENV = "DIFIISR_MODEL"
 #: 640x512, the largest common thermal sensor (x4: 2560x2048 out).
 MAX_INPUT_PIXELS = 640 * 512
 EXAMPLE_DIRS = (HERE / "images", HERE.parent / "images")  # in a Space, or in this repository
@@ -81,17 +82,24 @@ def load(model: str | None, device: str | None = None, trust_remote_code: bool =
 
     With the ``difiisr_dwt`` package the model loads into its classes; the model folder's own code files
     run only with ``trust_remote_code``. Without the package (a Space) they are the only code there is:
-    they run for the Space's own model (:data:`HUB_MODEL`, chosen by whoever deploys the Space) and,
+    they run for the Space's own model (``$DIFIISR_MODEL``, chosen by whoever deploys the Space) and,
     for any other model, only with ``trust_remote_code``.
+
+    Raises:
+        UploadError: no ``model``, no ``$DIFIISR_MODEL`` and no package with its embedded model.
     """
-    model = model or os.environ.get("DIFIISR_MODEL") or DEFAULT_MODEL or HUB_MODEL
+    space_model = os.environ.get(MODEL_ENV) or None
+    model = model or space_model or DEFAULT_MODEL
+    if model is None:
+        raise UploadError(f"No model: pass --model PATH_OR_REPO, or set {MODEL_ENV} to the Space's model repo id "
+                          "(in the Space's settings).")
     if load_pipeline is not None:
         pipe = load_pipeline(model, device, trust_remote_code=trust_remote_code)
     else:
         from diffusers import DiffusionPipeline
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=trust_remote_code or model == HUB_MODEL)
+        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=trust_remote_code or model == space_model)
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
