@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -46,21 +45,18 @@ def test_wheel_ships_the_default_model_and_no_script_module(wheel):
     assert top_level == {"pipeline_difiisr_dwt.py", "modeling_dwt_encoder.py", "scheduler_resshift.py"}
 
 
-def _interpreter_paths() -> list[str]:
-    """The import folders of the running interpreter (its venv's, a conda env's, or the system's
-    site-packages, plus what their ``.pth`` files added), less its standard library and any copy of this
-    project (the checkout on ``PYTHONPATH``, an editable install's source)."""
-    stdlib = {os.path.realpath(sysconfig.get_path(key)) for key in ("stdlib", "platstdlib")}
+def _interpreter_paths(known: list[str]) -> list[str]:
+    """The import folders of the running interpreter (its venv's, a conda env's or the system's
+    site-packages, plus what their ``.pth`` files added) that are not in ``known`` (a fresh venv's own
+    path: the standard library), less any copy of this project (the checkout on ``PYTHONPATH``)."""
+    known = {os.path.realpath(p) for p in known if p}
     paths = []
     for entry in sys.path:
-        if not entry:  # the current folder: not an install
+        real = os.path.realpath(entry) if entry else None  # "": the current folder, not an install
+        if real is None or real in known or real in paths or not os.path.isdir(real):
             continue
-        real = os.path.realpath(entry)
-        if not os.path.isdir(real) or any(real == lib or real.startswith(lib + os.sep) for lib in stdlib):
-            continue
-        if os.path.isdir(os.path.join(real, "difiisr_dwt")) or real in paths:
-            continue
-        paths.append(real)
+        if not os.path.isdir(os.path.join(real, "difiisr_dwt")):
+            paths.append(real)
     return paths
 
 
@@ -75,9 +71,11 @@ def make_venv(venv: Path) -> Path:
     """
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             check=True, capture_output=True, text=True, timeout=60).stdout.strip()
-    Path(purelib, "_difiisr_test_parent_env.pth").write_text("\n".join(_interpreter_paths()) + "\n")
+    probe = subprocess.run([str(python), "-I", "-c", "import json, sys, sysconfig; "
+                            "print(json.dumps([sysconfig.get_path('purelib'), sys.path]))"],
+                           check=True, capture_output=True, text=True, timeout=60)
+    purelib, own_path = json.loads(probe.stdout)
+    Path(purelib, "_difiisr_test_parent_env.pth").write_text("\n".join(_interpreter_paths(own_path)) + "\n")
     return python
 
 
