@@ -29,8 +29,10 @@ def wheel(tmp_path_factory) -> Path:
     source = root / "src"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
         ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", "tests", "out", "runs"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(root / "dist"), str(source)], check=True, capture_output=True, timeout=300)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-q", "-w", str(root / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    # offline, with this environment's setuptools: the dev extra brings one that needs no `wheel` package
+    assert build.returncode == 0, f"pip wheel failed (pip install -e '.[dev]' first):\n{build.stderr[-3000:]}"
     (built,) = (root / "dist").glob("difiisr_dwt-*.whl")
     return built
 
