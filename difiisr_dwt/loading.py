@@ -1,11 +1,13 @@
 """Load a DifIISR-DWT pipeline from a local folder or a Hub repo id, with this package's own classes.
 
-A model folder carries code files (``pipeline_difiisr_dwt.py``, ``dwt_encoder/modeling_dwt_encoder.py``,
-``scheduler/scheduler_resshift.py``) so that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)``
-works without this package. Running them would run whatever someone put there, so by default the
-folder's weights and configs are loaded into the installed classes and its code files are only compared
-with the installed ones (a difference is logged as a warning naming the file). The folder's own code runs
-only with ``trust_remote_code=True`` (``--trust-remote-code`` on the command line).
+A model folder carries code files (``pipeline_difiisr_dwt.py`` and its siblings ``image_processor.py``,
+``tiling.py``, ``fidelity.py``; ``dwt_encoder/modeling_dwt_encoder.py``; ``scheduler/scheduler_resshift.py``)
+so that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` works without this package.
+Running them would run whatever someone put there, so by default the folder's weights and configs are
+loaded into the installed classes (modules inside the ``difiisr_dwt`` package, which a same-named file in
+the working directory cannot shadow) and its code files are only compared with the installed ones (a
+difference is logged as a warning naming the file). The folder's own code runs only with
+``trust_remote_code=True`` (``--trust-remote-code`` on the command line).
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ def _local_folder(model: str) -> Path:
 
 def _load_with_installed_classes(folder: Path, torch_dtype: torch.dtype):
     """The folder's weights and configs in the installed classes; its code files are compared, never run."""
-    from difiisr_dwt.release import code_files, load_pipeline_folder, source_file
+    from difiisr_dwt.release import load_pipeline_folder, release_code_files
 
     if not (folder / "model_index.json").is_file():
         config = folder / "config.json"
@@ -215,10 +217,9 @@ def _load_with_installed_classes(folder: Path, torch_dtype: torch.dtype):
         what = f"it holds one component, a {held}" if held else "no model_index.json"
         raise ModelLoadError(f"cannot load the model {folder}: not a pipeline folder ({what})")
     pipe = load_pipeline_folder(folder, torch_dtype=torch_dtype)  # checks model_index.json's classes first
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    for relative, module in code_files(index).items():
-        shipped, installed = folder / relative, source_file(module)
-        if shipped.is_file() and installed is not None and shipped.read_bytes() != installed.read_bytes():
+    for relative, installed in release_code_files().items():
+        shipped = folder / relative
+        if shipped.is_file() and shipped.read_bytes() != installed.read_bytes():
             logger.warning("%s differs from the installed %s; it was not run (the installed code was used). "
                            "Pass --trust-remote-code to run the folder's own code.", shipped, installed.name)
     return pipe

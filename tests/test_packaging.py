@@ -37,14 +37,23 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-def test_wheel_ships_the_default_model_and_no_script_module(wheel):
+def test_wheel_ships_the_default_model_and_nothing_at_the_top_level(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     model = REPO / "hub" / "difiisr-dwt-tiny"
     shipped = {f"difiisr_dwt/default_model/{p.relative_to(model).as_posix()}" for p in model.rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert shipped and shipped <= names
-    top_level = {n for n in names if "/" not in n}
-    assert top_level == {"pipeline_difiisr_dwt.py", "modeling_dwt_encoder.py", "scheduler_resshift.py"}
+    # Nothing at the top level of site-packages but the package: a top-level module (e.g. the pipeline's)
+    # would be shadowed by a same-named file in the working directory (sys.path[0]) and run it.
+    (dist_info,) = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")}
+    assert {n.split("/")[0] for n in names} == {"difiisr_dwt", dist_info}, sorted(n for n in names if "/" not in n)
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read(f"{dist_info}/top_level.txt").decode().split() == ["difiisr_dwt"]
+        entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
+    assert "difiisr-dwt = difiisr_dwt.cli:main" in entry_points
+    for module in ("pipelines/pipeline_difiisr_dwt", "pipelines/image_processor", "pipelines/tiling",
+                   "pipelines/fidelity", "models/modeling_dwt_encoder", "schedulers/scheduling_resshift"):
+        assert f"difiisr_dwt/{module}.py" in names
 
 
 def _interpreter_paths(known: list[str]) -> list[str]:

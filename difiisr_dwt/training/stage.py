@@ -14,8 +14,8 @@ from torch import nn
 
 from difiisr_dwt.errors import ModelLoadError, UsageError
 from difiisr_dwt.metrics import load_lpips
+from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
 from difiisr_dwt.training.checkpointing import save_folder_atomic
-from modeling_dwt_encoder import DWTEncoder
 
 
 class Stage:
