@@ -59,14 +59,13 @@ def test_wheel_ships_the_default_model_and_nothing_at_the_top_level(wheel):
 def _interpreter_paths(known: list[str]) -> list[str]:
     """The import folders of the running interpreter (its venv's, a conda env's or the system's
     site-packages, plus what their ``.pth`` files added) that are not in ``known`` (a fresh venv's own
-    path: the standard library), less any copy of this project (the checkout on ``PYTHONPATH``)."""
-    known = {os.path.realpath(p) for p in known if p}
+    path: the standard library), less the checkout (on ``PYTHONPATH`` when the tests run from it). A
+    site-packages that holds an installed ``difiisr_dwt`` stays: the venv's own copy comes first."""
+    known = {os.path.realpath(p) for p in known if p} | {os.path.realpath(REPO)}
     paths = []
     for entry in sys.path:
         real = os.path.realpath(entry) if entry else None  # "": the current folder, not an install
-        if real is None or real in known or real in paths or not os.path.isdir(real):
-            continue
-        if not os.path.isdir(os.path.join(real, "difiisr_dwt")):
+        if real is not None and real not in known and real not in paths and os.path.isdir(real):
             paths.append(real)
     return paths
 
