@@ -62,12 +62,15 @@ def test_named_pipe_is_read_as_a_stream(saved_test_model, tmp_path, capsys):
     """``/dev/stdin`` or ``<(cat a.png)`` is a pipe, not a regular file: read once, not "no such file"."""
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_bytes(_png_bytes(GRAY)))
+    writer = threading.Thread(target=lambda: fifo.write_bytes(_png_bytes(GRAY)), daemon=True)
     writer.start()
     try:
         assert _upscale(saved_test_model, fifo, "-o", tmp_path / "out") == 0
     finally:
-        writer.join(timeout=60)
+        if writer.is_alive():  # the pipe was never read: open it once so that the writer is released
+            reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            writer.join(timeout=10)
+            os.close(reader)
     assert (tmp_path / "out" / "pipe_x4.png").is_file()
     assert "no such file" not in capsys.readouterr().err
 
