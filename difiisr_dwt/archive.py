@@ -23,11 +23,23 @@ import torch
 from tqdm.auto import tqdm
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import ImageReadError, collect_inputs, read_frames, save_frames_atomic, write_text_atomic
+from difiisr_dwt.io import (
+    ImageReadError,
+    InputGuard,
+    collect_inputs,
+    file_digest,
+    read_frames,
+    save_frames_atomic,
+    temp_writer_gone,
+    write_text_atomic,
+)
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
 #: which is lossless and keeps 16-bit grayscale.
 TIFF_OUTPUT_SUFFIXES = (".tif", ".tiff", ".gif")
+#: Kept in every output folder: one JSON line per output written (``{"output", "size", "sha256"}``), so that
+#: a later run into the same folder takes these files for outputs, not inputs (item 4 of issue 18).
+OUTPUT_LOG = ".difiisr-dwt-outputs.jsonl"
 
 
 @dataclass
@@ -151,19 +163,87 @@ def check_writable(folder: Path) -> None:
 
 def remove_stale_temps(folder: Path, names: Iterable[str], before: float) -> int:
     """Delete the temporary files (``.NAME.*.tmp``, see :func:`difiisr_dwt.io.write_atomic`) that an
-    interrupted run left for the outputs ``names``, if older than ``before`` (a ``time.time()``).
-    Returns how many were removed."""
+    interrupted run left for the outputs ``names``.
+
+    Only files whose writer is gone are taken (:func:`difiisr_dwt.io.temp_writer_gone`: the pid in the
+    name is not running on this machine), so a run sharing the folder never deletes a live run's file.
+    A name without a writer's token (an older version's) goes when older than ``before`` (a
+    ``time.time()``). Returns how many were removed.
+    """
     wanted = set(names)
     removed = 0
     for path in folder.glob(".*.tmp"):
-        name = path.name[1:].rsplit(".", 2)[0]  # ".a_x4.png.k3j9.tmp" -> "a_x4.png"
+        gone = temp_writer_gone(path.name)
+        # ".a_x4.png.k3j9.p123-0a1b2c3d.tmp" / ".a_x4.png.k3j9.tmp" -> "a_x4.png"
+        name = path.name[1:].rsplit(".", 3 if gone is not None else 2)[0]
         try:
-            if name in wanted and path.stat().st_mtime < before:
+            if name in wanted and (gone or (gone is None and path.stat().st_mtime < before)):
                 path.unlink()
                 removed += 1
         except OSError:  # gone already: another run cleaned it
             pass
     return removed
+
+
+class OutputLog:
+    """The :data:`OUTPUT_LOG` of an output folder: which of its files this tool wrote.
+
+    Each process appends one line per output, right after the output is renamed into place (a short
+    ``O_APPEND`` write, so processes and runs sharing the folder do not mix their lines); a line cut
+    by a kill is ignored when read. A file counts as an earlier output while its size and SHA-256 are
+    those logged: a file edited or replaced since is an input again.
+    """
+
+    def __init__(self, folder: Path, manifest: Path | None = None):
+        self.folder, self.path = folder, folder / OUTPUT_LOG
+        self._real = os.path.realpath(folder)
+        self._logged: dict[str, set[tuple[int, str]]] | None = None
+        self._listed = self._manifest_outputs(manifest) if manifest is not None else set()
+
+    def add(self, output: Path) -> None:
+        line = json.dumps({"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def _read(self) -> dict[str, set[tuple[int, str]]]:
+        if self._logged is None:
+            self._logged = {}
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                lines = []
+            for line in lines:
+                try:
+                    entry = json.loads(line)
+                    self._logged.setdefault(entry["output"], set()).add((int(entry["size"]), entry["sha256"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return self._logged
+
+    def _manifest_outputs(self, manifest: Path) -> set[str]:
+        """Names of this folder's outputs that an earlier ``--manifest`` (the one this run rewrites) lists."""
+        try:
+            files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+        return {Path(entry["output"]).name for entry in files if isinstance(entry, dict)
+                and entry.get("status") in ("written", "skipped") and isinstance(entry.get("output"), str)
+                and os.path.realpath(Path(entry["output"]).parent) == self._real}
+
+    def is_output(self, path: Path) -> bool:
+        """Whether ``path`` is an output an earlier run wrote into this folder."""
+        if os.path.realpath(path.parent) != self._real:
+            return False
+        if path.name in self._listed:
+            return True
+        logged = self._read().get(path.name)
+        if not logged:
+            return False
+        try:
+            size = path.stat().st_size
+            return any(size == s for s, _ in logged) and (size, file_digest(path)) in logged
+        except OSError:
+            return False
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -177,6 +257,7 @@ class UpscaleOptions:
     seed: int = 0
     overwrite: bool = False
     pipeline_options: dict = field(default_factory=dict)
+    output_log: OutputLog | None = None  # where written outputs are logged (see :class:`OutputLog`)
 
 
 def read_source(source: Source) -> list[PIL.Image.Image]:
@@ -250,6 +331,8 @@ def upscale_jobs(
         job, frames = pending.job, pending.results
         try:
             save_frames_atomic(frames, job.output)
+            if options.output_log is not None:
+                options.output_log.add(job.output)
         except (ValueError, OSError) as error:
             fail(pending, error)
             return
@@ -374,14 +457,15 @@ def _row_source(dataset: str, index: int, item: dict, with_data: bool) -> Source
 
 def dataset_jobs(
     name: str, config: str | None, split: str, column: str | None, streaming: bool, output_dir: Path, suffix: str,
-    state=None,
+    state=None, skip: Callable[[Path], bool] | None = None,
 ) -> tuple[list[Job] | Iterator[Job], int | None, Callable[[Source], list[PIL.Image.Image]]]:
     """Jobs for a Hub dataset or a local folder (``imagefolder``) through ``datasets``.
 
     Rows are read undecoded (``datasets.Image(decode=False)``) so that every frame of a file is kept
     and a process decodes only its own rows. Without ``streaming`` the job list is planned whole
     (collisions resolved or refused before compute, see :func:`plan_jobs`); a stream is planned as it
-    goes, a repeated file name getting the row index.
+    goes, a repeated file name getting the row index. Rows of local files for which ``skip(path)`` is
+    true (earlier outputs in the folder, :meth:`OutputLog.is_output`) are left out.
 
     Returns:
         ``(jobs, total or None, read)``.
@@ -398,8 +482,12 @@ def dataset_jobs(
     if not streaming:
         import pyarrow.compute as pc
 
-        paths = pc.struct_field(raw.with_format("arrow")[:][column], "path").to_pylist()
-        sources = [_row_source(name, i, {"path": p, "bytes": b""}, with_data=False) for i, p in enumerate(paths)]
+        table = raw.with_format("arrow")[:][column]
+        paths = pc.struct_field(table, "path").to_pylist()
+        local = pc.is_null(pc.struct_field(table, "bytes")).to_pylist()  # a local file, read from its path
+        sources = [_row_source(name, i, {"path": p, "bytes": None if is_local else b""}, with_data=False)
+                   for i, (p, is_local) in enumerate(zip(paths, local))]
+        sources = [s for s in sources if not (skip and s.path is not None and skip(s.path))]
 
         def read(source: Source) -> list[PIL.Image.Image]:
             item = raw[source.index][column]
@@ -411,6 +499,8 @@ def dataset_jobs(
         seen: set[str] = set()
         for index, row in enumerate(raw):
             source = _row_source(name, index, row[column], with_data=True)
+            if skip and source.path is not None and skip(source.path):
+                continue
             out = output_name(source.stem, source.suffix, suffix)
             if out.casefold() in seen:
                 out = output_name(f"{source.stem}_{index}", source.suffix, suffix)
@@ -423,6 +513,39 @@ def dataset_jobs(
 
 
 # ------------------------------------------------------------------------------------------------ the run
+def _guarded(jobs: list[Job] | Iterator[Job], guard: InputGuard, manifest: Path | None,
+             overwritten: OutputLog | None) -> list[Job] | Iterator[Job]:
+    """``jobs``, refused (:class:`UsageError`) where an output would replace an input or the manifest, or
+    (with ``overwritten``, the log of an ``--overwrite`` run) an existing file this tool did not write.
+
+    A list is checked whole, before any compute; a stream job by job, before each job's compute.
+    """
+
+    def refuse(job: Job) -> None:
+        problem = guard.problem(job.output)
+        if problem is None and manifest is not None and os.path.realpath(manifest) == os.path.realpath(job.output):
+            problem = "is also the --manifest"
+        if problem is None and overwritten is not None and job.output.exists() and not overwritten.is_output(
+                job.output):
+            problem = (f"exists and is no earlier output of this tool (its {OUTPUT_LOG} does not list it); "
+                       "--overwrite replaces only those. Move it away, or")
+        if problem is not None:
+            raise UsageError(f"the output {job.output} of {job.source.name} {problem}"
+                             + (" " if problem.endswith(" or") else "; ") + "choose another output folder or --suffix")
+
+    if isinstance(jobs, list):
+        for job in jobs:
+            refuse(job)
+        return jobs
+
+    def stream() -> Iterator[Job]:
+        for job in jobs:
+            refuse(job)
+            yield job
+
+    return stream()
+
+
 def run_archive(args) -> dict[str, int]:
     """``difiisr-dwt upscale``, in every process of an ``accelerate launch`` (or alone).
 
@@ -462,20 +585,32 @@ def run_archive(args) -> dict[str, int]:
         raise UsageError(f"--device {args.device} with {state.num_processes} processes: leave it out, accelerate "
                          "gives each process its own device")
     output_dir = Path(args.output_dir)
+    manifest = Path(args.manifest) if args.manifest is not None else None
+    guard = InputGuard().add_models(args.model)
+    guard.check(output_dir, "-o")
     check_writable(output_dir)
-    if args.manifest is not None:
-        check_writable(Path(args.manifest).parent)
+    if manifest is not None:
+        guard.check(manifest, "--manifest")
+        check_writable(manifest.parent)
 
     read = read_source
+    output_log = OutputLog(output_dir, manifest)  # this folder's earlier outputs are not inputs
     if args.dataset_name:
         jobs, total, read = dataset_jobs(args.dataset_name, args.dataset_config, args.dataset_split, args.image_column,
-                                         args.streaming, output_dir, args.suffix, state)
+                                         args.streaming, output_dir, args.suffix, state, skip=output_log.is_output)
+        if Path(args.dataset_name).is_dir():  # a local folder: every file in it is an input
+            guard.add(p for p in Path(args.dataset_name).rglob("*") if p.is_file() and not output_log.is_output(p))
     else:
-        sources = file_sources(args.inputs)
+        sources = [s for s in file_sources(args.inputs) if not output_log.is_output(s.path)]
         if not sources:
             raise UsageError("no input images found")
         jobs = plan_jobs(sources, output_dir, args.suffix)
         total = len(jobs)
+    if isinstance(jobs, list):
+        guard.add(job.source.path for job in jobs if job.source.path is not None)
+    if manifest is not None:
+        guard.check(manifest, "--manifest")
+    jobs = _guarded(jobs, guard, manifest, output_log if args.overwrite else None)
     if state.is_main_process and isinstance(jobs, list):
         ours = [job.output.name for job in jobs]
         if args.manifest is not None and Path(args.manifest).parent.resolve() == output_dir.resolve():
@@ -497,7 +632,7 @@ def run_archive(args) -> dict[str, int]:
     except ValueError as error:  # a tile size the UNet cannot take
         raise UsageError(str(error)) from error
     options = UpscaleOptions(batch_size=args.batch_size, seed=args.seed, overwrite=args.overwrite,
-                             pipeline_options=sampling)
+                             pipeline_options=sampling, output_log=output_log)
     on_done, close = progress(total, state.num_processes, state.is_main_process)
     loop_start = time.perf_counter()
     if isinstance(jobs, list):

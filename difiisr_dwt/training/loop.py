@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from difiisr_dwt.data import StreamSampler, build_training_dataset
 from difiisr_dwt.training.checkpointing import (
+    check_output_dir,
     dump_rank_weights,
     read_training_state,
     register_hooks,
@@ -71,6 +72,7 @@ def _scalar_config(args: argparse.Namespace) -> dict:
 def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share)."""
     output_dir = Path(args.output_dir)
+    check_output_dir(args, stage_cls.final_folders())
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
