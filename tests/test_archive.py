@@ -15,9 +15,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from difiisr_dwt.archive import OUTPUT_LOG
 from difiisr_dwt.cli import main
 from difiisr_dwt.io import ImageReadError, collect_inputs, read_frames, read_image
+from difiisr_dwt.output_folder import OUTPUT_LOG
 
 REPO = Path(__file__).resolve().parent.parent
 

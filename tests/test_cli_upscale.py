@@ -9,9 +9,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from difiisr_dwt.archive import OUTPUT_LOG
 from difiisr_dwt.cli import main
 from difiisr_dwt.io import ImageReadError, read_image, save_image_atomic
+from difiisr_dwt.output_folder import OUTPUT_LOG
 
 
 @pytest.fixture(scope="module")

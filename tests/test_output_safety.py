@@ -22,9 +22,9 @@ import PIL.Image
 import pytest
 import torch
 
-from difiisr_dwt.archive import OUTPUT_LOG, remove_stale_temps
 from difiisr_dwt.cli import main
 from difiisr_dwt.io import InputGuard, writer_token
+from difiisr_dwt.output_folder import OUTPUT_LOG, remove_stale_temps
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = ["--steps", "1", "--device", "cpu"]
@@ -229,6 +229,37 @@ def test_rerun_into_the_input_folder_takes_earlier_outputs_for_outputs(saved_tes
     (folder / "a_x4.png").write_bytes((folder / "a.png").read_bytes())
     assert main(_upscale(saved_test_model, str(folder), "-o", str(folder), "--overwrite")) == 2
     assert "would replace an input" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_files_upscale_wrote(saved_test_model, tmp_path, capsys):
+    folder = tmp_path / "in"
+    _image(folder / "a.png", 0)
+    _image(folder / "b.png", 1)
+    out = tmp_path / "out"
+    assert main(_upscale(saved_test_model, str(folder / "a.png"), "-o", str(out))) == 0
+    (out / "b_x4.png").write_bytes(b"someone else's file")  # not written by upscale
+    before = _checksums(out)
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out), "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert "b_x4.png" in err and "--overwrite replaces only those" in err, err
+    assert _checksums(out) == before  # refused before any compute: a_x4.png not redone either
+    (out / "b_x4.png").unlink()
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out), "--overwrite")) == 0  # its own: redone
+    assert "2 written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_dataset_into_its_own_folder_refused_when_streaming_too(saved_test_model, tmp_path, capsys, streaming):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "D"
+    _image(folder / "a.png", 0)
+    _image(folder / "b.png", 1)
+    before = _checksums(folder)
+    code = main(_upscale(saved_test_model, "--dataset_name", str(folder), "-o", str(folder), "--suffix", "",
+                         "--overwrite", *(["--streaming"] if streaming else [])))
+    err = capsys.readouterr().err
+    assert code == 2 and ("would replace an input" in err or "is the input" in err), err
+    assert _checksums(folder) == before
 
 
 def test_dataset_rerun_into_its_folder_does_not_upscale_earlier_outputs(saved_test_model, tmp_path, capsys):

@@ -28,6 +28,7 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from difiisr_dwt.data import StreamSampler, build_training_dataset
+from difiisr_dwt.io import write_text_atomic
 from difiisr_dwt.training.checkpointing import (
     check_output_dir,
     dump_rank_weights,
@@ -210,8 +211,7 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
         curves.plot(output_dir / "curves.png")
         with ema_weights(ema, parameters):
             folders = stage.save_final(str(output_dir))
-        with open(output_dir / "run_summary.json", "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        write_text_atomic(json.dumps(summary, indent=2), output_dir / "run_summary.json")
         logger.info(f"Saved {', '.join(folders)}; {summary}")
         if args.push_to_hub:
             _push(args, folders)
