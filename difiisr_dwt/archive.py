@@ -496,9 +496,15 @@ def run_archive(args) -> dict[str, int]:
         if Path(args.dataset_name).is_dir():  # a local folder: every file in it is an input
             guard.add(p for p in Path(args.dataset_name).rglob("*") if p.is_file() and not output_log.is_output(p))
     else:
-        sources = [s for s in file_sources(args.inputs) if not output_log.is_output(s.path)]
+        found = file_sources(args.inputs)
+        sources = [s for s in found if not output_log.is_output(s.path)]
+        earlier = len(found) - len(sources)
         if not sources:
-            raise UsageError("no input images found")
+            raise UsageError("no input images found" + (f" ({earlier} earlier output(s) of this tool in {output_dir}, "
+                                                         "listed in its " + OUTPUT_LOG + ", are not inputs)"
+                                                         if earlier else ""))
+        if earlier and state.is_main_process:
+            print(f"left out {earlier} earlier output(s) of this tool in {output_dir} (they are outputs, not inputs)")
         jobs = plan_jobs(sources, output_dir, args.suffix)
         total = len(jobs)
     if isinstance(jobs, list):
