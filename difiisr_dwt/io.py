@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -208,14 +209,16 @@ def _carry_over(old: Path, new: Path, drop: set[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ temp files
+@functools.cache
 def _machine_id() -> str:
-    """8 hex digits naming this host and boot: a pid is only meaningful on the machine and boot it came from."""
+    """8 hex digits: 4 naming this host, 4 its boot. A pid means something only on the host and boot it came
+    from; a temporary file of an earlier boot of this host has lost its writer for sure."""
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             boot = f.read().strip()
     except OSError:
         boot = ""
-    return hashlib.sha1(f"{socket.gethostname()}/{boot}".encode()).hexdigest()[:8]
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4] + hashlib.sha1(boot.encode()).hexdigest()[:4]
 
 
 def writer_token() -> str:
@@ -227,18 +230,20 @@ _TOKEN_RE = re.compile(r"\.p(\d+)-([0-9a-f]{8})\.(?:tmp|old)$")
 
 
 def temp_writer_gone(name: str) -> bool | None:
-    """Whether the process that made the temporary file ``name`` has ended.
+    """Whether the process that made the temporary file ``name`` (see :func:`writer_token`) has ended.
 
-    ``True``: its token names this machine and boot and no process has that pid. ``False``: the writer
-    lives, or it ran on another machine or boot (it cannot be checked from here). ``None``: a name
-    without a token (an older version's temporary file).
+    ``True``: its token names this host, and an earlier boot or a pid no process has now. ``False``: the
+    writer lives, or it ran on another host (it cannot be checked from here). ``None``: a name without a
+    token (an older version's temporary file).
     """
     match = _TOKEN_RE.search(name)
     if match is None:
         return None
-    pid, machine = int(match.group(1)), match.group(2)
-    if machine != _machine_id():
+    pid, machine, here = int(match.group(1)), match.group(2), _machine_id()
+    if machine[:4] != here[:4]:
         return False
+    if machine != here:
+        return True
     if pid == os.getpid():
         return False
     try:

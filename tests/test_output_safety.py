@@ -200,16 +200,22 @@ def test_cleanup_spares_a_live_writers_temp_file_and_takes_a_dead_ones(tmp_path)
                 process.kill()
 
 
-def test_temp_of_another_machine_is_kept_and_an_old_versions_goes_by_age(tmp_path):
+def test_temp_of_another_host_is_kept_an_earlier_boots_and_an_old_versions_go(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    elsewhere = out / ".a_x4.png.abc123.p1-00000000.tmp"  # pid 1 on a machine whose id is 00000000
+    token = writer_token()  # pPID-HHHHBBBB: this process, this host (HHHH) and boot (BBBB)
+    host, boot = token[-8:-4], token[-4:]
+    other_host = "0000" if host != "0000" else "1111"
+    other_boot = "0000" if boot != "0000" else "1111"
+    elsewhere = out / f".a_x4.png.abc123.p{os.getpid()}-{other_host}{boot}.tmp"
+    earlier_boot = out / f".d_x4.png.abc123.p{os.getpid()}-{host}{other_boot}.tmp"
     legacy = out / ".b_x4.png.k3j9x.tmp"
-    ours_live = out / f".c_x4.png.def456.{writer_token()}.tmp"  # this very process
-    for path in (elsewhere, legacy, ours_live):
+    ours_live = out / f".c_x4.png.def456.{token}.tmp"  # this very process
+    for path in (elsewhere, earlier_boot, legacy, ours_live):
         path.write_bytes(b"x")
-    assert remove_stale_temps(out, ["a_x4.png", "b_x4.png", "c_x4.png"], before=time.time() + 60) == 1
-    assert elsewhere.exists() and ours_live.exists() and not legacy.exists()
+    names = ["a_x4.png", "b_x4.png", "c_x4.png", "d_x4.png"]
+    assert remove_stale_temps(out, names, before=time.time() + 60) == 2
+    assert elsewhere.exists() and ours_live.exists() and not legacy.exists() and not earlier_boot.exists()
 
 
 # ------------------------------------------------------------------------------------------------ item 4: reruns
