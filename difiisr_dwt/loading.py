@@ -93,7 +93,7 @@ def device_argument(text: str) -> str:
 
 def pipeline_class() -> type:
     """The installed ``DifIISRDWTPipeline`` class (imports torch and diffusers)."""
-    from pipeline_difiisr_dwt import DifIISRDWTPipeline
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
 
     return DifIISRDWTPipeline
 
