@@ -1,12 +1,11 @@
 """``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), training throughput and a
+trained pipeline's accelerator path, as markdown + JSON.
 
 Benchmarks, all in this process (tiling: one child process per size). With random weights: DWT vs VQ-f4
 encoder; this pipeline vs the same pipeline started from the VQ encoder and diffusers'
 LDMSuperResolutionPipeline; tiled time and peak memory vs output size. On request: samples/s of the diffusion
 training stage (train), and a trained pipeline's accelerator path (gpu: determinism, CPU/device agreement,
 half precision, offload, speed).
-
-pipeline's accelerator path, as markdown + JSON.
 
 Examples::
 
@@ -70,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     if args.e2e_size is not None:
         config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
     sections = tuple(dict.fromkeys(args.sections)) if args.sections else DEFAULT_SECTIONS
+    if "gpu" in sections:  # the only section that takes --device: refuse one the machine lacks before any work
+        from difiisr_dwt.loading import resolve_device
+
+        resolve_device(args.device)
     config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device)
     # Progress on stderr: the full run takes minutes; the tables go to stdout at the end.
     handler = logging.StreamHandler(sys.stderr)
