@@ -19,6 +19,17 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
+try:  # with the package, a result keeps the upload's ICC profile, DPI and EXIF (difiisr_dwt.io)
+    from difiisr_dwt.io import kept_metadata, save_options
+except ImportError:  # a Space without it: the ICC profile only, which PIL writes from ``info`` itself
+
+    def kept_metadata(image: PIL.Image.Image) -> dict:
+        return {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+
+    def save_options(image: PIL.Image.Image, fmt: str) -> dict:
+        return {}
+
+
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Display palettes. Grayscale shows an image as it is (colour inputs included); the others colour
 #: the luminance and only change what is shown, never the result file.
@@ -214,22 +225,30 @@ def colorize(image_u8: np.ndarray, palette: str) -> np.ndarray:
     return lut[index]
 
 
+#: Folders :func:`save_result` makes under its output root start so; its cleanup looks at nothing else.
+RESULT_PREFIX = "result-"
+
+
 def save_result(image: PIL.Image.Image, upload_name: str, output_root: Path, max_age_s: float = 3600) -> Path:
     """Write the full-resolution result for download and forget results older than ``max_age_s``.
 
-    TIFF uploads get a TIFF back, the others a PNG (lossless, and 16-bit where the input was). Each
-    result gets a fresh private folder, and its path is handed out only after the file is complete.
+    TIFF uploads get a TIFF back, the others a PNG (lossless, and 16-bit where the input was), with the
+    metadata in ``image.info`` (the upload's ICC profile, DPI, EXIF: :func:`kept_metadata`). Each
+    result gets a fresh private folder (``result-*``), and its path is handed out only after the file
+    is complete. The cleanup takes only such folders' results: other files under ``output_root`` are
+    never deleted.
     """
     output_root.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for old in output_root.glob("*/*"):
+    for old in [*output_root.glob(f"{RESULT_PREFIX}*/*_x4.png"), *output_root.glob(f"{RESULT_PREFIX}*/*_x4.tif")]:
         try:
             if now - old.stat().st_mtime > max_age_s:
                 old.unlink()
                 old.parent.rmdir()
-        except OSError:  # gone already, or a folder someone else is using: not ours to fail on
+        except OSError:  # gone already, or a folder holding something else: not ours to fail on
             pass
-    suffix = ".tif" if Path(upload_name).suffix.lower() in (".tif", ".tiff") else ".png"
-    path = Path(tempfile.mkdtemp(dir=output_root)) / f"{Path(upload_name).stem}_x4{suffix}"
-    image.save(path)
+    fmt = "TIFF" if Path(upload_name).suffix.lower() in (".tif", ".tiff") else "PNG"
+    folder = Path(tempfile.mkdtemp(prefix=RESULT_PREFIX, dir=output_root))
+    path = folder / f"{Path(upload_name).stem}_x4.{fmt.lower()[:3]}"
+    image.save(path, format=fmt, **save_options(image, fmt))  # the metadata upscale_file put into its info
     return path
