@@ -21,6 +21,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from difiisr_dwt import radiometric
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import (
     STDIN,
@@ -37,7 +38,7 @@ from difiisr_dwt.io import (
 from difiisr_dwt.output_folder import OUTPUT_LOG, OutputLog, check_writable, remove_stale_temps
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
-#: which is lossless and keeps 16-bit grayscale.
+#: which is lossless and keeps 16-bit grayscale. A FLIR radiometric JPEG gives a float TIFF of temperatures.
 TIFF_OUTPUT_SUFFIXES = (".tif", ".tiff", ".gif")
 
 
@@ -51,6 +52,7 @@ class Source:
     path: Path | None = None
     index: int | None = None
     data: bytes | None = field(default=None, repr=False)
+    radiometric_jpeg: bool = False  # a FLIR R-JPEG: its output is a TIFF of temperatures
 
 
 @dataclass
@@ -92,17 +94,19 @@ def file_sources(inputs: list[str]) -> list[Source]:
             seen.add(STDIN if stdin else os.path.realpath(path))
             data, suffix = read_stream(path)
             sources.append(Source(name="<stdin>" if stdin else str(path), stem="stdin" if stdin else path.stem,
-                                  suffix=suffix, data=data))
+                                  suffix=suffix, data=data,
+                                  radiometric_jpeg=radiometric.is_flir_jpeg(f"x{suffix}", data)))
             continue
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
-            sources.append(Source(name=str(path), stem=path.stem, suffix=path.suffix.lower(), path=path))
+            sources.append(Source(name=str(path), stem=path.stem, suffix=path.suffix.lower(), path=path,
+                                  radiometric_jpeg=radiometric.is_flir_jpeg(path)))
     return sources
 
 
-def output_name(stem: str, input_suffix: str, suffix: str) -> str:
-    ext = ".tif" if input_suffix in TIFF_OUTPUT_SUFFIXES else ".png"
+def output_name(stem: str, input_suffix: str, suffix: str, tiff: bool = False) -> str:
+    ext = ".tif" if tiff or input_suffix in TIFF_OUTPUT_SUFFIXES else ".png"
     return f"{stem}{suffix}{ext}"
 
 
@@ -148,7 +152,7 @@ def _candidate(source: Source, suffix: str, level: int) -> str:
         stem += "_" + source.suffix.lstrip(".")
     if level >= 2 and source.index is not None:
         stem += f"_{source.index}"
-    return output_name(stem, source.suffix, suffix)
+    return output_name(stem, source.suffix, suffix, tiff=source.radiometric_jpeg)
 
 
 def _collisions(names: list[str]) -> list[int]:
@@ -173,8 +177,17 @@ class UpscaleOptions:
 
 
 def read_source(source: Source) -> list[PIL.Image.Image]:
-    """The frames of a file or fetched dataset row (see :func:`difiisr_dwt.io.read_frames`)."""
-    return read_frames(source.path if source.path is not None else source.name, data=source.data)
+    """The frames of a file or fetched dataset row (see :func:`difiisr_dwt.io.read_frames`); a radiometric
+    file as ``I;16`` / ``F`` frames in its units (:func:`difiisr_dwt.radiometric.read_pil_frames`)."""
+    # a stream or dataset row is named by its stem and the suffix of the format it holds
+    path = source.path if source.path is not None else Path(f"{source.stem}{source.suffix}")
+    frames = radiometric.read_pil_frames(path, data=source.data)
+    if frames is None:
+        return read_frames(source.path if source.path is not None else source.name, data=source.data)
+    if frames[0].info[radiometric.PIL_INFO_KEY].source == "flir-rjpeg" and not source.radiometric_jpeg:
+        raise ImageReadError(f"{source.name}: a FLIR radiometric JPEG gives a TIFF of temperatures; upscale it as a "
+                             "file (a dataset row's output name is fixed before it is read)")
+    return frames
 
 
 class _Pending:
@@ -183,6 +196,7 @@ class _Pending:
     def __init__(self, job: Job, frames: list[PIL.Image.Image]):
         self.job, self.results, self.seconds = job, [None] * len(frames), 0.0
         self.metadata = [kept_metadata(frame) for frame in frames]  # ICC, DPI, EXIF...: the outputs keep them
+        self.radiometric = frames[0].info.get(radiometric.PIL_INFO_KEY)  # a radiometric file: written by tifffile
 
 
 def upscale_jobs(
@@ -245,7 +259,10 @@ def upscale_jobs(
         for frame, metadata in zip(frames, pending.metadata):
             frame.info.update(metadata)
         try:
-            save_frames_atomic(frames, job.output)
+            if pending.radiometric is not None:  # the input's type, units and tags (tifffile)
+                radiometric.write_pil_frames(job.output, frames, pending.radiometric)
+            else:
+                save_frames_atomic(frames, job.output)
             if options.output_log is not None:
                 options.output_log.add(job.output)
         except (ValueError, OSError) as error:
@@ -501,6 +518,7 @@ def run_archive(args) -> dict[str, int]:
     started = time.time()
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    radiometric.parse_value_range(getattr(args, "value_range", None))  # a bad --range fails before the model loads
     if bool(args.inputs) == bool(args.dataset_name):
         raise UsageError("give INPUT files/folders/globs or --dataset_name, not both" if args.inputs else
                          "give INPUT files/folders/globs or --dataset_name")
