@@ -214,7 +214,11 @@ def convert_vq_checkpoint(path: str | os.PathLike) -> tuple[VQModel, dict[str, i
 
 
 def save_vqmodel_atomic(model: VQModel, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """``model.save_pretrained`` into a temporary folder beside ``out``, then rename it into place."""
+    """``model.save_pretrained`` into a temporary folder beside ``out``, then rename it into place.
+
+    Replacing an earlier model folder (``overwrite``) replaces its config and weights; every other file
+    in it is kept.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
@@ -224,7 +228,7 @@ def save_vqmodel_atomic(model: VQModel, out: str | os.PathLike, overwrite: bool 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, keep_others=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

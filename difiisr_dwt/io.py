@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import functools
+import hashlib
 import io
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -107,6 +112,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Call ``write(file)`` on a temporary file in ``path``'s folder, then ``os.replace`` it to ``path``,
     so that an interrupted write never leaves a half-written file under the final name.
 
+    The temporary file is named ``.NAME.RANDOM.TOKEN.tmp``, ``TOKEN`` naming the writing process
+    (:func:`writer_token`), so that a cleanup by another run can tell a live writer's file from one an
+    interrupted run left (:func:`temp_writer_gone`).
+
     The result has the mode a plain ``open(path, "wb")`` would give: an existing file's mode is kept, a
     new file gets 0o666 less the umask (not ``mkstemp``'s 0o600).
     """
@@ -116,7 +125,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         mode = plain_modes()[0]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{writer_token()}.tmp", dir=path.parent)
     try:
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
@@ -186,27 +195,197 @@ def save_image_atomic(image: PIL.Image.Image, path: str | os.PathLike) -> None:
     write_atomic(path, lambda f: image.save(f, format=fmt, **save_options(image, fmt)))
 
 
-def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike, keep_others: bool = False,
+                drop: Collection[str] = ()) -> list[str]:
     """Move the complete folder ``src`` to ``dst`` by renames only, replacing an existing ``dst``.
 
     The old ``dst`` is moved aside first and put back if the final rename fails, so ``dst`` always
     holds one complete folder. ``src`` and its contents first get the modes a plain ``mkdir``/``open``
     would give (:func:`set_plain_modes`).
+
+    Args:
+        keep_others: carry every file of the old ``dst`` that ``src`` does not hold into the new folder
+            (hard links where possible, else copies; contents and modes unchanged), so that replacing a
+            writer's folder never deletes a file the writer did not write (notes, figures).
+        drop: ``/``-separated paths relative to ``dst`` not to carry over: files an earlier run of the
+            same writer wrote and this one no longer does.
+
+    Returns:
+        The relative paths carried over.
     """
     src, dst = Path(src), Path(dst)
     set_plain_modes(src)
+    carried = _carry_over(dst, src, set(drop)) if keep_others and dst.is_dir() else []
     if not dst.exists():
         os.replace(src, dst)
-        return
-    stale = dst.with_name(f".{dst.name}.old")
-    shutil.rmtree(stale, ignore_errors=True)
-    os.replace(dst, stale)
+        return carried
+    stale = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=f".{writer_token()}.old", dir=dst.parent))
+    os.replace(dst, stale)  # onto the empty folder just made: never onto someone else's
     try:
         os.replace(src, dst)
     except BaseException:
         os.replace(stale, dst)
         raise
     shutil.rmtree(stale, ignore_errors=True)
+    return carried
+
+
+def _carry_over(old: Path, new: Path, drop: set[str]) -> list[str]:
+    """Link (or copy) into ``new`` the files and symlinks of ``old`` that ``new`` lacks, except ``drop``."""
+    carried = []
+    for root, dirs, files in os.walk(old):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            source = Path(root, name)
+            relative = source.relative_to(old).as_posix()
+            target = new / relative
+            if relative in drop or os.path.lexists(target):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():
+                os.symlink(os.readlink(source), target)
+            else:
+                try:
+                    os.link(source, target)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(source, target)
+            carried.append(relative)
+    return sorted(carried)
+
+
+# ------------------------------------------------------------------------------------------------ temp files
+@functools.cache
+def _machine_id() -> str:
+    """8 hex digits: 4 naming this host, 4 its boot. A pid means something only on the host and boot it came
+    from; a temporary file of an earlier boot of this host has lost its writer for sure."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4] + hashlib.sha1(boot.encode()).hexdigest()[:4]
+
+
+def writer_token() -> str:
+    """``pPID-MACHINE``: who writes a temporary file (see :func:`temp_writer_gone`)."""
+    return f"p{os.getpid()}-{_machine_id()}"
+
+
+_TOKEN_RE = re.compile(r"\.p(\d+)-([0-9a-f]{8})\.(?:tmp|old)$")
+
+
+def temp_writer_gone(name: str) -> bool | None:
+    """Whether the process that made the temporary file ``name`` (see :func:`writer_token`) has ended.
+
+    ``True``: its token names this host, and an earlier boot or a pid no process has now. ``False``: the
+    writer lives, or it ran on another host (it cannot be checked from here). ``None``: a name without a
+    token (an older version's temporary file).
+    """
+    match = _TOKEN_RE.search(name)
+    if match is None:
+        return None
+    pid, machine, here = int(match.group(1)), match.group(2), _machine_id()
+    if machine[:4] != here[:4]:
+        return False
+    if machine != here:
+        return True
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    except OSError as error:
+        return error.errno == errno.ESRCH
+    return False
+
+
+# ------------------------------------------------------------------------------------------------ input guard
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class InputGuard:
+    """The paths a command reads, so that none of its writes lands on them.
+
+    Every writer checks its targets with :meth:`check` before any compute: a target may not be one of
+    the input ``files`` (compared as files: a symlink or a hard link to an input counts as the input),
+    may not lie inside one of the input ``folders`` (a ``--model`` folder, eval's HR/LR/SR folders,
+    training's data and component folders), and a folder the writer replaces as a whole may not hold
+    an input.
+
+    Args:
+        files: input files; missing ones are ignored (reading them reports them).
+        folders: input folders; missing ones are ignored.
+    """
+
+    def __init__(self, files: Iterable[str | os.PathLike] = (), folders: Iterable[str | os.PathLike] = ()):
+        self.files: dict[tuple[int, int], Path] = {}
+        self.folders: list[tuple[Path, Path]] = []
+        self.add(files, folders)
+
+    def add(self, files: Iterable[str | os.PathLike] = (), folders: Iterable[str | os.PathLike] = ()) -> InputGuard:
+        for file in files:
+            try:
+                st = os.stat(file)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                self.files.setdefault((st.st_dev, st.st_ino), Path(file))
+        for folder in folders:
+            if folder is not None and os.path.isdir(folder):
+                self.folders.append((Path(folder), Path(os.path.realpath(folder))))
+        return self
+
+    def add_models(self, *models: str | os.PathLike | None) -> InputGuard:
+        """Add the folders of ``--model``-like arguments: a local folder, or (``None``) the embedded default
+        model. A Hub repo id adds nothing (its snapshot lives in the Hub cache)."""
+        from difiisr_dwt import DEFAULT_MODEL
+
+        return self.add(folders=[DEFAULT_MODEL if model is None else model for model in models])
+
+    def problem(self, target: str | os.PathLike, replaces_folder: bool = False) -> str | None:
+        """Why ``target`` may not be written (``None``: it may). ``replaces_folder``: the writer replaces
+        ``target`` as a whole, so it may not hold an input either."""
+        try:
+            st = os.stat(target)
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) in self.files:
+            return f"is the input {self.files[(st.st_dev, st.st_ino)]}"
+        real = Path(os.path.realpath(target))
+        for given, folder in self.folders:
+            if real == folder:
+                return f"is the input folder {given}"
+            if folder in real.parents:
+                return f"lies inside the input folder {given}"
+        if replaces_folder:
+            for given, folder in self.folders:
+                if real in folder.parents:
+                    return f"holds the input folder {given}"
+            for file in self.files.values():
+                if real in Path(os.path.realpath(file)).parents:
+                    return f"holds the input {file}"
+        return None
+
+    def check_options(self, targets: dict[str, str | os.PathLike | None]) -> None:
+        """:meth:`check` every ``{option: target}`` given (``None``: the option is not given)."""
+        for option, target in targets.items():
+            if target is not None:
+                self.check(target, option)
+
+    def check(self, target: str | os.PathLike, option: str, replaces_folder: bool = False) -> None:
+        """Raise :class:`UsageError` naming ``option`` and the input when ``target`` may not be written."""
+        problem = self.problem(target, replaces_folder)
+        if problem is not None:
+            raise UsageError(f"{option} {target} {problem}; a command never writes over what it reads: choose "
+                             "another path")
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:

@@ -20,6 +20,7 @@ They must equal the installed modules byte for byte; :func:`check_release` says 
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import replace_dir
+from difiisr_dwt.io import InputGuard, replace_dir
 from difiisr_dwt.model_card import ReleaseInfo, render_model_card
 
 # component -> class the current code expects in model_index.json
@@ -191,7 +192,9 @@ def export_release(
     """Write the Hub release of the pipeline folder ``source`` to ``out``, atomically.
 
     Everything is written to a temporary folder beside ``out`` and renamed into place at the end, so an
-    interrupted export never leaves a half-written release under ``out``.
+    interrupted export never leaves a half-written release under ``out``. Replacing an earlier release
+    (``overwrite``) replaces only the files a release consists of (:func:`is_release_file`); every other
+    file of ``out`` (notes, figures) is carried into the new folder unchanged.
 
     Args:
         source: a pipeline folder (``save_pretrained`` output, e.g. training's ``OUTPUT_DIR/pipeline``).
@@ -200,8 +203,16 @@ def export_release(
         evaluations: label -> methods of an ``eval --json`` file (:func:`~difiisr_dwt.model_card.load_eval_json`).
         variant: ``"fp16"`` also writes ``*.fp16.safetensors`` weights (diffusers' variant convention).
         overwrite: replace an existing release at ``out``.
+
+    Raises:
+        ReleaseError: ``out`` exists without ``overwrite``, is not a pipeline folder, or is, lies inside or
+            holds ``source``.
     """
     source, out = Path(source), Path(out)
+    problem = InputGuard(folders=[source]).problem(out, replaces_folder=True)
+    if problem is not None:
+        raise ReleaseError(f"--out {out} {problem}; export never writes into the pipeline folder it reads: "
+                           "choose another --out")
     if variant not in (None, "fp16"):
         raise ReleaseError(f"variant {variant!r} is not supported; use 'fp16'")
     if out.exists() and not overwrite:
@@ -226,11 +237,35 @@ def export_release(
         problems = check_release(tmp)
         if problems:
             raise ReleaseError("the export does not match the sources:\n  " + "\n  ".join(problems))
-        replace_dir(tmp, out)
+        stale = [p.relative_to(out).as_posix() for p in out.rglob("*")] if out.is_dir() else []
+        stale = [relative for relative in stale if not (tmp / relative).exists() and is_release_file(out, relative)]
+        replace_dir(tmp, out, keep_others=True, drop=stale)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+#: What :func:`export_release` writes into a component folder (configs and weights, every variant).
+_COMPONENT_FILES = ("config.json", "scheduler_config.json", "diffusion_pytorch_model*.safetensors")
+
+
+def is_release_file(folder: Path, relative: str) -> bool:
+    """Whether ``relative`` (``/``-separated) is one of the files an export writes into a release ``folder``:
+    ``model_index.json``, ``README.md``, the code files (:func:`release_code_files`, and those its
+    ``model_index.json`` names), and each component's configs and weights. An export replacing ``folder``
+    drops such files it no longer writes (an earlier fp16 variant) and keeps every other file."""
+    parts = relative.split("/")
+    if relative in ("model_index.json", "README.md"):
+        return True
+    if len(parts) == 2 and parts[0] in COMPONENTS and any(fnmatch.fnmatch(parts[1], p) for p in _COMPONENT_FILES):
+        return True
+    if relative in release_code_files():
+        return True
+    try:
+        return relative in named_code_files(_read_index(folder))
+    except ReleaseError:
+        return False
 
 
 def upload_files(folder: str | os.PathLike) -> list[tuple[str, int]]:

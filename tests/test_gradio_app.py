@@ -336,3 +336,45 @@ def test_no_placeholder_model_id():
     assert "org/difiisr-dwt" not in text
     front_matter = (APP_DIR / "README.md").read_text(encoding="utf-8").split("---")[1]
     assert "models:" not in front_matter or "org/" not in front_matter
+
+
+# ---------------------------------------------------------------- radiometric uploads
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_radiometric_float_tiff_keeps_units_with_colorbar_and_readout(pipe, tmp_path, dtype):
+    import gradio as gr
+    import tifffile
+
+    celsius = np.linspace(18.0, 26.0, 24 * 32).reshape(24, 32).astype(dtype)
+    path = tmp_path / "facade_degC.tif"
+    tifffile.imwrite(path, celsius)
+    out = demo_app.upscale_file(pipe, str(path), 1, 0, 0, value_range=(15, 30))
+    assert out.result.mode == "F" and out.result.size == (128, 96) and "32-bit F" in out.info
+    thermal = out.thermal
+    assert thermal["value_range"] == (15.0, 30.0) and thermal["after"].shape == (96, 128)
+    bar, probe, text = demo_app.thermal_view(thermal, "Ironbow")
+    assert bar["visible"] and bar["value"].shape == (56, 512, 3) and probe["value"].shape == (96, 128, 3)
+    line = demo_app.read_point(thermal, gr.SelectData(None, {"index": [100, 40], "value": None}))
+    lr, before, after = celsius[40 // 4, 100 // 4], thermal["before"][40, 100], thermal["after"][40, 100]
+    assert line == (f"at (100, 40): input {lr:.3f}, before (bicubic) {before:.3f}, after {after:.3f} "
+                    "°C or K, as in the file")
+    assert 17.5 < after < 26.5  # a temperature of the input's scale, not a [0, 1] grey level
+    saved = imaging.save_result(out.result, path.name, tmp_path / "out")
+    with PIL.Image.open(saved) as reread:
+        assert reread.mode == "F"
+        np.testing.assert_array_equal(np.asarray(reread), np.asarray(out.result))
+
+
+def test_16bit_upload_reads_counts_and_ordinary_upload_hides_the_readout(pipe, tmp_path):
+    counts = demo_app.upscale_file(pipe, str(write_image(tmp_path / "ir16.tif", size=(20, 16), bit16=True)), 1, 0, 0)
+    assert counts.thermal["unit"] == "counts" and counts.thermal["value_range"][1] > counts.thermal["value_range"][0]
+    plain = demo_app.upscale_file(pipe, str(write_image(tmp_path / "ir.png", size=(20, 16))), 1, 0, 0)
+    assert plain.thermal is None
+    bar, probe, _ = demo_app.thermal_view(None, "Ironbow")
+    assert bar["visible"] is False and probe["visible"] is False
+
+
+@pytest.mark.parametrize(("low", "high", "message"), [(5, None, "give both low and high"),
+                                                      (30, 20, "low must be below high")])
+def test_bad_range_is_a_readable_error(pipe, tmp_path, low, high, message):
+    with pytest.raises(imaging.UploadError, match=message):
+        demo_app.upscale_file(pipe, str(write_image(tmp_path / "a.png")), 1, 0, 0, value_range=(low, high))

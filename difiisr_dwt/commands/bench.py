@@ -27,7 +27,7 @@ from difiisr_dwt.benchmarks import DEFAULT_SECTIONS, FULL, QUICK, SECTIONS, run_
 from difiisr_dwt.benchmarks.report import format_markdown
 from difiisr_dwt.commands import int_at_least
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import write_text_atomic
+from difiisr_dwt.io import InputGuard, write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json is not None:  # never over the model the gpu section reads
+        InputGuard().add_models(args.model).check(args.json, "--json")
     config = QUICK if args.quick else FULL
     if args.repeats is not None:
         config = replace(config, repeats=args.repeats)

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="PIPELINE_DIR", help="pipeline folder to export (or push)")
     parser.add_argument("--out", type=Path, default=None, metavar="HUB_DIR", help="release folder to write")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing release at --out (its model card is rewritten from this command's "
-                        "metadata)")
+                        help="replace an existing release at --out: its weights, configs, code files and model card "
+                        "(rewritten from this command's metadata); other files in it are kept")
     parser.add_argument("--variant", choices=["fp16"], default=None,
                         help="also write fp16 weights (*.fp16.safetensors), loaded with variant='fp16'")
     card = parser.add_argument_group("model card")
@@ -101,6 +101,14 @@ def _release_info(args: argparse.Namespace):
     return info, {label: load_eval_json(file) for label, file in sources.items()}
 
 
+def _file_ids(folder: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (device, inode)}`` of the files under ``folder`` (empty when it does not exist)."""
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): (p.stat().st_dev, p.stat().st_ino) for p in folder.rglob("*")
+            if p.is_file()}
+
+
 def _export_and_push(args: argparse.Namespace) -> int:
     from difiisr_dwt.release import ReleaseError, check_release, export_release, push_release, upload_files
 
@@ -113,10 +121,18 @@ def _export_and_push(args: argparse.Namespace) -> int:
     release = Path(args.source)
     if args.out is not None:
         info, evaluations = _release_info(args)
+        before = _file_ids(args.out)
         release = export_release(args.source, args.out, info, evaluations, variant=args.variant,
                                  overwrite=args.overwrite)
-        files = [p for p in release.rglob("*") if p.is_file()]
+        after = _file_ids(release)
+        kept = sorted(relative for relative, ident in before.items() if after.get(relative) == ident)
+        files = [release / relative for relative in after if relative not in kept]
         print(f"Wrote {release} ({len(files)} files, {sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)")
+        if "README.md" in before:
+            print(f"  replaced the model card {release / 'README.md'} (from this command's metadata)")
+        if kept:
+            print(f"  kept {len(kept)} file(s) export does not write: {', '.join(kept[:5])}"
+                  + (", ..." if len(kept) > 5 else ""))
     else:
         problems = check_release(release)
         if problems:

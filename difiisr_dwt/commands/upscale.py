@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", "--batch_size", type=int, default=1,
                         help="same-size frames per pipeline call (default 1); results do not depend on it")
     parser.add_argument("--suffix", default="_x4", help="appended to each output's file stem (default _x4)")
-    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist instead of skipping them")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo outputs that exist instead of skipping them (only files this tool wrote: "
+                        "another file of an output's name is refused)")
     parser.add_argument("--manifest", type=Path, default=None, metavar="OUT.json",
                         help="write a JSON manifest: input, output, size, seconds, status, error per input")
     data = parser.add_argument_group("dataset input (instead of INPUT)")

@@ -132,6 +132,10 @@ class DiffusionStage(Stage):
         save_validation_grid(rows, output_dir, step, ["LR", "bicubic", "SR", "HR"])
         return {**{k: sum(v) / len(v) for k, v in scores.items()}, **self._bicubic_scores}
 
+    @classmethod
+    def final_folders(cls) -> list[str]:
+        return [*super().final_folders(), "pipeline"]
+
     def save_final(self, output_dir: str) -> list[str]:
         """The UNet folder and the whole pipeline (Hub layout) in ``OUTPUT_DIR/pipeline``."""
         folders = super().save_final(output_dir)

@@ -29,8 +29,10 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from difiisr_dwt.data import StreamSampler, build_training_dataset
+from difiisr_dwt.io import write_text_atomic
 from difiisr_dwt.training.checkpointing import (
     CheckpointError,
+    check_output_dir,
     dump_rank_weights,
     read_training_state,
     register_hooks,
@@ -73,6 +75,7 @@ def _scalar_config(args: argparse.Namespace) -> dict:
 def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share)."""
     output_dir = Path(args.output_dir)
+    check_output_dir(args, stage_cls.final_folders())
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -216,8 +219,7 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
         curves.plot(output_dir / "curves.png")
         with ema_weights(ema, parameters):
             folders = stage.save_final(str(output_dir))
-        with open(output_dir / "run_summary.json", "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        write_text_atomic(json.dumps(summary, indent=2), output_dir / "run_summary.json")
         logger.info(f"Saved {', '.join(folders)}; {summary}")
         if args.push_to_hub:
             _push(args, folders)

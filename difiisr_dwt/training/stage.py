@@ -64,6 +64,11 @@ class Stage:
         """Validation metrics (main process only, EMA weights in place); may save an image grid."""
         return {}
 
+    @classmethod
+    def final_folders(cls) -> list[str]:
+        """The folder names :meth:`save_final` writes into ``--output_dir``."""
+        return [cls.component_name]
+
     def save_final(self, output_dir: str) -> list[str]:
         """Write the stage's loadable output folders (EMA weights in place); returns their paths."""
         return [save_folder_atomic(self.component.save_pretrained, os.path.join(output_dir, self.component_name))]

@@ -33,6 +33,8 @@ from diffusers.utils import BaseOutput, deprecate
 from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from diffusers.utils.torch_utils import randn_tensor
 
+# Every sibling file is imported here, directly: loading a local folder, diffusers copies the pipeline
+# file's own relative imports beside it, not theirs (tests/test_hub_loading.py checks).
 from .fidelity import back_project, shrink_flat_detail
 from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
 from .tiling import TilingConfig, tiled_with_shared_norms
@@ -43,9 +45,11 @@ class DifIISRDWTPipelineOutput(BaseOutput):
     """Output of :class:`DifIISRDWTPipeline`.
 
     Args:
-        images: PIL images (mode of each input: ``L``, ``RGB`` or ``I;16``), or numpy `(B, H, W, C)` /
-            torch `(B, C, H, W)` floats in [0, 1] (a list when the images differ in size or channels).
-        value_ranges: per image, the ``(low, high)`` input range that [0, 1] maps to (16-bit inputs).
+        images: PIL images (mode of each input: ``L``, ``RGB``, ``I;16`` or ``F``), or numpy `(B, H, W, C)` /
+            torch `(B, C, H, W)` floats in [0, 1], or in the input's units where a ``value_range`` was
+            given (a list when the images differ in size or channels).
+        value_ranges: per image, the ``(low, high)`` input range that [0, 1] maps to (16-bit and
+            float inputs, and every input under ``value_range``).
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
@@ -170,6 +174,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         noise_scale: float,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str],
+        value_range: tuple[float, float] | None = None,
     ) -> None:
         """Raise a ``ValueError`` naming the first bad argument of :meth:`__call__` (images are checked
         by :meth:`IRImageProcessor.preprocess`)."""
@@ -182,6 +187,13 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             raise ValueError(f"`noise_scale` must lie in [0, 1], got {noise_scale!r}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        if value_range is not None:
+            try:
+                low, high = (float(v) for v in value_range)
+            except (TypeError, ValueError):
+                raise ValueError(f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}.") from None
+            if not (np.isfinite(low) and np.isfinite(high) and low < high):
+                raise ValueError(f"`value_range` must be finite with low < high, got {value_range!r}.")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
@@ -308,6 +320,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         quantize: bool | None = None,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        value_range: tuple[float, float] | None = None,
         **legacy_tiling,
     ) -> DifIISRDWTPipelineOutput | tuple:
         r"""Upscale infrared images x4.
@@ -332,6 +345,15 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
             callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
                 wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
+            value_range (`tuple[float, float]`, *optional*): ``(low, high)`` in the input's units (counts,
+                kelvin, degrees Celsius) mapped to the model's input range for every image of the call
+                (and, passed again, of every call of a sequence): a temperature maps to the same model
+                input in every frame, and sensor noise keeps its true scale. Values outside it are not
+                clipped: the model sees them saturated, and the fidelity step (in float) gives them back.
+                Outputs then come in the input's units: numpy / torch values unclipped, PIL in the input's
+                type (``I;16`` counts, ``F`` floats). ``None`` (default): each 16-bit or float image is
+                mapped by its own minimum and maximum (see :func:`difiisr_dwt.radiometric.sequence_value_range`
+                for a sequence's default).
             **legacy_tiling: ``tile_size``, ``tile_overlap``, ``decode_tile_size``,
                 ``decode_tile_overlap`` for this call only (deprecated: use :meth:`enable_unet_tiling`
                 and :meth:`enable_decode_tiling`).
@@ -348,12 +370,12 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
                 callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
             tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
-            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs)
+            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range)
             self._noise_scale = noise_scale
             quantize = self.config.quantize_decode if quantize is None else quantize
 
             # 2. Preprocess: (3, h, w) tensors in [-1, 1] and how to give each back
-            items = self.image_processor.preprocess(image)
+            items = self.image_processor.preprocess(image, value_range)
             if isinstance(generator, list) and len(generator) != len(items):
                 raise ValueError(f"Got {len(generator)} generators for {len(items)} images; pass one per image.")
             device = self._execution_device
@@ -382,8 +404,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
                     sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
                     sr = back_project(sr, lr_luma, self.back_projection_iterations)
-                for i, out in zip(indices, sr.clamp_(-1, 1)):
-                    results[i] = out.cpu()
+                for i, out in zip(indices, sr):  # in units, values beyond the range are kept (in float)
+                    results[i] = (out if items[i][1].in_units else out.clamp(-1, 1)).cpu()
             self.maybe_free_model_hooks()
         finally:
             if saved_tiling is not None:
