@@ -33,6 +33,7 @@ from difiisr_dwt.io import (
     read_frames,
     read_stream,
     save_frames_atomic,
+    scale_resolution,
     write_text_atomic,
 )
 from difiisr_dwt.output_folder import OUTPUT_LOG, OutputLog, check_writable, remove_stale_temps
@@ -196,6 +197,7 @@ class _Pending:
     def __init__(self, job: Job, frames: list[PIL.Image.Image]):
         self.job, self.results, self.seconds = job, [None] * len(frames), 0.0
         self.metadata = [kept_metadata(frame) for frame in frames]  # ICC, DPI, EXIF...: the outputs keep them
+        self.widths = [frame.width for frame in frames]  # the DPI scales with the size (same physical size)
         self.radiometric = frames[0].info.get(radiometric.PIL_INFO_KEY)  # a radiometric file: written by tifffile
 
 
@@ -256,8 +258,8 @@ def upscale_jobs(
 
     def write(pending: _Pending) -> None:
         job, frames = pending.job, pending.results
-        for frame, metadata in zip(frames, pending.metadata):
-            frame.info.update(metadata)
+        for frame, metadata, width in zip(frames, pending.metadata, pending.widths):
+            frame.info.update(scale_resolution(metadata, frame.width / width))
         try:
             if pending.radiometric is not None:  # the input's type, units and tags (tifffile)
                 radiometric.write_pil_frames(job.output, frames, pending.radiometric)

@@ -151,18 +151,29 @@ _EXIF_IFD, _PIXEL_X_DIMENSION, _PIXEL_Y_DIMENSION = 0x8769, 0xA002, 0xA003
 _ICC_MODES = {b"GRAY": ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"), b"RGB ": ("RGB", "RGBA")}
 
 
-def kept_metadata(image: PIL.Image.Image) -> dict:
+def kept_metadata(image: PIL.Image.Image, scale: float = 1.0) -> dict:
     """The metadata of a read image (:func:`read_frames`) that its result keeps: ICC profile, DPI, EXIF
     (already without the orientation it applied) and a TIFF's resolution tags. Put it into the result's
-    ``info``; :func:`save_image_atomic` / :func:`save_frames_atomic` write it."""
-    return {key: image.info[key] for key in KEPT_METADATA if image.info.get(key) is not None}
+    ``info``; :func:`save_image_atomic` / :func:`save_frames_atomic` write it.
+
+    Args:
+        scale: result size / input size (4 for x4). The DPI and the TIFF resolution (pixels per unit) are
+            multiplied by it, so the result covers the same physical size, as radiometric TIFFs do
+            (:mod:`difiisr_dwt.radiometric`).
+    """
+    return scale_resolution({key: image.info[key] for key in KEPT_METADATA if image.info.get(key) is not None}, scale)
+
+
+def scale_resolution(metadata: dict, scale: float) -> dict:
+    """``metadata`` (of :func:`kept_metadata`) with its DPI and TIFF resolution multiplied by ``scale``."""
+    return {key: tuple(float(v) * scale for v in value) if key in ("dpi", "resolution") else value
+            for key, value in metadata.items()}
 
 
 def save_options(image: PIL.Image.Image, fmt: str) -> dict:
     """``image.save`` keywords that write the :func:`kept_metadata` in ``image.info`` in format ``fmt``.
 
-    The resolution is kept as it is (an x4 result at the input's DPI prints 4x as large, as after any
-    upscaler). An ICC profile of another colour space than the image's (an RGB profile on a grey result)
+    An ICC profile of another colour space than the image's (an RGB profile on a grey result)
     is left out: it would misdescribe the pixels. EXIF goes into PNG, JPEG and WebP files, with its pixel
     dimensions set to the result's size.
     """

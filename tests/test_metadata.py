@@ -1,5 +1,6 @@
-"""Metadata a user expects kept: an embedded ICC profile (RGB PNG, grey JPEG, 16-bit TIFF), the DPI, the
-EXIF data less the orientation already applied, and a TIFF's resolution tags, through ``upscale`` (files and
+"""Metadata a user expects kept: an embedded ICC profile (RGB PNG, grey JPEG, 16-bit TIFF), the physical
+size (DPI and a TIFF's resolution tags x4, the rule of radiometric TIFFs too), the EXIF data less the
+orientation already applied, through ``upscale`` (files and
 multi-page TIFF) and the demo's download."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ ORIENTATION, MAKE, MODEL = 0x0112, 0x010F, 0x0110
 
 def _exif() -> PIL.Image.Exif:
     exif = PIL.Image.Exif()
-    exif[ORIENTATION], exif[MAKE], exif[MODEL] = 6, "FLIR", "E8-XT"
+    exif[ORIENTATION], exif[MAKE], exif[MODEL] = 6, "Acme Thermal", "E8-XT"  # not "FLIR": see radiometric.py
     return exif
 
 
@@ -55,17 +56,17 @@ def test_rgb_png_keeps_icc_dpi_and_exif_without_orientation(upscaled):
     with PIL.Image.open(out / "rgb_x4.png") as result:
         assert result.size == (48, 64)  # Orientation 6 applied: portrait
         assert result.info.get("icc_profile") == SRGB
-        assert result.info["dpi"] == pytest.approx((300, 300), rel=1e-3)  # PNG stores whole pixels per metre
+        assert result.info["dpi"] == pytest.approx((1200, 1200), rel=1e-3)  # PNG stores whole pixels per metre
         exif = result.getexif()
-        assert exif.get(MAKE) == "FLIR" and exif.get(MODEL) == "E8-XT" and ORIENTATION not in exif
+        assert exif.get(MAKE) == "Acme Thermal" and exif.get(MODEL) == "E8-XT" and ORIENTATION not in exif
 
 
 def test_grey_jpeg_keeps_its_grey_profile(upscaled):
     _, out = upscaled
     with PIL.Image.open(out / "grey_x4.png") as result:
         assert result.mode == "L" and result.info.get("icc_profile") == GRAY
-        assert result.info["dpi"] == pytest.approx((96, 96), rel=1e-3)  # PNG stores whole pixels per metre
-        assert result.getexif().get(MAKE) == "FLIR" and ORIENTATION not in result.getexif()
+        assert result.info["dpi"] == pytest.approx((384, 384), rel=1e-3)  # PNG stores whole pixels per metre
+        assert result.getexif().get(MAKE) == "Acme Thermal" and ORIENTATION not in result.getexif()
 
 
 def test_tiff_keeps_resolution_tags_and_profile(upscaled):
@@ -73,10 +74,10 @@ def test_tiff_keeps_resolution_tags_and_profile(upscaled):
     with PIL.Image.open(out / "raw16_x4.tif") as result:
         assert result.mode == "I;16" and result.info.get("icc_profile") == GRAY
         tags = result.tag_v2
-        assert (float(tags[282]), float(tags[283]), tags[296]) == (40.0, 20.0, 3)  # per cm, as in the input
+        assert (float(tags[282]), float(tags[283]), tags[296]) == (160.0, 80.0, 3)  # per cm: the same size in cm
     frames = read_frames(out / "pages_x4.tif")
     assert len(frames) == 2 and all(f.info.get("icc_profile") == GRAY for f in frames)
-    assert all(f.info["resolution"] == pytest.approx((150, 150)) for f in frames)
+    assert all(f.info["resolution"] == pytest.approx((600, 600)) for f in frames)
 
 
 def test_profile_of_another_colour_space_is_not_written(upscaled):
@@ -104,9 +105,9 @@ def test_demo_download_keeps_the_uploads_metadata(tmp_path):
     _rng_image((12, 16, 3)).save(upload, icc_profile=SRGB, dpi=(200, 200), exif=_exif())
     opened = imaging.open_upload(str(upload), 10_000)
     result = _rng_image((64, 48, 3))  # stands in for the pipeline's output (upscale_file copies the metadata)
-    result.info.update(imaging.kept_metadata(opened))
+    result.info.update(imaging.kept_metadata(opened, scale=4))
     saved = imaging.save_result(result, upload.name, tmp_path / "out")
     with PIL.Image.open(saved) as download:
         assert download.info.get("icc_profile") == SRGB
-        assert download.info["dpi"] == pytest.approx((200, 200), rel=1e-3)  # PNG stores whole pixels per metre
-        assert download.getexif().get(MAKE) == "FLIR" and ORIENTATION not in download.getexif()
+        assert download.info["dpi"] == pytest.approx((800, 800), rel=1e-3)  # PNG stores whole pixels per metre
+        assert download.getexif().get(MAKE) == "Acme Thermal" and ORIENTATION not in download.getexif()

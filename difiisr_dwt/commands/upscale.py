@@ -1,9 +1,9 @@
 """``difiisr-dwt upscale INPUT... -o OUTDIR``: x4 super-resolve image files, folders, globs or a dataset.
 
 x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame of a multi-page
-TIFF or GIF is kept (a multi-page TIFF out). An embedded ICC profile, the DPI, the EXIF data (less the
-orientation, which is applied) and TIFF resolution tags are kept. A rerun skips outputs that exist. A file that
-cannot be read or processed is reported and skipped; the exit status is 1 if any failed.
+TIFF or GIF is kept (a multi-page TIFF out). An embedded ICC profile, the EXIF data (less the orientation,
+which is applied) and the physical size (DPI and TIFF resolution x4) are kept. A rerun skips outputs that
+exist. A file that cannot be read or processed is reported and skipped; the exit status is 1 if any failed.
 
 INPUT - reads one image from standard input (output stdin_x4.png, or .tif for a TIFF or GIF); -o - writes the
 one result to standard output (progress and the summary line go to standard error):

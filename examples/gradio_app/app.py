@@ -184,7 +184,8 @@ def upscale_file(
     )
     seconds = time.perf_counter() - start
     result, value_range = output.images[0], output.value_ranges[0]
-    result.info.update(kept_metadata(image))  # the download keeps the upload's ICC profile, DPI, EXIF
+    # the download keeps the upload's ICC profile, EXIF and physical size (DPI x4)
+    result.info.update(kept_metadata(image, scale=result.width / image.width))
     bicubic = bicubic_x4(to_unit(image, value_range), pipe.upscale_factor)
     info = (
         f"{Path(path).name}: {image.width}x{image.height} {bit_depth(image)}-bit {image.mode} -> "

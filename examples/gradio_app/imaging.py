@@ -23,7 +23,7 @@ try:  # with the package, a result keeps the upload's ICC profile, DPI and EXIF 
     from difiisr_dwt.io import kept_metadata, save_options
 except ImportError:  # a Space without it: the ICC profile only, which PIL writes from ``info`` itself
 
-    def kept_metadata(image: PIL.Image.Image) -> dict:
+    def kept_metadata(image: PIL.Image.Image, scale: float = 1.0) -> dict:
         return {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
 
     def save_options(image: PIL.Image.Image, fmt: str) -> dict:
