@@ -271,3 +271,18 @@ def test_eval_bicubic_on_16bit_png_and_float_tiff_in_their_units(tmp_path, capsy
         assert report["unit"] == unit and set(report["methods"]) == {"bicubic"}
         assert 0.01 * scale < mean["hr_mae"] < 0.5 * scale  # white noise: bicubic misses a good share of it
         assert mean["mean_shift"] < 1e-3 * scale
+
+
+@pytest.mark.slow  # a child process loads torch and the model
+def test_flir_jpeg_from_stdin_to_stdout_gives_the_temperature_tiff(saved_test_model, tmp_path):
+    pytest.importorskip("flyr", reason="flyr (the radiometric extra) reads FLIR R-JPEGs")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "difiisr_dwt.cli", "upscale", "-", "-o", "-", "--model",
+                           str(saved_test_model), "--steps", "1", "--device", "cpu"],
+                          input=FLIR_JPEG.read_bytes(), capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()
+    (tmp_path / "out.tif").write_bytes(done.stdout)  # the temperatures, not the 8-bit preview beside them
+    image = read_radiometric(tmp_path / "out.tif")
+    assert image.dtype == np.float32 and image.frames[0].shape == (240, 320)
