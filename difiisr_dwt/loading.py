@@ -217,9 +217,11 @@ def _load_with_installed_classes(folder: Path, torch_dtype: torch.dtype):
         what = f"it holds one component, a {held}" if held else "no model_index.json"
         raise ModelLoadError(f"cannot load the model {folder}: not a pipeline folder ({what})")
     pipe = load_pipeline_folder(folder, torch_dtype=torch_dtype)  # checks model_index.json's classes first
+    package_root = Path(__file__).resolve().parent.parent
     for relative, installed in release_code_files().items():
         shipped = folder / relative
         if shipped.is_file() and shipped.read_bytes() != installed.read_bytes():
             logger.warning("%s differs from the installed %s; it was not run (the installed code was used). "
-                           "Pass --trust-remote-code to run the folder's own code.", shipped, installed.name)
+                           "Pass --trust-remote-code to run the folder's own code.", shipped,
+                           installed.resolve().relative_to(package_root).as_posix())
     return pipe

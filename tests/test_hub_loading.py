@@ -59,7 +59,7 @@ def test_pipeline_imports_every_sibling_directly():
     from diffusers.utils.dynamic_modules_utils import get_relative_imports
 
     root_files = {Path(r).stem for r in CODE_FILES if "/" not in r} - {"pipeline_difiisr_dwt"}
-    assert root_files == {"image_processor", "tiling", "fidelity"}
+    assert root_files >= {"image_processor", "tiling", "fidelity"}
     assert set(get_relative_imports(CODE_FILES["pipeline_difiisr_dwt.py"])) == root_files
 
 

@@ -46,6 +46,7 @@ def test_folder_code_does_not_run_by_default(planted, tiny_pipeline, caplog):
     assert type(pipe).__module__ == "difiisr_dwt.pipelines.pipeline_difiisr_dwt"
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "scheduler_resshift.py differs" in warned[0] and "--trust-remote-code" in warned[0]
+    assert "the installed difiisr_dwt/schedulers/scheduling_resshift.py" in warned[0]
     assert np.abs(_run(pipe) - _run(tiny_pipeline)).max() < 1e-5  # the folder's weights and configs
 
 

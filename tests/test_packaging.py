@@ -112,3 +112,20 @@ def test_installed_wheel_upscales_offline(wheel, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with PIL.Image.open(EXAMPLE) as lr, PIL.Image.open(work / "out" / "FLIR_08954_lr_x4.png") as sr:
         assert sr.size == (lr.width * 4, lr.height * 4)
+
+
+def test_package_level_names_load_lazily():
+    """``from difiisr_dwt import DifIISRDWTPipeline, DWTEncoder, ResShiftScheduler`` replaces the old top-level
+    modules; ``import difiisr_dwt`` alone still imports no torch (the CLI's parsers and --help stay fast)."""
+    code = ("import sys, difiisr_dwt; assert 'torch' not in sys.modules, 'torch imported'; "
+            "from difiisr_dwt import DifIISRDWTPipeline, DWTEncoder, ResShiftScheduler; "
+            "print(DifIISRDWTPipeline.__module__, DWTEncoder.__module__, ResShiftScheduler.__module__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["difiisr_dwt.pipelines.pipeline_difiisr_dwt",
+                                     "difiisr_dwt.models.modeling_dwt_encoder",
+                                     "difiisr_dwt.schedulers.scheduling_resshift"]
+    import difiisr_dwt
+
+    with pytest.raises(AttributeError, match="no attribute 'pipeline_difiisr_dwt'"):
+        difiisr_dwt.pipeline_difiisr_dwt  # noqa: B018  (the attribute access is the test)

@@ -15,6 +15,7 @@ import PIL.Image
 import pytest
 
 from difiisr_dwt.cli import main
+from difiisr_dwt.output_folder import OUTPUT_LOG
 
 
 def _png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -42,7 +43,7 @@ def test_dash_reads_one_image_from_stdin(saved_test_model, tmp_path, monkeypatch
     # a TIFF on stdin gives a TIFF, like a .tif file would
     _pipe_in(monkeypatch, _png_bytes(GRAY, "TIFF"))
     assert _upscale(saved_test_model, "-", "-o", tmp_path / "tif") == 0
-    assert [p.name for p in (tmp_path / "tif").iterdir()] == ["stdin_x4.tif"]
+    assert sorted(p.name for p in (tmp_path / "tif").iterdir()) == [OUTPUT_LOG, "stdin_x4.tif"]
     capsys.readouterr()
 
 

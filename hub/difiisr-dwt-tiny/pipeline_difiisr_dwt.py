@@ -33,6 +33,8 @@ from diffusers.utils import BaseOutput, deprecate
 from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from diffusers.utils.torch_utils import randn_tensor
 
+# Every sibling file is imported here, directly: loading a local folder, diffusers copies the pipeline
+# file's own relative imports beside it, not theirs (tests/test_hub_loading.py checks).
 from .fidelity import back_project, shrink_flat_detail
 from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
 from .tiling import TilingConfig, tiled_with_shared_norms
