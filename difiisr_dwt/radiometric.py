@@ -27,8 +27,9 @@ import PIL.Image
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import ImageReadError, save_image_atomic, write_atomic
 
-#: Suffixes read here when their content is radiometric (16-bit or float TIFF, FLIR R-JPEG).
-RADIOMETRIC_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg")
+#: Suffixes read here when their content is radiometric (16-bit or float TIFF, 16-bit PNG, FLIR R-JPEG).
+RADIOMETRIC_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+_PIL_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 #: Tags that describe the pixel layout of the file itself: tifffile writes its own.
 _LAYOUT_TAGS = {
     "NewSubfileType", "SubfileType", "ImageWidth", "ImageLength", "BitsPerSample", "Compression",
@@ -52,7 +53,7 @@ class RadiometricImage:
         frames: `(H, W)` arrays: ``uint16`` counts, or ``float32`` / ``float64`` temperatures.
         unit: ``"counts"``, ``"degC"`` (R-JPEG), or ``"as input"`` for a float TIFF (kelvin or degrees
             Celsius: the file does not say; a difference is in kelvin either way).
-        source: ``"tiff"`` or ``"flir-rjpeg"``.
+        source: ``"tiff"``, ``"png"`` or ``"flir-rjpeg"``.
         dtype: the type the output is written in (the input's; ``float32`` for an R-JPEG).
         extratags: tifffile ``extratags`` entries ``(code, dtype, count, value, True)`` copied from the input.
         software: the input's Software tag (tifffile writes this one itself).
@@ -83,8 +84,8 @@ def read_radiometric(path: str | os.PathLike, data: bytes | None = None) -> Radi
     """Read a radiometric file in its units, or return ``None`` for an ordinary picture.
 
     Radiometric: a TIFF of one-channel 16-bit integers (counts) or 32/64-bit floats (temperatures),
-    every page a frame; a JPEG carrying FLIR's radiometric record. Anything else (8-bit, RGB, a plain
-    JPEG, PNG: its 16-bit grey is read by :func:`difiisr_dwt.io.read_frames`) gives ``None``.
+    every page a frame; a 16-bit grey PNG (counts, no tags); a JPEG carrying FLIR's radiometric record.
+    Anything else (8-bit, RGB, a plain JPEG) gives ``None``.
 
     Raises:
         ImageReadError: a TIFF that cannot be decoded, non-finite float values, a FLIR R-JPEG without
@@ -100,7 +101,20 @@ def read_radiometric(path: str | os.PathLike, data: bytes | None = None) -> Radi
         data = path.read_bytes()
     if suffix in (".jpg", ".jpeg"):
         return _read_flir_jpeg(path, data) if _FLIR_MARKER in data[:65536] else None
+    if suffix == ".png":
+        return _read_png(path, data)
     return _read_tiff(path, data)
+
+
+def _read_png(path: Path, data: bytes) -> RadiometricImage | None:
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            if image.mode not in _PIL_16BIT:
+                return None
+            frame = np.asarray(image).astype(np.uint16)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: not a readable PNG ({error})") from error
+    return RadiometricImage(frames=[frame], unit="counts", source="png", dtype=np.dtype(np.uint16))
 
 
 def is_flir_jpeg(path: str | os.PathLike, data: bytes | None = None) -> bool:
@@ -280,7 +294,10 @@ PIL_INFO_KEY = "difiisr_radiometric"
 
 def read_pil_frames(path: str | os.PathLike, data: bytes | None = None) -> list[PIL.Image.Image] | None:
     """:func:`read_radiometric` as the pipeline's PIL frames (:func:`to_pil`), the file's
-    :class:`RadiometricImage` in ``frames[0].info[PIL_INFO_KEY]``; ``None`` for an ordinary picture."""
+    :class:`RadiometricImage` in ``frames[0].info[PIL_INFO_KEY]``; ``None`` for an ordinary picture and
+    for a PNG (PIL reads a 16-bit PNG as ``I;16`` with its metadata, and writes it back alike)."""
+    if Path(path).suffix.lower() == ".png":
+        return None
     image = read_radiometric(path, data)
     if image is None:
         return None
@@ -310,7 +327,8 @@ def from_pil(image: PIL.Image.Image) -> np.ndarray:
 def write_radiometric(
     path: str | os.PathLike, frames: list[np.ndarray], like: RadiometricImage, scale: int = 4
 ) -> None:
-    """Write upscaled ``frames`` as a TIFF in ``like``'s type and units, atomically, with its tags.
+    """Write upscaled ``frames`` as a TIFF in ``like``'s type and units, atomically, with its tags (a
+    ``.png`` ``path``: one 16-bit PNG of counts).
 
     Counts are rounded and kept in [0, 65535] (``uint16``); floats keep the input's float type. The
     resolution (pixels per unit) is multiplied by ``scale``: the output covers the same area with
@@ -325,6 +343,11 @@ def write_radiometric(
     if not frames or any(f.shape != frames[0].shape for f in frames):
         raise ValueError(f"{path}: need one or more frames of one shape to write")
     arrays = [_in_type(np.asarray(f), like.dtype) for f in frames]
+    if Path(path).suffix.lower() == ".png":
+        if len(arrays) != 1 or arrays[0].dtype != np.uint16:
+            raise ValueError(f"{path}: a PNG holds one frame of 16-bit counts; write a .tif")
+        save_image_atomic(PIL.Image.fromarray(arrays[0]), path)
+        return
     options = {"extratags": like.extratags, "photometric": "minisblack", "metadata": None,
                "software": like.software or "difiisr-dwt"}
     if like.description is not None:

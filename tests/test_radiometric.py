@@ -94,11 +94,24 @@ def test_lzw_tiff_is_read_without_imagecodecs(shared_dir):
     assert image.frames[0].dtype == np.uint16 and (image.frames[0].min(), image.frames[0].max()) == (6743, 7077)
 
 
+def test_16bit_png_counts_round_trip(tmp_path):
+    counts = (3000 + np.arange(48).reshape(6, 8) * 7).astype(np.uint16)
+    PIL.Image.fromarray(counts).save(tmp_path / "a.png")
+    image = read_radiometric(tmp_path / "a.png")
+    assert (image.unit, image.source, image.dtype) == ("counts", "png", np.uint16)
+    np.testing.assert_array_equal(image.frames[0], counts)
+    write_radiometric(tmp_path / "a_x4.png", [np.kron(counts, np.ones((4, 4))) + 0.4], image)
+    with PIL.Image.open(tmp_path / "a_x4.png") as out:
+        assert out.mode.startswith("I")
+        np.testing.assert_array_equal(np.asarray(out), np.kron(counts, np.ones((4, 4))))
+
+
 def test_ordinary_pictures_are_not_radiometric(tmp_path):
     PIL.Image.new("L", (8, 8), 7).save(tmp_path / "a.tif")
     PIL.Image.new("RGB", (8, 8)).save(tmp_path / "b.jpg")
+    PIL.Image.new("L", (8, 8)).save(tmp_path / "c.png")
     tifffile.imwrite(tmp_path / "rgb16.tif", np.zeros((8, 8, 3), np.uint16))
-    for name in ("a.tif", "b.jpg", "rgb16.tif"):
+    for name in ("a.tif", "b.jpg", "c.png", "rgb16.tif"):
         assert read_radiometric(tmp_path / name) is None
     assert not is_flir_jpeg(tmp_path / "b.jpg") and is_flir_jpeg(FLIR_JPEG)
 
@@ -242,3 +255,34 @@ def test_cli_bad_range_fails_before_the_model_loads(tmp_path, capsys):
                  str(tmp_path / "no-model"), "--range", "300", "290"])
     assert code == 2
     assert "error: --range LOW HIGH needs two finite numbers with LOW < HIGH" in capsys.readouterr().err
+
+
+def test_eval_bicubic_on_16bit_png_and_float_tiff_in_their_units(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    counts, kelvin = tmp_path / "counts", tmp_path / "kelvin"
+    counts.mkdir(), kelvin.mkdir()
+    PIL.Image.fromarray((3000 + rng.random((32, 40)) * 300).astype(np.uint16)).save(counts / "a.png")
+    tifffile.imwrite(kelvin / "a.tif", (290 + rng.random((32, 40)) * 3).astype(np.float32))
+    for folder, unit, scale in ((counts, "counts", 300), (kelvin, "K", 3)):
+        assert main(["eval", "--hr", str(folder), "--bicubic", "--json", str(tmp_path / "r.json")]) == 0
+        assert f"LR error ({unit})" in capsys.readouterr().out
+        report = json.loads((tmp_path / "r.json").read_text())
+        mean = report["methods"]["bicubic"]["mean"]
+        assert report["unit"] == unit and set(report["methods"]) == {"bicubic"}
+        assert 0.01 * scale < mean["hr_mae"] < 0.5 * scale  # white noise: bicubic misses a good share of it
+        assert mean["mean_shift"] < 1e-3 * scale
+
+
+@pytest.mark.slow  # a child process loads torch and the model
+def test_flir_jpeg_from_stdin_to_stdout_gives_the_temperature_tiff(saved_test_model, tmp_path):
+    pytest.importorskip("flyr", reason="flyr (the radiometric extra) reads FLIR R-JPEGs")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "difiisr_dwt.cli", "upscale", "-", "-o", "-", "--model",
+                           str(saved_test_model), "--steps", "1", "--device", "cpu"],
+                          input=FLIR_JPEG.read_bytes(), capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()
+    (tmp_path / "out.tif").write_bytes(done.stdout)  # the temperatures, not the 8-bit preview beside them
+    image = read_radiometric(tmp_path / "out.tif")
+    assert image.dtype == np.float32 and image.frames[0].shape == (240, 320)

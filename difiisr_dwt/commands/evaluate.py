@@ -4,6 +4,9 @@ Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y ch
 RGB; grayscale images count as three equal channels. Files pair by name (LR/SR names may add a suffix such as
 x4 or _x4). Without --lr, LR is made from HR (cropped to a multiple of 4) by PIL bicubic /4, the DifIISR/M3FD
 protocol. A model run always gets the bicubic baseline (PIL bicubic x4 of the same LR) as a second row.
+Radiometric HR files (16-bit / float TIFF, 16-bit PNG, FLIR R-JPEG) are measured in their units instead: LR =
+bicubic /4 in float, LR error, level drift, MAE / RMSE against the HR, in counts or kelvin (--range LOW HIGH
+for the model).
 
 Examples::
 

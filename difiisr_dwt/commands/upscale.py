@@ -1,6 +1,8 @@
 """``difiisr-dwt upscale INPUT... -o OUTDIR``: x4 super-resolve image files, folders, globs or a dataset.
 
-x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame of a multi-page
+x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit, radiometric files keep their
+type, units and tags (16-bit / float TIFF; a FLIR R-JPEG gives a float TIFF of degrees Celsius and a preview;
+--range LOW HIGH maps one range in their units for every frame); every frame of a multi-page
 TIFF or GIF is kept (a multi-page TIFF out). An embedded ICC profile, the EXIF data (less the orientation,
 which is applied) and the physical size (DPI and TIFF resolution x4) are kept. A rerun skips outputs that
 exist. A file that cannot be read or processed is reported and skipped; the exit status is 1 if any failed.
@@ -75,6 +77,7 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
 
     from difiisr_dwt.errors import UsageError
     from difiisr_dwt.io import is_stream
+    from difiisr_dwt.radiometric import preview_path
 
     single = len(args.inputs) == 1 and (is_stream(args.inputs[0]) or Path(args.inputs[0]).is_file())
     if not single or args.dataset_name:
@@ -89,7 +92,9 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
         args.output_dir = Path(folder)
         with contextlib.redirect_stdout(sys.stderr):
             run(args)  # a failed input raises: nothing reaches standard output
-        (result,) = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
+        files = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
+        # an R-JPEG's temperatures go out; their 8-bit preview beside them does not
+        (result,) = [p for p in files if not any(preview_path(q) == p for q in files if q != p)]
         with open(result, "rb") as f:
             shutil.copyfileobj(f, sys.stdout.buffer)
         sys.stdout.buffer.flush()
