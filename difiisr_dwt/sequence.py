@@ -8,8 +8,9 @@ Temporal stability by design, not by smoothing afterwards:
   ``s_lr + kappa sqrt(eta_T) noise`` each frame, fixed to the frame, not to the content).
 - **One intensity mapping for the whole sequence.** 8-bit frames map 0..255 to the model's input as
   always; 16-bit frames are not stretched by their own minimum and maximum but by one range for the
-  whole sequence (:func:`sequence_value_range`: percentiles over all frames), so a value maps to the
-  same model input in every frame.
+  whole sequence (the pipeline's ``value_range``, from
+  :func:`difiisr_dwt.radiometric.sequence_value_range`: percentiles over all frames), so a value maps
+  to the same model input in every frame.
 - **The fidelity step per frame**: each output frame's bicubic /4 gives back its own input frame.
 
 Resume: frames are written one by one (atomically) into a hidden work folder next to the output
@@ -34,7 +35,14 @@ import torch
 from tqdm.auto import tqdm
 
 from difiisr_dwt.archive import Record, UpscaleOptions, output_name
-from difiisr_dwt.io import IMAGE_SUFFIXES, ImageReadError, read_frames, replace_dir, save_image_atomic, write_text_atomic
+from difiisr_dwt.io import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    read_frames,
+    replace_dir,
+    save_image_atomic,
+    write_text_atomic,
+)
 from difiisr_dwt.video import (
     VideoInfo,
     is_video,
@@ -192,9 +200,9 @@ class SequenceRunner:
 
     def _run_batch(self, batch: list[tuple[int, np.ndarray]], work: Path, names: list[str],
                    value_range: tuple[float, float] | None) -> None:
-        images = [_to_unit(frame, value_range) if value_range else frame for _, frame in batch]
         generators = [torch.Generator("cpu").manual_seed(self.options.seed) for _ in batch]
-        outputs = self.pipe(images, generator=generators, output_type="np", **self.call_options).images
+        outputs = self.pipe([frame for _, frame in batch], generator=generators, output_type="np",
+                            value_range=value_range, **self.call_options).images
         for (index, frame), out in zip(batch, outputs):
             array = _from_unit(out, frame, value_range)
             save_image_atomic(PIL.Image.fromarray(array), work / (names[index] if names else f"{index:06d}.png"))
@@ -216,16 +224,10 @@ def _read_settings(work: Path) -> dict | None:
         return None
 
 
-def _to_unit(frame: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
-    """A 16-bit frame in [0, 1] by the sequence's range (values outside it are clipped)."""
-    low, high = value_range
-    return np.clip((frame.astype(np.float64) - low) / (high - low), 0, 1).astype(np.float32)
-
-
 def _from_unit(out: np.ndarray, frame: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
-    """The pipeline's `(H, W, C)` float output in [0, 1] -> the input frame's type and channels."""
+    """The pipeline's `(H, W, C)` float output (in [0, 1], or in the input's units under a ``value_range``)
+    -> the input frame's type and channels."""
     out = out[..., 0] if frame.ndim == 2 else out
     if value_range is not None:
-        low, high = value_range
-        return np.clip(np.round(out.astype(np.float64) * (high - low) + low), 0, 65535).astype(np.uint16)
-    return np.round(out * 255).astype(np.uint8)
+        return np.clip(np.round(out), 0, 65535).astype(np.uint16)
+    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)

@@ -55,6 +55,10 @@ class ImageMeta:
         channels: 1 (grayscale) or 3.
         bit16: a 16-bit input, restored to ``[low, high]`` as uint16.
         low, high: the input values that 0 and 1 stand for.
+        in_units: give the output back in the input's units (``value_range`` given, or a PIL ``F``
+            image): numpy / torch outputs hold ``low + (high - low) * unit``, unclipped, and PIL
+            outputs have the input's type (``I;16`` counts, ``F`` floats, ``L``).
+        is_float: a float input (PIL ``F``, numpy float) given back as float values under ``in_units``.
         chroma: `(2, h, w)` LR chroma (Cb, Cr in [-1, 1]) of a colour input, whose luma alone is
             super-resolved; ``None`` for grey inputs.
     """
@@ -64,6 +68,8 @@ class ImageMeta:
     low: float = 0.0
     high: float = 1.0
     chroma: torch.Tensor | None = None
+    in_units: bool = False
+    is_float: bool = False
 
 
 @dataclass
@@ -71,9 +77,11 @@ class DifIISRDWTPipelineOutput(BaseOutput):
     """Output of :class:`DifIISRDWTPipeline`.
 
     Args:
-        images: PIL images (mode of each input: ``L``, ``RGB`` or ``I;16``), or numpy `(B, H, W, C)` /
-            torch `(B, C, H, W)` floats in [0, 1] (a list when the images differ in size or channels).
-        value_ranges: per image, the ``(low, high)`` input range that [0, 1] maps to (16-bit inputs).
+        images: PIL images (mode of each input: ``L``, ``RGB``, ``I;16`` or ``F``), or numpy `(B, H, W, C)` /
+            torch `(B, C, H, W)` floats in [0, 1], or in the input's units where a ``value_range`` was
+            given (a list when the images differ in size or channels).
+        value_ranges: per image, the ``(low, high)`` input range that [0, 1] maps to (16-bit and
+            float inputs, and every input under ``value_range``).
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
@@ -90,7 +98,8 @@ class IRImageProcessor:
     """Pre- and post-processing of infrared images for :class:`DifIISRDWTPipeline`.
 
     Like diffusers' ``VaeImageProcessor``, but for what thermal cameras write: grayscale stays
-    grayscale, 16-bit stays 16-bit (scaled by its own range and restored), and a pseudo-colour frame
+    grayscale, 16-bit stays 16-bit (scaled by its own range and restored, or by one fixed ``value_range``
+    for every image: the radiometric mode), float images (PIL ``F``) keep their units, and a pseudo-colour frame
     (ironbow, inferno...) keeps its colour: its BT.601 luma is super-resolved and its chroma is
     bicubic-upscaled. Multi-frame PIL images are refused with their frame count (pass the frames as
     a list); a palette image whose palette is grey is read as ``L``.
@@ -100,17 +109,23 @@ class IRImageProcessor:
         self.scale_factor = scale_factor
 
     # -------------------------------------------------------------- in
-    def preprocess(self, image: PipelineImageInput) -> list[tuple[torch.Tensor, ImageMeta]]:
+    def preprocess(
+        self, image: PipelineImageInput, value_range: tuple[float, float] | None = None
+    ) -> list[tuple[torch.Tensor, ImageMeta]]:
         """Inputs -> list of ``(lr, meta)``: `(3, h, w)` float tensors in [-1, 1] (3 equal channels:
         the luma of colour images) with their :class:`ImageMeta`.
 
         Args:
             image: PIL images, numpy `(H, W)` / `(H, W, C)` (uint8, uint16, float in [0, 1]), torch
                 `(C, H, W)` / `(B, C, H, W)` (float in [0, 1] or uint8), or a list of them.
+            value_range: ``(low, high)`` in the inputs' units, mapped to [-1, 1] for every image
+                (``x -> 2 (x - low) / (high - low) - 1``); values outside it are kept, not clipped
+                (any finite float is then accepted). ``None``: uint8 / 255, uint16 and PIL ``F`` by
+                their own min and max, float in [0, 1] as it is.
 
         Raises:
             ValueError: empty input, unsupported type / mode / dtype / channel count, values outside
-                [0, 1] for floats, NaN or Inf, or a multi-frame PIL image.
+                [0, 1] for floats without ``value_range``, NaN or Inf, or a multi-frame PIL image.
         """
         items = list(image) if isinstance(image, (list, tuple)) else [image]
         if not items:
@@ -119,9 +134,17 @@ class IRImageProcessor:
         for index, item in enumerate(items):
             what = f"image {index}"
             if isinstance(item, PIL.Image.Image):
-                pairs = [self._unit_float(self._pil_to_array(item, f"PIL {what}"), f"PIL {what}")]
+                array = self._pil_to_array(item, f"PIL {what}")
+                item_range = value_range
+                if item.mode == "F" and value_range is None:  # float data has no [0, 1] convention
+                    low, high = float(array.min()), float(array.max())
+                    item_range = (low, high if high > low else low + 1.0)
+                pairs = [self._unit_float(array, f"PIL {what}", item_range)]
             elif isinstance(item, np.ndarray):
-                pairs = [self._unit_float(item, what)]
+                pairs = [self._unit_float(item, what, value_range)]
+            elif isinstance(item, torch.Tensor) and value_range is not None:
+                batch = item[None] if item.ndim == 3 else item
+                pairs = [self._unit_float(t.permute(1, 2, 0).detach().cpu().numpy(), what, value_range) for t in batch]
             elif isinstance(item, torch.Tensor):
                 pairs = self._tensor_images(item, what)
             else:
@@ -141,8 +164,11 @@ class IRImageProcessor:
         return tensor, meta
 
     @staticmethod
-    def _unit_float(array: np.ndarray, what: str) -> tuple[torch.Tensor, ImageMeta]:
-        """`(H, W)` or `(H, W, C)` array -> float32 `(C, H, W)` in [0, 1] and how to restore it."""
+    def _unit_float(
+        array: np.ndarray, what: str, value_range: tuple[float, float] | None = None
+    ) -> tuple[torch.Tensor, ImageMeta]:
+        """`(H, W)` or `(H, W, C)` array -> float32 `(C, H, W)` in [0, 1] (beyond it outside a
+        ``value_range``) and how to restore it."""
         if array.ndim == 2:
             array = array[:, :, None]
         if array.ndim != 3:
@@ -154,7 +180,16 @@ class IRImageProcessor:
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ValueError(f"{what}: image is empty (size {array.shape[1]}x{array.shape[0]}).")
         meta = ImageMeta(array.shape[2], False)
-        if array.dtype == np.uint8:
+        if value_range is not None:
+            if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+                raise ValueError(f"{what}: unsupported dtype {array.dtype} (use uint8, uint16 or float).")
+            if not np.isfinite(array).all():
+                raise ValueError(f"{what}: image contains NaN or Inf values.")
+            low, high = float(value_range[0]), float(value_range[1])
+            unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
+            meta = ImageMeta(array.shape[2], array.dtype == np.uint16, low, high, in_units=True,
+                             is_float=bool(np.issubdtype(array.dtype, np.floating)))
+        elif array.dtype == np.uint8:
             unit = array.astype(np.float32) / 255.0
         elif array.dtype == np.uint16:
             low, high = float(array.min()), float(array.max())
@@ -183,6 +218,8 @@ class IRImageProcessor:
             )
         if image.width == 0 or image.height == 0:
             raise ValueError(f"{what}: image is empty (size {image.width}x{image.height}).")
+        if image.mode == "F":  # 32-bit float data: temperatures, radiance
+            return np.asarray(image, dtype=np.float32)
         if image.mode in _PIL_16BIT:  # I;16 variants, and 32-bit I as PIL opens some 16-bit files
             array = np.asarray(image, dtype=np.int64)
             if array.min() < 0 or array.max() > 65535:
@@ -194,7 +231,7 @@ class IRImageProcessor:
             return np.asarray(image.convert("L" if grey else "RGB"))
         if image.mode not in _PIL_CONVERT:
             raise ValueError(
-                f"{what}: unsupported PIL mode {image.mode!r}; use L, RGB or I;16 "
+                f"{what}: unsupported PIL mode {image.mode!r}; use L, RGB, I;16 or F "
                 f"(also converted: {', '.join(sorted([*_PIL_CONVERT, 'P']))})."
             )
         array = np.asarray(image.convert(_PIL_CONVERT[image.mode]))
@@ -232,17 +269,22 @@ class IRImageProcessor:
         Colour inputs get their bicubic-upscaled chroma back; grey inputs give 1 channel; 16-bit PIL
         outputs are uint16 in the input's ``[low, high]``. ``output_type``: ``"pil"``, ``"np"``
         (`(B, H, W, C)` float32 in [0, 1]) or ``"pt"`` (`(B, C, H, W)`); a list where shapes differ.
+        Under ``meta.in_units`` (grey images) the values are in the input's units, not clipped.
         """
         outs = []
         for image, meta in zip(images, metas):
             # [0, 1], then the luma: the model's output is grey (one copy; the caller's tensor is kept)
-            image = image.float().add(1).div_(2).clamp_(0, 1).mean(dim=0, keepdim=True)
+            image = image.float().add(1).div_(2).mean(dim=0, keepdim=True)
+            if not meta.in_units or meta.chroma is not None:  # in units, grey values outside the range stay
+                image = image.clamp_(0, 1)
             if meta.chroma is not None:
                 chroma = bicubic_resize(meta.chroma[None], tuple(image.shape[-2:]))[0]
                 rgb = torch.einsum("ij,jhw->ihw", _YCBCR_TO_RGB, torch.cat([image * 2 - 1, chroma]))
                 image = (rgb + 1).div_(2).clamp_(0, 1)
             elif meta.channels == 3:
                 image = image.expand(3, -1, -1)
+            if meta.in_units:
+                image = image.mul(meta.high - meta.low).add_(meta.low)
             outs.append(image)
         same_shape = all(o.shape == outs[0].shape for o in outs)
         if output_type == "pt":
@@ -254,6 +296,15 @@ class IRImageProcessor:
 
     @staticmethod
     def _to_pil(image: torch.Tensor, meta: ImageMeta) -> PIL.Image.Image:
+        if meta.in_units:  # values in the input's units: its own type back
+            values = image.double().permute(1, 2, 0).numpy()
+            if meta.is_float and meta.channels == 1:
+                return PIL.Image.fromarray(values[:, :, 0].astype(np.float32), mode="F")
+            if not meta.bit16 or meta.channels == 1:
+                top, dtype = (65535, np.uint16) if meta.bit16 else (255, np.uint8)
+                array = np.clip(np.round(values), 0, top).astype(dtype)
+                return PIL.Image.fromarray(array[:, :, 0] if meta.channels == 1 else array)
+            image = image.sub(meta.low).div_(meta.high - meta.low).clamp_(0, 1)  # PIL has no 16-bit or float RGB
         if meta.bit16 and meta.channels == 1:  # PIL has no 16-bit RGB: such inputs come back as 8-bit RGB
             values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_()
             return PIL.Image.fromarray(values.numpy().astype(np.uint16))
@@ -529,6 +580,10 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     def noise_scale(self) -> float:
         return self._noise_scale
 
+    @property
+    def prior_noise_scale(self) -> float:
+        return self._prior_noise_scale
+
     # ------------------------------------------------------------------ memory features
     def enable_decode_tiling(self, tile_size: int = 160, tile_overlap: int = 16) -> None:
         """Decode latents larger than ``tile_size`` (latent = LR pixels) in overlapping tiles that share
@@ -574,6 +629,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         noise_scale: float,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str],
+        value_range: tuple[float, float] | None = None,
+        prior_noise_scale: float = 1.0,
     ) -> None:
         """Raise a ``ValueError`` naming the first bad argument of :meth:`__call__` (images are checked
         by :meth:`IRImageProcessor.preprocess`)."""
@@ -584,8 +641,17 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             raise ValueError(f"`num_inference_steps` must be an integer in [1, {steps}], got {num_inference_steps!r}.")
         if not 0.0 <= noise_scale <= 1.0:
             raise ValueError(f"`noise_scale` must lie in [0, 1], got {noise_scale!r}.")
+        if not 0.0 <= prior_noise_scale <= 1.0:
+            raise ValueError(f"`prior_noise_scale` must lie in [0, 1], got {prior_noise_scale!r}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        if value_range is not None:
+            try:
+                low, high = (float(v) for v in value_range)
+            except (TypeError, ValueError):
+                raise ValueError(f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}.") from None
+            if not (np.isfinite(low) and np.isfinite(high) and low < high):
+                raise ValueError(f"`value_range` must be finite with low < high, got {value_range!r}.")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
@@ -618,9 +684,12 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     def prepare_latents(
         self, lr_condition: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
     ) -> torch.Tensor:
-        """The prior sample ``s_T = s_lr + kappa sqrt(eta_T) noise`` (float32 state)."""
+        """The prior sample ``s_T = s_lr + kappa sqrt(eta_T) r noise`` (float32 state), ``r`` this call's
+        ``prior_noise_scale``; ``r = 0`` draws nothing and starts at ``s_lr`` itself."""
+        if self.prior_noise_scale == 0:
+            return self.scheduler.prior_sample(lr_condition, torch.zeros_like(lr_condition, dtype=torch.float32))
         noise = randn_tensor(lr_condition.shape, generator=generator, device=lr_condition.device, dtype=torch.float32)
-        return self.scheduler.prior_sample(lr_condition, noise)
+        return self.scheduler.prior_sample(lr_condition, noise * self.prior_noise_scale)
 
     # ------------------------------------------------------------------ model calls
     def predict_vq_latents(self, latents: torch.Tensor, lr_condition: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -705,6 +774,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         image: PipelineImageInput,
         num_inference_steps: int = 3,
         noise_scale: float = 0.0,
+        prior_noise_scale: float = 1.0,
         lr_consistency: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
@@ -712,6 +782,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         quantize: bool | None = None,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        value_range: tuple[float, float] | None = None,
         **legacy_tiling,
     ) -> DifIISRDWTPipelineOutput | tuple:
         r"""Upscale infrared images x4.
@@ -725,6 +796,11 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             noise_scale (`float`): the fidelity-realism knob, in [0, 1]: the share of the ResShift
                 posterior's noise drawn at each step (0: deterministic DDIM-style update, the most
                 faithful; 1: the full posterior, more invented detail). No effect at 1 step.
+            prior_noise_scale (`float`): in [0, 1], the share of the prior's noise in the starting
+                state ``s_T = s_lr + kappa sqrt(eta_T) noise`` (1: the trained prior). 0 draws no noise
+                at all: with ``noise_scale=0`` the output is then a deterministic function of the
+                image's content, so a shifted input gives the shifted output (video: no flicker, see
+                :mod:`difiisr_dwt.video`), at the cost of a little less invented detail.
             lr_consistency (`bool`): make the output agree with its input: no invented texture where the
                 input is flat (:func:`shrink_flat_detail`), then :attr:`back_projection_iterations`
                 rounds of :func:`back_project`, so that its PIL-bicubic x1/4 reproduces the input.
@@ -736,6 +812,15 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
             callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
                 wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
+            value_range (`tuple[float, float]`, *optional*): ``(low, high)`` in the input's units (counts,
+                kelvin, degrees Celsius) mapped to the model's input range for every image of the call
+                (and, passed again, of every call of a sequence): a temperature maps to the same model
+                input in every frame, and sensor noise keeps its true scale. Values outside it are not
+                clipped: the model sees them saturated, and the fidelity step (in float) gives them back.
+                Outputs then come in the input's units: numpy / torch values unclipped, PIL in the input's
+                type (``I;16`` counts, ``F`` floats). ``None`` (default): each 16-bit or float image is
+                mapped by its own minimum and maximum (see :func:`difiisr_dwt.radiometric.sequence_value_range`
+                for a sequence's default).
             **legacy_tiling: ``tile_size``, ``tile_overlap``, ``decode_tile_size``,
                 ``decode_tile_overlap`` for this call only (deprecated: use :meth:`enable_unet_tiling`
                 and :meth:`enable_decode_tiling`).
@@ -752,12 +837,13 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
                 callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
             tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
-            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs)
-            self._noise_scale = noise_scale
+            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range,
+                              prior_noise_scale)
+            self._noise_scale, self._prior_noise_scale = noise_scale, prior_noise_scale
             quantize = self.config.quantize_decode if quantize is None else quantize
 
             # 2. Preprocess: (3, h, w) tensors in [-1, 1] and how to give each back
-            items = self.image_processor.preprocess(image)
+            items = self.image_processor.preprocess(image, value_range)
             if isinstance(generator, list) and len(generator) != len(items):
                 raise ValueError(f"Got {len(generator)} generators for {len(items)} images; pass one per image.")
             device = self._execution_device
@@ -786,8 +872,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
                     sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
                     sr = back_project(sr, lr_luma, self.back_projection_iterations)
-                for i, out in zip(indices, sr.clamp_(-1, 1)):
-                    results[i] = out.cpu()
+                for i, out in zip(indices, sr):  # in units, values beyond the range are kept (in float)
+                    results[i] = (out if items[i][1].in_units else out.clamp(-1, 1)).cpu()
             self.maybe_free_model_hooks()
         finally:
             if saved_tiling is not None:
