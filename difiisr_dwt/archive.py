@@ -446,6 +446,7 @@ def run_archive(args) -> dict[str, int]:
 
     from difiisr_dwt.loading import load_pipeline
     from difiisr_dwt.options import apply_sampling_arguments
+    from difiisr_dwt.sequence import SequenceRunner, plan_sequences, run_sequences, split_inputs
 
     started = time.time()
     if args.batch_size < 1:
@@ -467,17 +468,21 @@ def run_archive(args) -> dict[str, int]:
         check_writable(Path(args.manifest).parent)
 
     read = read_source
+    sequences: list = []  # videos and --sequence folders
     if args.dataset_name:
         jobs, total, read = dataset_jobs(args.dataset_name, args.dataset_config, args.dataset_split, args.image_column,
                                          args.streaming, output_dir, args.suffix, state)
     else:
-        sources = file_sources(args.inputs)
-        if not sources:
+        image_inputs, sequence_inputs = split_inputs(args.inputs, getattr(args, "sequence", False))
+        sources = file_sources(image_inputs)
+        if not sources and not sequence_inputs:
             raise UsageError("no input images found")
         jobs = plan_jobs(sources, output_dir, args.suffix)
-        total = len(jobs)
+        sequences = plan_sequences(sequence_inputs, output_dir, args.suffix, getattr(args, "lossless", False),
+                                   first_position=len(jobs))
+        total = len(jobs) + len(sequences)
     if state.is_main_process and isinstance(jobs, list):
-        ours = [job.output.name for job in jobs]
+        ours = [job.output.name for job in jobs] + [job.output.name for job in sequences]
         if args.manifest is not None and Path(args.manifest).parent.resolve() == output_dir.resolve():
             ours.append(Path(args.manifest).name)
         removed = remove_stale_temps(output_dir, ours, before=started)
@@ -506,6 +511,10 @@ def run_archive(args) -> dict[str, int]:
     else:
         records = upscale_jobs(pipe, chunked_stream(jobs, state.process_index, state.num_processes), options, read,
                                state.process_index, on_done)
+    if sequences:
+        runner = SequenceRunner(pipe, options, {"model": str(args.model), "dtype": args.dtype},
+                                show_progress=state.is_main_process)
+        records += run_sequences(runner, sequences, state.process_index, state.num_processes, on_done)
     loop_seconds = time.perf_counter() - loop_start
     close()
     records = gather_object(records)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,9 +36,11 @@ import torch
 from tqdm.auto import tqdm
 
 from difiisr_dwt.archive import Record, UpscaleOptions, output_name
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import (
     IMAGE_SUFFIXES,
     ImageReadError,
+    collect_inputs,
     read_frames,
     replace_dir,
     save_image_atomic,
@@ -231,3 +234,64 @@ def _from_unit(out: np.ndarray, frame: np.ndarray, value_range: tuple[float, flo
     if value_range is not None:
         return np.clip(np.round(out), 0, 65535).astype(np.uint16)
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def split_inputs(inputs: list[str], sequence_folders: bool) -> tuple[list[str], list[Path]]:
+    """``inputs`` (files, folders, globs) -> ``(image inputs, sequence inputs)``: video files (named or
+    matched by a glob) are sequences, and so are folders when ``sequence_folders`` (``--sequence``)."""
+    images, sequences = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            (sequences.append(path) if sequence_folders else images.append(item))
+        elif any(ch in item for ch in "*?["):
+            for match in collect_inputs([item]):
+                (sequences if is_video(match) else images).append(match if is_video(match) else str(match))
+        elif is_video(path):
+            sequences.append(path)
+        else:
+            images.append(item)
+    return images, sequences
+
+
+def plan_sequences(paths: list[Path], output_dir: Path, suffix: str, lossless: bool, first_position: int = 0
+                   ) -> list[SequenceJob]:
+    """One :class:`SequenceJob` per path, outputs distinct (compared case-insensitively).
+
+    Raises:
+        UsageError: two inputs with one output name, or an output that would replace an input.
+        ImageReadError: a sequence folder with no image files.
+    """
+    jobs = [plan_sequence(path, output_dir, suffix, lossless, first_position + i) for i, path in enumerate(paths)]
+    seen: dict[str, SequenceJob] = {}
+    for job in jobs:
+        other = seen.setdefault(job.output.name.casefold(), job)
+        if other is not job:
+            raise UsageError(f"{other.name} and {job.name} would both be written to {job.output}; rename one, or "
+                             "upscale them into different folders")
+        if job.output.resolve() == job.path.resolve():
+            raise UsageError(f"the output of {job.name} would replace it; choose another output folder or --suffix")
+    return jobs
+
+
+def run_sequences(runner: SequenceRunner, jobs: list[SequenceJob], rank: int, num_processes: int,
+                  on_done=None) -> list[Record]:
+    """This process's share of ``jobs`` (every ``num_processes``-th); a sequence that fails is reported as
+    one ``error: INPUT: reason`` line and the others go on."""
+    records = []
+    for job in jobs:
+        if job.position % num_processes != rank:
+            continue
+        try:
+            record = runner.run(job, rank)
+        except (ValueError, RuntimeError, OSError) as error:  # ImageReadError / UsageError are ValueErrors
+            text = str(error)
+            reason = text[len(job.name) + 2:] if text.startswith(f"{job.name}: ") else text
+            tqdm.write(f"error: {job.name}: {reason}", file=sys.stderr)
+            record = Record(input=job.name, output=str(job.output), status="failed", error=reason, rank=rank,
+                            position=job.position)
+        records.append(record)
+        if on_done is not None:
+            on_done(record)
+    return records

@@ -1,7 +1,10 @@
 """``difiisr-dwt upscale INPUT... -o OUTDIR``: x4 super-resolve image files, folders, globs or a dataset.
 
 x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame of a multi-page
-TIFF or GIF is kept (a multi-page TIFF out). A rerun skips outputs that exist. A file that cannot be read or
+TIFF or GIF is kept (a multi-page TIFF out). A video (.mp4, .avi, .mkv, .mov...) gives NAME_x4.mp4 (H.264) or,
+with --lossless, NAME_x4.mkv (FFV1, bit-exact), at the input's frame rate; with --sequence a folder of numbered
+frames gives a folder of upscaled frames. Videos and sequences are sampled without per-frame noise (no flicker).
+A rerun skips outputs that exist; an interrupted video continues where it stopped. A file that cannot be read or
 processed is reported and skipped; the exit status is 1 if any failed. Run under `accelerate launch
 --multi_gpu --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs between N processes (GPUs,
 or CPU processes with ACCELERATE_USE_CPU=1).
@@ -22,12 +25,18 @@ from difiisr_dwt.options import add_sampling_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``difiisr-dwt upscale`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image or video files (.mp4 .avi .mkv .mov ...), folders or glob patterns")
     parser.add_argument("-o", "--output_dir", "--output-dir", required=True, type=Path, help="folder for results")
     add_model_arguments(parser)
     add_sampling_arguments(parser)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=1,
                         help="same-size frames per pipeline call (default 1); results do not depend on it")
+    parser.add_argument("--sequence", action="store_true",
+                        help="read each folder INPUT as one sequence of numbered frames (one output folder, same "
+                        "frame names; sampled as a video: no per-frame noise, one intensity range)")
+    parser.add_argument("--lossless", action="store_true",
+                        help="video outputs as FFV1 in MKV (bit-exact, 16-bit grey kept) instead of H.264 in MP4")
     parser.add_argument("--suffix", default="_x4", help="appended to each output's file stem (default _x4)")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist instead of skipping them")
     parser.add_argument("--manifest", type=Path, default=None, metavar="OUT.json",
