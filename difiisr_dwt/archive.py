@@ -24,10 +24,21 @@ from tqdm.auto import tqdm
 
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import ImageReadError, collect_inputs, read_frames, save_frames_atomic, write_text_atomic
+from difiisr_dwt.radiometric import (
+    RadiometricImage,
+    from_pil,
+    is_flir_jpeg,
+    parse_value_range,
+    read_radiometric,
+    to_pil,
+    write_radiometric,
+)
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
-#: which is lossless and keeps 16-bit grayscale.
+#: which is lossless and keeps 16-bit grayscale. A FLIR radiometric JPEG gives a float TIFF of temperatures.
 TIFF_OUTPUT_SUFFIXES = (".tif", ".tiff", ".gif")
+#: Key of ``PIL.Image.info`` under which :func:`read_source` hands a radiometric file's metadata to the writer.
+RADIOMETRIC_INFO = "difiisr_radiometric"
 
 
 @dataclass
@@ -40,6 +51,7 @@ class Source:
     path: Path | None = None
     index: int | None = None
     data: bytes | None = field(default=None, repr=False)
+    radiometric_jpeg: bool = False  # a FLIR R-JPEG: its output is a TIFF of temperatures
 
 
 @dataclass
@@ -73,12 +85,13 @@ def file_sources(inputs: list[str]) -> list[Source]:
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
-            sources.append(Source(name=str(path), stem=path.stem, suffix=path.suffix.lower(), path=path))
+            sources.append(Source(name=str(path), stem=path.stem, suffix=path.suffix.lower(), path=path,
+                                  radiometric_jpeg=is_flir_jpeg(path)))
     return sources
 
 
-def output_name(stem: str, input_suffix: str, suffix: str) -> str:
-    ext = ".tif" if input_suffix in TIFF_OUTPUT_SUFFIXES else ".png"
+def output_name(stem: str, input_suffix: str, suffix: str, tiff: bool = False) -> str:
+    ext = ".tif" if tiff or input_suffix in TIFF_OUTPUT_SUFFIXES else ".png"
     return f"{stem}{suffix}{ext}"
 
 
@@ -124,7 +137,7 @@ def _candidate(source: Source, suffix: str, level: int) -> str:
         stem += "_" + source.suffix.lstrip(".")
     if level >= 2 and source.index is not None:
         stem += f"_{source.index}"
-    return output_name(stem, source.suffix, suffix)
+    return output_name(stem, source.suffix, suffix, tiff=source.radiometric_jpeg)
 
 
 def _collisions(names: list[str]) -> list[int]:
@@ -180,15 +193,24 @@ class UpscaleOptions:
 
 
 def read_source(source: Source) -> list[PIL.Image.Image]:
-    """The frames of a file or fetched dataset row (see :func:`difiisr_dwt.io.read_frames`)."""
-    return read_frames(source.path if source.path is not None else source.name, data=source.data)
+    """The frames of a file or fetched dataset row (see :func:`difiisr_dwt.io.read_frames`); a radiometric
+    file (16-bit / float TIFF, FLIR R-JPEG, :func:`difiisr_dwt.radiometric.read_radiometric`) as ``I;16`` /
+    ``F`` frames in its units, its metadata in the first frame's ``info[RADIOMETRIC_INFO]`` for the writer."""
+    path = source.path if source.path is not None else Path(source.name)
+    radiometric = read_radiometric(path, data=source.data)
+    if radiometric is None:
+        return read_frames(path, data=source.data)
+    frames = [to_pil(frame) for frame in radiometric.frames]
+    frames[0].info[RADIOMETRIC_INFO] = radiometric
+    return frames
 
 
 class _Pending:
     """A job whose frames are in flight: results fill in by frame index; written when all are back."""
 
-    def __init__(self, job: Job, count: int):
+    def __init__(self, job: Job, count: int, radiometric: RadiometricImage | None = None):
         self.job, self.results, self.seconds = job, [None] * count, 0.0
+        self.radiometric = radiometric
 
 
 def upscale_jobs(
@@ -249,7 +271,10 @@ def upscale_jobs(
     def write(pending: _Pending) -> None:
         job, frames = pending.job, pending.results
         try:
-            save_frames_atomic(frames, job.output)
+            if pending.radiometric is not None:  # the input's type, units and tags (tifffile)
+                write_radiometric(job.output, [from_pil(f) for f in frames], pending.radiometric)
+            else:
+                save_frames_atomic(frames, job.output)
         except (ValueError, OSError) as error:
             fail(pending, error)
             return
@@ -269,7 +294,7 @@ def upscale_jobs(
         except ImageReadError as error:
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
-        pending = _Pending(job, len(frames))
+        pending = _Pending(job, len(frames), frames[0].info.get(RADIOMETRIC_INFO))
         for index, frame in enumerate(frames):
             bucket = buckets.setdefault(frame.size, [])
             bucket.append((pending, index, frame))
@@ -451,6 +476,7 @@ def run_archive(args) -> dict[str, int]:
     started = time.time()
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    parse_value_range(getattr(args, "value_range", None))  # a bad --range fails before the model loads
     if bool(args.inputs) == bool(args.dataset_name):
         raise UsageError("give INPUT files/folders/globs or --dataset_name, not both" if args.inputs else
                          "give INPUT files/folders/globs or --dataset_name")

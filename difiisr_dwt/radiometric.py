@@ -103,6 +103,19 @@ def read_radiometric(path: str | os.PathLike, data: bytes | None = None) -> Radi
     return _read_tiff(path, data)
 
 
+def is_flir_jpeg(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a JPEG carrying FLIR's radiometric record (its APP1 ``FLIR`` segment), from its
+    first 64 KiB; ``False`` for other suffixes and unreadable files (they are reported when read)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return _FLIR_MARKER in f.read(65536)
+    except OSError:
+        return False
+
+
 def _read_tiff(path: Path, data: bytes) -> RadiometricImage | None:
     import tifffile
 
@@ -159,8 +172,8 @@ def _carried_tags(page) -> tuple[list[tuple], tuple[float, float] | None, int | 
     for tag in page.tags.values():
         if tag.name in _LAYOUT_TAGS or tag.name in _IFD_POINTER_TAGS:
             continue
-        if tag.name == "ImageDescription":
-            description = tag.value if isinstance(tag.value, str) else None
+        if tag.name == "ImageDescription":  # tifffile's own '{"shape": [h, w]}' would be wrong at x4: not carried
+            description = tag.value if isinstance(tag.value, str) and not page.is_shaped else None
             continue
         extratags.append(_extratag(tag.code, int(tag.dtype), tag.value))
     seen = {entry[0] for entry in extratags}

@@ -207,7 +207,7 @@ BAD_INPUTS = [
     (np.zeros((2, 8, 8, 3), np.uint8), r"\(H, W\) or \(H, W, C\)"),
     (np.full((8, 8), 2.0, np.float32), r"\[0, 1\]"),
     (np.zeros((8, 8), np.int8), "unsupported dtype"),
-    (PIL.Image.new("F", (8, 8)), "unsupported PIL mode 'F'"),
+    (PIL.Image.fromarray(np.full((8, 8), np.nan, np.float32), mode="F"), "NaN or Inf"),
     (PIL.Image.new("HSV", (8, 8)), "unsupported PIL mode 'HSV'"),
     ("image.png", "unsupported type str"),
 ]

@@ -201,7 +201,8 @@ class IRImageProcessor:
                 raise ValueError(f"{what}: image contains NaN or Inf values.")
             if array.min() < -1e-3 or array.max() > 1 + 1e-3:
                 raise ValueError(
-                    f"{what}: float images must lie in [0, 1], got [{array.min():.4g}, {array.max():.4g}]."
+                    f"{what}: float images must lie in [0, 1], got [{array.min():.4g}, {array.max():.4g}]; for data "
+                    "in other units (kelvin, degrees Celsius) pass value_range=(low, high) in those units."
                 )
             unit = np.clip(array, 0, 1).astype(np.float32)
         else:
