@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import torch
 from tqdm.auto import tqdm
@@ -30,6 +31,7 @@ from difiisr_dwt.radiometric import (
     is_flir_jpeg,
     parse_value_range,
     read_radiometric,
+    sequence_value_range,
     to_pil,
     write_radiometric,
 )
@@ -211,6 +213,7 @@ class _Pending:
     def __init__(self, job: Job, count: int, radiometric: RadiometricImage | None = None):
         self.job, self.results, self.seconds = job, [None] * count, 0.0
         self.radiometric = radiometric
+        self.extra: dict = {}  # pipeline arguments of this job's frames only (a sequence's)
 
 
 def upscale_jobs(
@@ -252,7 +255,7 @@ def upscale_jobs(
             return
         start = time.perf_counter()
         try:
-            images = upscale_frames(pipe, [image for _, _, image in entries], options)
+            images = upscale_frames(pipe, [image for _, _, image in entries], options, entries[0][0].extra)
         except (ValueError, RuntimeError, OSError) as error:
             if len(entries) > 1:
                 for entry in entries:
@@ -295,20 +298,43 @@ def upscale_jobs(
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
         pending = _Pending(job, len(frames), frames[0].info.get(RADIOMETRIC_INFO))
+        if len(frames) > 1:  # a multi-page TIFF or GIF is a sequence: stable in time
+            pending.extra = sequence_call_options(frames[0], frames, options.pipeline_options)
         for index, frame in enumerate(frames):
-            bucket = buckets.setdefault(frame.size, [])
+            key = (frame.size, tuple(sorted(pending.extra.items())))  # a batch shares its call's arguments
+            bucket = buckets.setdefault(key, [])
             bucket.append((pending, index, frame))
             if len(bucket) >= options.batch_size:
-                run_bucket(buckets.pop(frame.size))
+                run_bucket(buckets.pop(key))
     for bucket in list(buckets.values()):
         run_bucket(bucket)
     return records
 
 
-def upscale_frames(pipe, images: list[PIL.Image.Image], options: UpscaleOptions) -> list[PIL.Image.Image]:
-    """One pipeline call for ``images`` (same size: one batch), one seeded generator per image."""
+def upscale_frames(pipe, images: list[PIL.Image.Image], options: UpscaleOptions, extra: dict | None = None
+                   ) -> list[PIL.Image.Image]:
+    """One pipeline call for ``images`` (same size: one batch), one seeded generator per image; ``extra``:
+    arguments that win over ``options.pipeline_options`` (a sequence's, :func:`sequence_call_options`)."""
     generators = [torch.Generator("cpu").manual_seed(options.seed) for _ in images]
-    return pipe(images, generator=generators, **options.pipeline_options).images
+    return pipe(images, generator=generators, **{**options.pipeline_options, **(extra or {})}).images
+
+
+def sequence_call_options(first, frames: Iterable, pipeline_options: dict) -> dict:
+    """The pipeline arguments that make the frames of one sequence (a video, a frame folder, a multi-page
+    TIFF) stable in time, unless the user set them: ``prior_noise_scale=0`` (no per-frame noise draw: detail
+    moves with the content) and, for 16-bit or float frames, one ``value_range`` for all of them
+    (:func:`difiisr_dwt.radiometric.sequence_value_range`, which reads ``frames``; 8-bit frames keep 0..255).
+
+    Args:
+        first: the first frame (PIL image or numpy array), whose type decides whether a range is needed.
+        frames: all the frames (an iterable read once, only when a range is needed).
+    """
+    extra = {"prior_noise_scale": pipeline_options.get("prior_noise_scale", 0.0)}
+    wide = first.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F") if isinstance(first, PIL.Image.Image) else \
+        np.asarray(first).dtype != np.uint8
+    if wide and pipeline_options.get("value_range") is None:
+        extra["value_range"] = sequence_value_range(frames)
+    return extra
 
 
 def _reason(error: Exception, name: str) -> str:

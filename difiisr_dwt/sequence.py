@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import torch
 from tqdm.auto import tqdm
 
-from difiisr_dwt.archive import Record, UpscaleOptions, output_name
+from difiisr_dwt.archive import Record, UpscaleOptions, output_name, sequence_call_options, upscale_frames
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import (
     IMAGE_SUFFIXES,
@@ -147,9 +146,7 @@ class SequenceRunner:
 
     def __init__(self, pipe, options: UpscaleOptions, settings: dict, show_progress: bool = True):
         self.pipe, self.options, self.show_progress = pipe, options, show_progress
-        # the stable sampling; a --prior-noise-scale the user gave explicitly wins
-        self.call_options = {"prior_noise_scale": 0.0, **options.pipeline_options}
-        self.settings = {**settings, "call": {k: v for k, v in self.call_options.items()}, "seed": options.seed}
+        self.settings = {**settings, "call": dict(options.pipeline_options), "seed": options.seed}
 
     def run(self, job: SequenceJob, rank: int = 0) -> Record:
         def record(status: str, **fields) -> Record:
@@ -161,10 +158,9 @@ class SequenceRunner:
         start = time.perf_counter()
         info = probe_video(job.path) if job.is_video else None
         first = next(iter_frames(job, info))
-        value_range = sequence_value_range(iter_frames(job, info)) if first.dtype == np.uint16 else None
+        extra = sequence_call_options(first, iter_frames(job, info), self.options.pipeline_options)
         work = job.output.with_name(f".{job.output.name}.frames")
-        settings = {**self.settings, "input": str(job.path.resolve()), "lossless": job.lossless,
-                    "value_range": value_range}
+        settings = {**self.settings, "input": str(job.path.resolve()), "lossless": job.lossless, "extra": extra}
         if self.options.overwrite or _read_settings(work) != settings:
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
@@ -186,11 +182,11 @@ class SequenceRunner:
                     continue
                 batch.append((index, frame))
                 if len(batch) >= self.options.batch_size:
-                    self._run_batch(batch, work, names, value_range)
+                    self._run_batch(batch, work, names, extra)
                     bar.update(len(batch))
                     batch = []
             if batch:
-                self._run_batch(batch, work, names, value_range)
+                self._run_batch(batch, work, names, extra)
                 bar.update(len(batch))
         self._finish(job, work, names, count, info)
         height, width = first.shape[:2]
@@ -201,13 +197,12 @@ class SequenceRunner:
         path = job.frames[index]
         return output_name(path.stem, path.suffix.lower(), "")
 
-    def _run_batch(self, batch: list[tuple[int, np.ndarray]], work: Path, names: list[str],
-                   value_range: tuple[float, float] | None) -> None:
-        generators = [torch.Generator("cpu").manual_seed(self.options.seed) for _ in batch]
-        outputs = self.pipe([frame for _, frame in batch], generator=generators, output_type="np",
-                            value_range=value_range, **self.call_options).images
+    def _run_batch(self, batch: list[tuple[int, np.ndarray]], work: Path, names: list[str], extra: dict) -> None:
+        extra = {**extra, "output_type": "np"}
+        outputs = upscale_frames(self.pipe, [frame for _, frame in batch], self.options, extra)
+        in_units = {**self.options.pipeline_options, **extra}.get("value_range") is not None
         for (index, frame), out in zip(batch, outputs):
-            array = _from_unit(out, frame, value_range)
+            array = _from_unit(out, frame, in_units)
             save_image_atomic(PIL.Image.fromarray(array), work / (names[index] if names else f"{index:06d}.png"))
 
     def _finish(self, job: SequenceJob, work: Path, names: list[str], count: int, info: VideoInfo | None) -> None:
@@ -227,11 +222,11 @@ def _read_settings(work: Path) -> dict | None:
         return None
 
 
-def _from_unit(out: np.ndarray, frame: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+def _from_unit(out: np.ndarray, frame: np.ndarray, in_units: bool) -> np.ndarray:
     """The pipeline's `(H, W, C)` float output (in [0, 1], or in the input's units under a ``value_range``)
     -> the input frame's type and channels."""
     out = out[..., 0] if frame.ndim == 2 else out
-    if value_range is not None:
+    if in_units:
         return np.clip(np.round(out), 0, 65535).astype(np.uint16)
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 

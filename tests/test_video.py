@@ -225,3 +225,31 @@ def test_pan_is_stable_as_lossless_video_and_as_frame_folder(shared_dir, tmp_pat
         bicubic = np.round(F.interpolate(torch.from_numpy(pan[0] / 255.0)[None, None], scale_factor=4,
                                          mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy() * 255) / 255
         assert psnr(outputs[0][16:-16, 16:-16], bicubic[16:-16, 16:-16]) < 56.0
+
+
+def test_multi_page_tiff_is_sampled_as_a_sequence(tmp_path):
+    """The frames of one multi-page TIFF share one call setup: no prior noise draw, one value range."""
+    from difiisr_dwt.archive import Job, Source, sequence_call_options, upscale_jobs
+
+    pages = [PIL.Image.fromarray(np.full((8, 8), level, np.uint16)) for level in (3000, 3100, 3400)]
+    calls = []
+
+    def pipe(images, generator=None, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(images=[image.resize((32, 32)) for image in images])
+
+    path = tmp_path / "pages.tif"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    job = Job(Source(str(path), "pages", ".tif", path), tmp_path / "pages_x4.tif", 0)
+    single = Job(Source(str(path), "one", ".png", path), tmp_path / "one_x4.tif", 1)
+    options = UpscaleOptions(batch_size=2, pipeline_options={"num_inference_steps": 2})
+    upscale_jobs(pipe, [job, single], options, read=lambda s: pages if s.stem == "pages" else pages[:1])
+    expected = sequence_call_options(pages[0], pages, {})
+    low, high = expected["value_range"]
+    assert expected["prior_noise_scale"] == 0.0 and low < 3000 < 3400 < high
+    sequence_calls = [c for c in calls if "value_range" in c]
+    assert len(sequence_calls) == 2  # 3 pages in batches of 2, the single image alone
+    assert all(c["value_range"] == expected["value_range"] and c["prior_noise_scale"] == 0 for c in sequence_calls)
+    assert [c for c in calls if "value_range" not in c] == [{"num_inference_steps": 2}]  # an image: as before
+    assert sequence_call_options(pages[0], pages, {"value_range": (0, 9), "prior_noise_scale": 0.5}) == \
+        {"prior_noise_scale": 0.5}  # what the user set wins
