@@ -110,6 +110,9 @@ def _frame_array(path: Path) -> np.ndarray:
     if len(frames) != 1:
         raise ImageReadError(f"{path}: has {len(frames)} frames; a sequence folder holds one frame per file")
     image = frames[0]
+    if image.mode == "F":
+        raise ImageReadError(f"{path}: float frames are not read as a sequence yet; upscale the files with "
+                             "--range LOW HIGH --prior-noise-scale 0 (one mapping, no per-frame noise)")
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         return np.asarray(image, dtype=np.int64).clip(0, 65535).astype(np.uint16)
     return np.asarray(image.convert("L" if image.mode in ("L", "1", "LA") else "RGB"))

@@ -253,3 +253,13 @@ def test_multi_page_tiff_is_sampled_as_a_sequence(tmp_path):
     assert [c for c in calls if "value_range" not in c] == [{"num_inference_steps": 2}]  # an image: as before
     assert sequence_call_options(pages[0], pages, {"value_range": (0, 9), "prior_noise_scale": 0.5}) == \
         {"prior_noise_scale": 0.5}  # what the user set wins
+
+
+def test_float_frames_in_a_sequence_folder_are_refused_clearly(tmp_path):
+    folder = tmp_path / "temps"
+    folder.mkdir()
+    PIL.Image.fromarray(np.full((8, 8), 21.5, np.float32)).save(folder / "0.tif")
+    job = plan_sequence(folder, tmp_path / "out", "_x4", lossless=True)
+    with pytest.raises(ImageReadError, match="float frames are not read as a sequence yet; .*--range"):
+        _runner(BicubicPipe()).run(job)
+    assert not job.output.exists()
