@@ -167,6 +167,8 @@ class SequenceRunner:
         if self.options.overwrite or _read_settings(work) != settings:
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
+        for stale in work.glob(".*.tmp"):  # a frame whose atomic write was killed
+            stale.unlink(missing_ok=True)
         write_text_atomic(json.dumps(settings, indent=2) + "\n", work / SETTINGS_FILE)
 
         names = [self._frame_name(job, index) for index in range(len(job.frames or ()))]
@@ -210,12 +212,17 @@ class SequenceRunner:
 
     def _finish(self, job: SequenceJob, work: Path, names: list[str], count: int, info: VideoInfo | None) -> None:
         if job.is_video:
-            frames = (np.asarray(PIL.Image.open(work / f"{i:06d}.png")) for i in range(count))
+            frames = (_load(work / f"{i:06d}.png") for i in range(count))
             write_video(frames, job.output, info.frame_rate, job.lossless)
             shutil.rmtree(work, ignore_errors=True)
         else:
             (work / SETTINGS_FILE).unlink()
             replace_dir(work, job.output)
+
+
+def _load(path: Path) -> np.ndarray:
+    with PIL.Image.open(path) as image:
+        return np.asarray(image)
 
 
 def _read_settings(work: Path) -> dict | None:

@@ -132,6 +132,8 @@ def test_killed_sequence_resumes_where_it_stopped(tmp_path, kind):
     with pytest.raises(KeyboardInterrupt):  # killed during its third batch: four frames done
         _runner(BicubicPipe(die_after=2)).run(job)
     assert not job.output.exists()
+    work = job.output.with_name(f".{job.output.name}.frames")
+    (work / ".000004.png.k3j9.tmp").write_bytes(b"half a frame")  # a frame write killed midway
     resumed = BicubicPipe()
     record = _runner(resumed).run(job)
     assert record.status == "written" and record.frames == 7 and record.size == [64, 48]
@@ -140,6 +142,8 @@ def test_killed_sequence_resumes_where_it_stopped(tmp_path, kind):
     done = result(job.output)
     assert len(done) == 7 and done[0].shape == (48, 64)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [job.output.name]  # work folder gone
+    if kind == "folder":  # the frames only: no settings file, no leftover temporary file
+        assert len(list(job.output.iterdir())) == 7
     uninterrupted = plan_sequence(source, tmp_path / "whole", "_x4", lossless=True)
     _runner(BicubicPipe()).run(uninterrupted)
     for a, b in zip(done, result(uninterrupted.output)):
