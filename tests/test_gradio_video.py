@@ -53,3 +53,14 @@ def test_clip_limits_are_clear_messages(pipe, tmp_path):
         video_clip.upscale_clip(pipe, str(tmp_path / "x.mp4"), tmp_path, 1)
     with pytest.raises(UploadError, match="not a video file"):
         video_clip.upscale_clip(pipe, str(tmp_path / "x.png"), tmp_path, 1)
+
+
+def test_demo_has_the_video_endpoint(pipe, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("difiisr_gradio_app_video", APP_DIR / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = app  # dataclasses look their module up there
+    spec.loader.exec_module(app)
+    demo = app.build_demo(pipe, output_root=tmp_path)
+    assert {"upscale", "upscale_video"} <= {fn.api_name for fn in demo.fns.values()}
