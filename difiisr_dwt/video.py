@@ -3,7 +3,8 @@
 Grey stays grey: a video whose pixel format is grey, or whose first frame has equal colour channels (a
 grey picture in a YUV/RGB stream), is read as its luma plane; 16-bit grey (``gray16le``, FFV1) is read
 as ``uint16``. Outputs are H.264 in MP4 (``libx264``, ``yuv420p``: plays everywhere; lossy) or, with
-``lossless``, FFV1 in Matroska (``gray`` / ``gray16le`` / ``bgr0``: bit-exact, 16-bit grey kept).
+``lossless``, FFV1 in Matroska (``gray`` / ``gray16le`` / ``bgr0``: bit-exact, 16-bit grey kept). PyAV's
+wheels carry FFmpeg with ``libx264``; a PyAV without it writes MPEG-4 Part 2 into the MP4 instead.
 """
 
 from __future__ import annotations
@@ -153,15 +154,21 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, frame_rat
 
 
 def _add_stream(container, frame: np.ndarray, frame_rate: Fraction, lossless: bool):
+    import av
+
     if frame.dtype == np.uint16 and not lossless:
         raise UsageError("a 16-bit video would lose its values in an 8-bit MP4; use --lossless (16-bit FFV1 in MKV)")
     if lossless:
         stream = container.add_stream("ffv1", rate=frame_rate)
         stream.pix_fmt = ("gray16le" if frame.dtype == np.uint16 else "gray") if frame.ndim == 2 else "bgr0"
-    else:
+    elif "libx264" in av.codecs_available:
         stream = container.add_stream("libx264", rate=frame_rate)
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(H264_CRF)}
+    else:  # a PyAV built on an FFmpeg without x264 (the PyPI wheels have it): MPEG-4 Part 2, near-lossless q
+        stream = container.add_stream("mpeg4", rate=frame_rate)
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qscale": "2"}
     stream.width, stream.height = frame.shape[1], frame.shape[0]
     stream.time_base = 1 / frame_rate
     return stream

@@ -54,6 +54,19 @@ def test_mp4_round_trip_keeps_rate_count_and_grey(tmp_path):
     assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(back, frames)) < 1.0  # H.264 at CRF 16
 
 
+def test_mp4_without_x264_falls_back_to_mpeg4(tmp_path, monkeypatch):
+    import av
+
+    monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx264"})
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (48, 1))
+    write_video([ramp] * 3, tmp_path / "clip.mp4", NTSC, lossless=False)
+    info = probe_video(tmp_path / "clip.mp4")
+    assert (info.frame_rate, info.frame_count, info.grey) == (NTSC, 3, True)
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "mpeg4"
+    assert np.abs(next(read_video_frames(tmp_path / "clip.mp4", info)).astype(int) - ramp).mean() < 2
+
+
 def test_16bit_to_mp4_is_refused_and_leaves_no_file(tmp_path):
     with pytest.raises(UsageError, match="--lossless"):
         write_video(_frames(2, dtype=np.uint16), tmp_path / "a.mp4", Fraction(25), lossless=False)
