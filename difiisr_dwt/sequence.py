@@ -150,6 +150,11 @@ class SequenceRunner:
     def __init__(self, pipe, options: UpscaleOptions, settings: dict, show_progress: bool = True):
         self.pipe, self.options, self.show_progress = pipe, options, show_progress
         self.settings = {**settings, "call": dict(options.pipeline_options), "seed": options.seed}
+        noisy = {k: v for k, v in options.pipeline_options.items() if k in ("noise_scale", "prior_noise_scale") and v}
+        if noisy and show_progress:
+            flags = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in noisy.items())
+            print(f"warning: {flags} draws noise in every frame: videos and sequences will flicker (0 keeps the "
+                  "detail moving with the content)", file=sys.stderr)
 
     def run(self, job: SequenceJob, rank: int = 0) -> Record:
         def record(status: str, **fields) -> Record:

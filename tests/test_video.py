@@ -280,3 +280,11 @@ def test_float_frames_in_a_sequence_folder_are_refused_clearly(tmp_path):
     with pytest.raises(ImageReadError, match="float frames are not read as a sequence yet; .*--range"):
         _runner(BicubicPipe()).run(job)
     assert not job.output.exists()
+
+
+def test_noise_options_warn_that_a_sequence_will_flicker(capsys):
+    options = UpscaleOptions(pipeline_options={"noise_scale": 0.5, "prior_noise_scale": 0.0})
+    SequenceRunner(BicubicPipe(), options, {}, show_progress=True)
+    assert "warning: --noise-scale 0.5 draws noise in every frame" in capsys.readouterr().err
+    SequenceRunner(BicubicPipe(), UpscaleOptions(pipeline_options={"noise_scale": 0.0}), {}, show_progress=True)
+    assert capsys.readouterr().err == ""
