@@ -55,9 +55,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     ``--prior-noise-scale``, ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``, ``--range``.
     Unset values keep the pipeline's defaults (:func:`apply_sampling_arguments`)."""
     parser.add_argument("--steps", type=int_at_least(1), default=None,
-                        help="sampling steps, 1..T (default: the pipeline's, 4 for the default model)")
+                        help="sampling steps, 1..T (default: the pipeline's, {pipeline:num_inference_steps})")
     parser.add_argument("--noise-scale", "--noise_scale", type=_unit_interval, default=None,
-                        help="fidelity-realism knob in [0, 1]: 0 = deterministic, most faithful (default); "
+                        help="fidelity-realism knob in [0, 1] (default {pipeline:noise_scale}): 0 = deterministic, "
+                        "most faithful; "
                         "1 = the full ResShift posterior, more invented detail")
     parser.add_argument("--prior-noise-scale", "--prior_noise_scale", type=_unit_interval, default=None,
                         help="share of the prior's noise in the starting state, in [0, 1] (default: 1 for images, "

@@ -103,12 +103,15 @@ def read_radiometric(path: str | os.PathLike, data: bytes | None = None) -> Radi
     return _read_tiff(path, data)
 
 
-def is_flir_jpeg(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a JPEG carrying FLIR's radiometric record (its APP1 ``FLIR`` segment), from its
-    first 64 KiB; ``False`` for other suffixes and unreadable files (they are reported when read)."""
+def is_flir_jpeg(path: str | os.PathLike, data: bytes | None = None) -> bool:
+    """Whether ``path`` (or its bytes ``data``) is a JPEG carrying FLIR's radiometric record (its APP1
+    ``FLIR`` segment), from its first 64 KiB; ``False`` for other suffixes and unreadable files (they are
+    reported when read)."""
     path = Path(path)
     if path.suffix.lower() not in (".jpg", ".jpeg"):
         return False
+    if data is not None:
+        return _FLIR_MARKER in data[:65536]
     try:
         with open(path, "rb") as f:
             return _FLIR_MARKER in f.read(65536)
@@ -270,6 +273,27 @@ def _plain(value):
 
 
 # ------------------------------------------------------------------------------------------------ PIL frames
+#: Key of the first frame's ``PIL.Image.info`` that holds the :class:`RadiometricImage` read by
+#: :func:`read_pil_frames` (what :func:`write_pil_frames` needs to write the output alike).
+PIL_INFO_KEY = "difiisr_radiometric"
+
+
+def read_pil_frames(path: str | os.PathLike, data: bytes | None = None) -> list[PIL.Image.Image] | None:
+    """:func:`read_radiometric` as the pipeline's PIL frames (:func:`to_pil`), the file's
+    :class:`RadiometricImage` in ``frames[0].info[PIL_INFO_KEY]``; ``None`` for an ordinary picture."""
+    image = read_radiometric(path, data)
+    if image is None:
+        return None
+    frames = [to_pil(frame) for frame in image.frames]
+    frames[0].info[PIL_INFO_KEY] = image
+    return frames
+
+
+def write_pil_frames(path: str | os.PathLike, frames: list[PIL.Image.Image], like: RadiometricImage) -> None:
+    """Write the pipeline's ``I;16`` / ``F`` output frames with :func:`write_radiometric`."""
+    write_radiometric(path, [from_pil(frame) for frame in frames], like)
+
+
 def to_pil(frame: np.ndarray) -> PIL.Image.Image:
     """A radiometric frame as the PIL image the pipeline takes: ``I;16`` counts, or ``F`` (float32) values."""
     if frame.dtype == np.uint16:

@@ -169,6 +169,7 @@ class SequenceRunner:
         extra = sequence_call_options(first, iter_frames(job, info), self.options.pipeline_options)
         work = job.output.with_name(f".{job.output.name}.frames")
         settings = {**self.settings, "input": str(job.path.resolve()), "lossless": job.lossless, "extra": extra}
+        settings = json.loads(json.dumps(settings))  # as read back (tuples become lists), to compare
         if self.options.overwrite or _read_settings(work) != settings:
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)

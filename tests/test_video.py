@@ -288,3 +288,17 @@ def test_noise_options_warn_that_a_sequence_will_flicker(capsys):
     assert "warning: --noise-scale 0.5 draws noise in every frame" in capsys.readouterr().err
     SequenceRunner(BicubicPipe(), UpscaleOptions(pipeline_options={"noise_scale": 0.0}), {}, show_progress=True)
     assert capsys.readouterr().err == ""
+
+
+def test_sixteen_bit_video_resumes_with_its_range(tmp_path):
+    """The sequence's value range is part of the saved settings: a resumed 16-bit run keeps its frames."""
+    source = tmp_path / "raw.mkv"
+    write_video(_frames(5, (12, 16), np.uint16), source, Fraction(9), lossless=True)
+    job = plan_sequence(source, tmp_path / "out", "_x4", lossless=True)
+    with pytest.raises(KeyboardInterrupt):
+        _runner(BicubicPipe(die_after=1)).run(job)
+    resumed = BicubicPipe()
+    _runner(resumed).run(job)
+    assert resumed.frames == 3
+    info = probe_video(job.output)
+    assert info.bit16 and info.frame_count == 5

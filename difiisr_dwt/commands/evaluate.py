@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from difiisr_dwt.evaluation import METRICS
-from difiisr_dwt.io import write_text_atomic
+from difiisr_dwt.io import IMAGE_SUFFIXES, InputGuard, write_text_atomic
 from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_lpips_backbone_dir, add_sampling_arguments, apply_sampling_arguments
 
@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ev.EvaluationError(f"--limit must be >= 1, got {args.limit}")
+    # the reports may not land on what is measured: the HR/LR/SR folders, the file list, the model
+    guard = InputGuard(files=[args.file_list] if args.file_list else [],
+                       folders=[args.hr, args.lr, args.sr, args.lpips_backbone_dir]).add_models(args.model)
+    guard.check_options({"--json": args.json, "--csv": args.csv, "--grid": args.grid})
+    if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES:  # found before the model runs
+        raise ev.EvaluationError(f"--grid {args.grid}: not an image file name (use .png)")
     metrics = ev.parse_metrics(args.metrics)
     methods = select_methods(args)
     hr_paths = ev.list_hr(args.hr, args.file_list, args.limit)
