@@ -193,13 +193,17 @@ def test_sixteen_bit_sequence_gets_one_range_for_all_frames(tmp_path):
     assert [int(o.mean().round()) for o in outs] == levels
 
 
-def test_cli_video_and_sequence_folder(saved_test_model, tmp_path, capsys):
-    frames = _frames(3, (12, 16))
-    write_video(frames, tmp_path / "clip.mp4", NTSC, lossless=False)
-    folder = tmp_path / "seq"
+def _video_and_folder(frames: list[np.ndarray], video, folder, name: str, first: int):
+    """The same frames as a video (lossless for .mkv) and as a folder of numbered PNGs; returns the folder."""
+    write_video(frames, video, NTSC, lossless=video.suffix == ".mkv")
     folder.mkdir()
     for k, frame in enumerate(frames):
-        PIL.Image.fromarray(frame).save(folder / f"frame_{k}.png")
+        PIL.Image.fromarray(frame).save(folder / name.format(k + first))
+    return folder
+
+
+def test_cli_video_and_sequence_folder(saved_test_model, tmp_path, capsys):
+    folder = _video_and_folder(_frames(3, (12, 16)), tmp_path / "clip.mp4", tmp_path / "seq", "frame_{}.png", 0)
     out = tmp_path / "out"
     args = ["upscale", str(tmp_path / "clip.mp4"), str(folder), "--sequence", "-o", str(out), "--model",
             str(saved_test_model), "--steps", "1", "--device", "cpu", "--batch-size", "2"]
@@ -222,11 +226,7 @@ def test_pan_is_stable_as_lossless_video_and_as_frame_folder(shared_dir, tmp_pat
 
     image = np.asarray(PIL.Image.open(shared_dir / "data/ir/tno/01.png").convert("L"))
     pan = make_pan(image, frames=12, size=(128, 96), step=1)
-    write_video(pan, tmp_path / "pan.mkv", NTSC, lossless=True)
-    folder = tmp_path / "pan_frames"
-    folder.mkdir()
-    for k, frame in enumerate(pan):
-        PIL.Image.fromarray(frame).save(folder / f"{k + 1}.png")
+    folder = _video_and_folder(pan, tmp_path / "pan.mkv", tmp_path / "pan_frames", "{}.png", 1)
     out = tmp_path / "out"
     assert main(["upscale", str(tmp_path / "pan.mkv"), str(folder), "--sequence", "--lossless", "-o", str(out),
                  "--device", "cpu", "--batch-size", "4"]) == 0
