@@ -161,8 +161,10 @@ class SequenceRunner:
             return Record(input=job.name, output=str(job.output), status=status, rank=rank, position=job.position,
                           **fields)
 
-        if job.output.exists() and not self.options.overwrite:
-            return record("skipped")
+        if job.output.exists():
+            if not self.options.overwrite:
+                return record("skipped")
+            self._check_replaceable(job)
         start = time.perf_counter()
         info = probe_video(job.path) if job.is_video else None
         first = next(iter_frames(job, info))
@@ -216,11 +218,34 @@ class SequenceRunner:
             array = _from_unit(out, frame, in_units)
             save_image_atomic(PIL.Image.fromarray(array), work / (names[index] if names else f"{index:06d}.png"))
 
+    def _check_replaceable(self, job: SequenceJob) -> None:
+        """``--overwrite`` replaces only what this tool wrote: a video its output log lists, a frame folder
+        holding no file but the sequence's frames.
+
+        Raises:
+            UsageError: naming the output.
+        """
+        log = self.options.output_log
+        if job.is_video:
+            if log is not None and not log.is_output(job.output):
+                raise UsageError(f"{job.output} exists and is no earlier output of this tool; --overwrite replaces "
+                                 "only those. Move it away, or choose another output folder or --suffix")
+            return
+        frames = {self._frame_name(job, index) for index in range(len(job.frames))}
+        others = sorted(p.name for p in job.output.iterdir() if p.name not in frames) if job.output.is_dir() else \
+            [job.output.name]
+        if others:
+            raise UsageError(f"{job.output} exists and holds other files than the sequence's frames ({others[0]}"
+                             f"{', ...' if len(others) > 1 else ''}); --overwrite would delete them. Move it away, or "
+                             "choose another output folder or --suffix")
+
     def _finish(self, job: SequenceJob, work: Path, names: list[str], count: int, info: VideoInfo | None) -> None:
         if job.is_video:
             frames = (_load(work / f"{i:06d}.png") for i in range(count))
             write_video(frames, job.output, info.frame_rate, job.lossless)
             shutil.rmtree(work, ignore_errors=True)
+            if self.options.output_log is not None:  # a later run knows it for an output, not an input
+                self.options.output_log.add(job.output)
         else:
             (work / SETTINGS_FILE).unlink()
             replace_dir(work, job.output)

@@ -302,3 +302,32 @@ def test_sixteen_bit_video_resumes_with_its_range(tmp_path):
     assert resumed.frames == 3
     info = probe_video(job.output)
     assert info.bit16 and info.frame_count == 5
+
+
+def test_overwrite_replaces_only_what_this_tool_wrote(tmp_path):
+    from difiisr_dwt.output_folder import OutputLog
+
+    source = tmp_path / "clip.mkv"
+    write_video(_frames(2, (12, 16)), source, Fraction(10), lossless=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    job = plan_sequence(source, out, "_x4", lossless=True)
+    job.output.write_bytes(b"someone else's file")
+    options = UpscaleOptions(overwrite=True, output_log=OutputLog(out))
+    with pytest.raises(UsageError, match="no earlier output of this tool"):
+        SequenceRunner(BicubicPipe(), options, {}, show_progress=False).run(job)
+    assert job.output.read_bytes() == b"someone else's file"
+    job.output.unlink()
+    for _ in range(2):  # written and logged, then replaced by a later run: it is this tool's output
+        options = UpscaleOptions(overwrite=True, output_log=OutputLog(out))
+        assert SequenceRunner(BicubicPipe(), options, {}, show_progress=False).run(job).status == "written"
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "0.png")
+    frames_job = plan_sequence(folder, out, "_x4", lossless=True)
+    frames_job.output.mkdir()
+    (frames_job.output / "notes.txt").write_text("keep me")
+    with pytest.raises(UsageError, match=r"holds other files than the sequence's frames \(notes.txt\)"):
+        SequenceRunner(BicubicPipe(), options, {}, show_progress=False).run(frames_job)
+    assert (frames_job.output / "notes.txt").read_text() == "keep me"
