@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import torch
 from tqdm.auto import tqdm
@@ -199,6 +200,7 @@ class _Pending:
         self.metadata = [kept_metadata(frame) for frame in frames]  # ICC, DPI, EXIF...: the outputs keep them
         self.widths = [frame.width for frame in frames]  # the DPI scales with the size (same physical size)
         self.radiometric = frames[0].info.get(radiometric.PIL_INFO_KEY)  # a radiometric file: written by tifffile
+        self.extra: dict = {}  # pipeline arguments of this job's frames only (a sequence's)
 
 
 def upscale_jobs(
@@ -240,7 +242,7 @@ def upscale_jobs(
             return
         start = time.perf_counter()
         try:
-            images = upscale_frames(pipe, [image for _, _, image in entries], options)
+            images = upscale_frames(pipe, [image for _, _, image in entries], options, entries[0][0].extra)
         except (ValueError, RuntimeError, OSError) as error:
             if len(entries) > 1:
                 for entry in entries:
@@ -287,20 +289,43 @@ def upscale_jobs(
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
         pending = _Pending(job, frames)
+        if len(frames) > 1:  # a multi-page TIFF or GIF is a sequence: stable in time
+            pending.extra = sequence_call_options(frames[0], frames, options.pipeline_options)
         for index, frame in enumerate(frames):
-            bucket = buckets.setdefault(frame.size, [])
+            key = (frame.size, tuple(sorted(pending.extra.items())))  # a batch shares its call's arguments
+            bucket = buckets.setdefault(key, [])
             bucket.append((pending, index, frame))
             if len(bucket) >= options.batch_size:
-                run_bucket(buckets.pop(frame.size))
+                run_bucket(buckets.pop(key))
     for bucket in list(buckets.values()):
         run_bucket(bucket)
     return records
 
 
-def upscale_frames(pipe, images: list[PIL.Image.Image], options: UpscaleOptions) -> list[PIL.Image.Image]:
-    """One pipeline call for ``images`` (same size: one batch), one seeded generator per image."""
+def upscale_frames(pipe, images: list[PIL.Image.Image], options: UpscaleOptions, extra: dict | None = None
+                   ) -> list[PIL.Image.Image]:
+    """One pipeline call for ``images`` (same size: one batch), one seeded generator per image; ``extra``:
+    arguments that win over ``options.pipeline_options`` (a sequence's, :func:`sequence_call_options`)."""
     generators = [torch.Generator("cpu").manual_seed(options.seed) for _ in images]
-    return pipe(images, generator=generators, **options.pipeline_options).images
+    return pipe(images, generator=generators, **{**options.pipeline_options, **(extra or {})}).images
+
+
+def sequence_call_options(first, frames: Iterable, pipeline_options: dict) -> dict:
+    """The pipeline arguments that make the frames of one sequence (a video, a frame folder, a multi-page
+    TIFF) stable in time, unless the user set them: ``prior_noise_scale=0`` (no per-frame noise draw: detail
+    moves with the content) and, for 16-bit or float frames, one ``value_range`` for all of them
+    (:func:`difiisr_dwt.radiometric.sequence_value_range`, which reads ``frames``; 8-bit frames keep 0..255).
+
+    Args:
+        first: the first frame (PIL image or numpy array), whose type decides whether a range is needed.
+        frames: all the frames (an iterable read once, only when a range is needed).
+    """
+    extra = {"prior_noise_scale": pipeline_options.get("prior_noise_scale", 0.0)}
+    wide = first.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F") if isinstance(first, PIL.Image.Image) else \
+        np.asarray(first).dtype != np.uint8
+    if wide and pipeline_options.get("value_range") is None:
+        extra["value_range"] = radiometric.sequence_value_range(frames)
+    return extra
 
 
 def _reason(error: Exception, name: str) -> str:
@@ -516,6 +541,7 @@ def run_archive(args) -> dict[str, int]:
 
     from difiisr_dwt.loading import load_pipeline
     from difiisr_dwt.options import apply_sampling_arguments
+    from difiisr_dwt.sequence import SequenceRunner, plan_sequences, run_sequences, split_inputs
 
     started = time.time()
     if args.batch_size < 1:
@@ -542,6 +568,7 @@ def run_archive(args) -> dict[str, int]:
         check_writable(manifest.parent)
 
     read = read_source
+    sequences: list = []  # videos and --sequence folders
     output_log = OutputLog(output_dir, manifest)  # this folder's earlier outputs are not inputs
     if args.dataset_name:
         jobs, total, read = dataset_jobs(args.dataset_name, args.dataset_config, args.dataset_split, args.image_column,
@@ -549,24 +576,27 @@ def run_archive(args) -> dict[str, int]:
         if Path(args.dataset_name).is_dir():  # a local folder: every file in it is an input
             guard.add(p for p in Path(args.dataset_name).rglob("*") if p.is_file() and not output_log.is_output(p))
     else:
-        found = file_sources(args.inputs)
+        image_inputs, sequence_inputs = split_inputs(args.inputs, getattr(args, "sequence", False))
+        found = file_sources(image_inputs)
         sources = [s for s in found if s.path is None or not output_log.is_output(s.path)]
         earlier = len(found) - len(sources)
-        if not sources:
+        if not sources and not sequence_inputs:
             raise UsageError("no input images found" + (f" ({earlier} earlier output(s) of this tool in {output_dir}, "
                                                          "listed in its " + OUTPUT_LOG + ", are not inputs)"
                                                          if earlier else ""))
         if earlier and state.is_main_process:
             print(f"left out {earlier} earlier output(s) of this tool in {output_dir} (they are outputs, not inputs)")
         jobs = plan_jobs(sources, output_dir, args.suffix)
-        total = len(jobs)
+        sequences = plan_sequences(sequence_inputs, output_dir, args.suffix, getattr(args, "lossless", False),
+                                   first_position=len(jobs))
+        total = len(jobs) + len(sequences)
     if isinstance(jobs, list):
         guard.add(job.source.path for job in jobs if job.source.path is not None)
     if manifest is not None:
         guard.check(manifest, "--manifest")
     jobs = _guarded(jobs, guard, manifest, output_log if args.overwrite else None)
     if state.is_main_process and isinstance(jobs, list):
-        ours = [job.output.name for job in jobs]
+        ours = [job.output.name for job in jobs] + [job.output.name for job in sequences]
         if args.manifest is not None and Path(args.manifest).parent.resolve() == output_dir.resolve():
             ours.append(Path(args.manifest).name)
         removed = remove_stale_temps(output_dir, ours, before=started)
@@ -595,6 +625,10 @@ def run_archive(args) -> dict[str, int]:
     else:
         records = upscale_jobs(pipe, chunked_stream(jobs, state.process_index, state.num_processes), options, read,
                                state.process_index, on_done)
+    if sequences:
+        runner = SequenceRunner(pipe, options, {"model": str(args.model), "dtype": args.dtype},
+                                show_progress=state.is_main_process)
+        records += run_sequences(runner, sequences, state.process_index, state.num_processes, on_done)
     loop_seconds = time.perf_counter() - loop_start
     close()
     records = gather_object(records)

@@ -52,14 +52,17 @@ def _unit_interval(text: str) -> float:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """How the pipeline samples, for ``upscale`` and ``eval``: ``--steps``, ``--noise-scale``,
-    ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``, ``--range``. Unset values keep the pipeline's
-    defaults (:func:`apply_sampling_arguments`)."""
+    ``--prior-noise-scale``, ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``, ``--range``.
+    Unset values keep the pipeline's defaults (:func:`apply_sampling_arguments`)."""
     parser.add_argument("--steps", type=int_at_least(1), default=None,
                         help="sampling steps, 1..T (default: the pipeline's, {pipeline:num_inference_steps})")
     parser.add_argument("--noise-scale", "--noise_scale", type=_unit_interval, default=None,
                         help="fidelity-realism knob in [0, 1] (default {pipeline:noise_scale}): 0 = deterministic, "
                         "most faithful; "
                         "1 = the full ResShift posterior, more invented detail")
+    parser.add_argument("--prior-noise-scale", "--prior_noise_scale", type=_unit_interval, default=None,
+                        help="share of the prior's noise in the starting state, in [0, 1] (default: 1 for images, "
+                        "0 for video and sequences: no per-frame noise draw, so detail moves with the content)")
     parser.add_argument("--no-lr-consistency", "--no_lr_consistency", dest="lr_consistency", action="store_false",
                         help="skip back-projection onto the input and flat-region detail shrinkage "
                         "(the raw model output; levels may drift)")
@@ -93,4 +96,6 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
         kwargs["num_inference_steps"] = args.steps
     if args.noise_scale is not None:
         kwargs["noise_scale"] = args.noise_scale
+    if getattr(args, "prior_noise_scale", None) is not None:
+        kwargs["prior_noise_scale"] = args.prior_noise_scale
     return kwargs

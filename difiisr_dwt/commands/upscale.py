@@ -6,6 +6,10 @@ type, units and tags (16-bit / float TIFF; a FLIR R-JPEG gives a float TIFF of d
 TIFF or GIF is kept (a multi-page TIFF out). An embedded ICC profile, the EXIF data (less the orientation,
 which is applied) and the physical size (DPI and TIFF resolution x4) are kept. A rerun skips outputs that
 exist. A file that cannot be read or processed is reported and skipped; the exit status is 1 if any failed.
+A video (.mp4, .avi, .mkv, .mov...) gives NAME_x4.mp4 (H.264) or, with --lossless, NAME_x4.mkv (FFV1,
+bit-exact), at the input's frame rate and frame count; with --sequence a folder of numbered frames gives a
+folder of upscaled frames. Videos and sequences are sampled without per-frame noise (no flicker); an
+interrupted video continues where it stopped.
 
 INPUT - reads one image from standard input (output stdin_x4.png, or .tif for a TIFF or GIF); -o - writes the
 one result to standard output (progress and the summary line go to standard error):
@@ -29,13 +33,19 @@ from difiisr_dwt.options import add_sampling_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``difiisr-dwt upscale`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="image files, folders or glob patterns; - for one image from standard input")
+                        help="image or video files (.mp4 .avi .mkv .mov ...), folders or glob patterns; - for one "
+                        "image from standard input")
     parser.add_argument("-o", "--output_dir", "--output-dir", required=True, type=Path,
                         help="folder for results; - writes the one result to standard output")
     add_model_arguments(parser)
     add_sampling_arguments(parser)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=1,
                         help="same-size frames per pipeline call (default 1); results do not depend on it")
+    parser.add_argument("--sequence", action="store_true",
+                        help="read each folder INPUT as one sequence of numbered frames (one output folder, same "
+                        "frame names; sampled as a video: no per-frame noise, one intensity range)")
+    parser.add_argument("--lossless", action="store_true",
+                        help="video outputs as FFV1 in MKV (bit-exact, 16-bit grey kept) instead of H.264 in MP4")
     parser.add_argument("--suffix", default="_x4", help="appended to each output's file stem (default _x4)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo outputs that exist instead of skipping them (only files this tool wrote: "

@@ -129,6 +129,10 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     def noise_scale(self) -> float:
         return self._noise_scale
 
+    @property
+    def prior_noise_scale(self) -> float:
+        return self._prior_noise_scale
+
     # ------------------------------------------------------------------ memory features
     def enable_decode_tiling(self, tile_size: int = 160, tile_overlap: int = 16) -> None:
         """Decode latents larger than ``tile_size`` (latent = LR pixels) in overlapping tiles that share
@@ -175,6 +179,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str],
         value_range: tuple[float, float] | None = None,
+        prior_noise_scale: float = 1.0,
     ) -> None:
         """Raise a ``ValueError`` naming the first bad argument of :meth:`__call__` (images are checked
         by :meth:`IRImageProcessor.preprocess`)."""
@@ -185,6 +190,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             raise ValueError(f"`num_inference_steps` must be an integer in [1, {steps}], got {num_inference_steps!r}.")
         if not 0.0 <= noise_scale <= 1.0:
             raise ValueError(f"`noise_scale` must lie in [0, 1], got {noise_scale!r}.")
+        if not 0.0 <= prior_noise_scale <= 1.0:
+            raise ValueError(f"`prior_noise_scale` must lie in [0, 1], got {prior_noise_scale!r}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
         if value_range is not None:
@@ -226,9 +233,12 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     def prepare_latents(
         self, lr_condition: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
     ) -> torch.Tensor:
-        """The prior sample ``s_T = s_lr + kappa sqrt(eta_T) noise`` (float32 state)."""
+        """The prior sample ``s_T = s_lr + kappa sqrt(eta_T) r noise`` (float32 state), ``r`` this call's
+        ``prior_noise_scale``; ``r = 0`` draws nothing and starts at ``s_lr`` itself."""
+        if self.prior_noise_scale == 0:
+            return self.scheduler.prior_sample(lr_condition, torch.zeros_like(lr_condition, dtype=torch.float32))
         noise = randn_tensor(lr_condition.shape, generator=generator, device=lr_condition.device, dtype=torch.float32)
-        return self.scheduler.prior_sample(lr_condition, noise)
+        return self.scheduler.prior_sample(lr_condition, noise * self.prior_noise_scale)
 
     # ------------------------------------------------------------------ model calls
     def predict_vq_latents(self, latents: torch.Tensor, lr_condition: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -313,6 +323,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         image: PipelineImageInput,
         num_inference_steps: int = 3,
         noise_scale: float = 0.0,
+        prior_noise_scale: float = 1.0,
         lr_consistency: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
@@ -334,6 +345,11 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             noise_scale (`float`): the fidelity-realism knob, in [0, 1]: the share of the ResShift
                 posterior's noise drawn at each step (0: deterministic DDIM-style update, the most
                 faithful; 1: the full posterior, more invented detail). No effect at 1 step.
+            prior_noise_scale (`float`): in [0, 1], the share of the prior's noise in the starting
+                state ``s_T = s_lr + kappa sqrt(eta_T) noise`` (1: the trained prior). 0 draws no noise
+                at all: with ``noise_scale=0`` the output is then a deterministic function of the
+                image's content, so a shifted input gives the shifted output (video: no flicker, see
+                :mod:`difiisr_dwt.sequence`), at the cost of a little less invented detail.
             lr_consistency (`bool`): make the output agree with its input: no invented texture where the
                 input is flat (:func:`shrink_flat_detail`), then :attr:`back_projection_iterations`
                 rounds of :func:`back_project`, so that its PIL-bicubic x1/4 reproduces the input.
@@ -370,8 +386,9 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
                 callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
             tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
-            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range)
-            self._noise_scale = noise_scale
+            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range,
+                              prior_noise_scale)
+            self._noise_scale, self._prior_noise_scale = noise_scale, prior_noise_scale
             quantize = self.config.quantize_decode if quantize is None else quantize
 
             # 2. Preprocess: (3, h, w) tensors in [-1, 1] and how to give each back

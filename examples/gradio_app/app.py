@@ -53,6 +53,11 @@ from imaging import (  # noqa: E402  (a sibling file: the script's folder is on 
 )
 
 try:
+    from video_clip import MAX_CLIP_FRAMES, MAX_CLIP_PIXELS, upscale_clip  # noqa: E402
+except ImportError:  # no difiisr_dwt package or no PyAV: the app has no video section
+    upscale_clip = None
+
+try:
     from difiisr_dwt import DEFAULT_MODEL
     from difiisr_dwt.loading import device_argument, load_pipeline
 except ImportError:  # a Space ships this folder without the difiisr_dwt package
@@ -340,7 +345,34 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
         palette.change(recolor, [shown, palette], slider, api_visibility="private", show_progress="hidden"
                        ).then(thermal_view, [thermal, palette], [bar, probe, point], api_visibility="private")
         probe.select(read_point, [thermal], point, api_visibility="private")
+        if upscale_clip is not None:
+            add_video_section(pipe, output_root, steps)
     return demo
+
+
+def add_video_section(pipe, output_root: Path, steps: gr.Slider) -> None:
+    """A short clip in, the x4 clip out (``/upscale_video``); see ``video_clip.py``."""
+
+    def run_clip(path, steps_value, progress=gr.Progress(track_tqdm=True)):
+        try:
+            steps_value = _checked_int(steps_value, "Steps", 1, pipe.scheduler.config.num_train_timesteps)
+            out = upscale_clip(pipe, path, output_root, steps_value)
+        except Exception as error:
+            raise as_user_error(error) from error
+        return str(out.path), out.info
+
+    with gr.Accordion("Short video clip", open=False):
+        gr.Markdown(f"A thermal clip (MP4, AVI, MKV, MOV...; at most {MAX_CLIP_FRAMES} frames of "
+                    f"{MAX_CLIP_PIXELS:,} pixels) comes back x4 at its frame rate, without flicker: no per-frame "
+                    "noise draw, so the added detail moves with the content. Uses the sampling steps above.")
+        with gr.Row():
+            clip = gr.File(label="Video clip", file_types=[".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"],
+                           elem_id="clip")
+            clip_out = gr.Video(label="x4 clip (H.264 MP4)", interactive=False, elem_id="clip_result")
+        clip_button = gr.Button("Upscale clip x4", elem_id="run_clip")
+        clip_info = gr.Markdown(elem_id="clip_info")
+        clip_button.click(run_clip, [clip, steps], [clip_out, clip_info], api_name="upscale_video",
+                          concurrency_limit=1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
