@@ -23,7 +23,17 @@ import torch
 from tqdm.auto import tqdm
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import ImageReadError, collect_inputs, read_frames, save_frames_atomic, write_text_atomic
+from difiisr_dwt.io import (
+    STDIN,
+    ImageReadError,
+    collect_inputs,
+    is_stream,
+    kept_metadata,
+    read_frames,
+    read_stream,
+    save_frames_atomic,
+    write_text_atomic,
+)
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
 #: which is lossless and keeps 16-bit grayscale.
@@ -67,9 +77,22 @@ class Record:
 
 # ------------------------------------------------------------------------------------------------ planning
 def file_sources(inputs: list[str]) -> list[Source]:
-    """Sources for files, folders (incl. ``.gif``) and globs; the same file named twice counts once."""
+    """Sources for files, folders (incl. ``.gif``) and globs; the same file named twice counts once.
+
+    ``-`` is one image from standard input, named ``stdin`` (output ``stdin_x4.png``); it and other streams
+    (``/dev/stdin``, a named pipe) are read here, once, so that their format picks the output's.
+    """
     sources, seen = [], set()
     for path in collect_inputs(inputs):
+        if is_stream(path):
+            stdin = str(path) == STDIN
+            if stdin and STDIN in seen:
+                raise UsageError("INPUT - (standard input) given twice; it holds one image")
+            seen.add(STDIN if stdin else os.path.realpath(path))
+            data, suffix = read_stream(path)
+            sources.append(Source(name="<stdin>" if stdin else str(path), stem="stdin" if stdin else path.stem,
+                                  suffix=suffix, data=data))
+            continue
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
@@ -187,8 +210,9 @@ def read_source(source: Source) -> list[PIL.Image.Image]:
 class _Pending:
     """A job whose frames are in flight: results fill in by frame index; written when all are back."""
 
-    def __init__(self, job: Job, count: int):
-        self.job, self.results, self.seconds = job, [None] * count, 0.0
+    def __init__(self, job: Job, frames: list[PIL.Image.Image]):
+        self.job, self.results, self.seconds = job, [None] * len(frames), 0.0
+        self.metadata = [kept_metadata(frame) for frame in frames]  # ICC, DPI, EXIF...: the outputs keep them
 
 
 def upscale_jobs(
@@ -248,6 +272,8 @@ def upscale_jobs(
 
     def write(pending: _Pending) -> None:
         job, frames = pending.job, pending.results
+        for frame, metadata in zip(frames, pending.metadata):
+            frame.info.update(metadata)
         try:
             save_frames_atomic(frames, job.output)
         except (ValueError, OSError) as error:
@@ -269,7 +295,7 @@ def upscale_jobs(
         except ImageReadError as error:
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
-        pending = _Pending(job, len(frames))
+        pending = _Pending(job, frames)
         for index, frame in enumerate(frames):
             bucket = buckets.setdefault(frame.size, [])
             bucket.append((pending, index, frame))
@@ -372,6 +398,24 @@ def _row_source(dataset: str, index: int, item: dict, with_data: bool) -> Source
                   data=item.get("bytes") if with_data else None)
 
 
+def unique_row_stems(sources: Iterable[Source], suffix: str) -> Iterator[Source]:
+    """Dataset rows with output stems that are distinct, by one rule that a stream can follow too.
+
+    A row keeps its file's stem unless an earlier row's output took that name (compared case-insensitively);
+    then its row index is appended (``sub1/a.png`` -> ``a_x4.png``, ``sub2/a.png`` at row 1 -> ``a_1_x4.png``).
+    The name depends only on the row and the rows before it, so a downloaded and a streamed run of the
+    same dataset write the same files, and either one's rerun finds the other's outputs.
+    """
+    taken: set[str] = set()
+    for source in sources:
+        stem = source.stem
+        while output_name(stem, source.suffix, suffix).casefold() in taken:
+            stem = f"{stem}_{source.index}"
+        taken.add(output_name(stem, source.suffix, suffix).casefold())
+        source.stem = stem
+        yield source
+
+
 def dataset_jobs(
     name: str, config: str | None, split: str, column: str | None, streaming: bool, output_dir: Path, suffix: str,
     state=None,
@@ -380,8 +424,8 @@ def dataset_jobs(
 
     Rows are read undecoded (``datasets.Image(decode=False)``) so that every frame of a file is kept
     and a process decodes only its own rows. Without ``streaming`` the job list is planned whole
-    (collisions resolved or refused before compute, see :func:`plan_jobs`); a stream is planned as it
-    goes, a repeated file name getting the row index.
+    (an output that would replace an input refused before compute, see :func:`plan_jobs`); a stream is
+    planned as it goes. Both name the outputs by :func:`unique_row_stems`, so they write the same files.
 
     Returns:
         ``(jobs, total or None, read)``.
@@ -405,17 +449,12 @@ def dataset_jobs(
             item = raw[source.index][column]
             return read_frames(item.get("path") or source.name, data=item.get("bytes"))
 
-        return plan_jobs(sources, output_dir, suffix), len(sources), read
+        return plan_jobs(list(unique_row_stems(sources, suffix)), output_dir, suffix), len(sources), read
 
     def stream() -> Iterator[Job]:
-        seen: set[str] = set()
-        for index, row in enumerate(raw):
-            source = _row_source(name, index, row[column], with_data=True)
-            out = output_name(source.stem, source.suffix, suffix)
-            if out.casefold() in seen:
-                out = output_name(f"{source.stem}_{index}", source.suffix, suffix)
-            seen.add(out.casefold())
-            yield Job(source, output_dir / out, index)
+        rows = (_row_source(name, index, row[column], with_data=True) for index, row in enumerate(raw))
+        for source in unique_row_stems(rows, suffix):
+            yield Job(source, output_dir / output_name(source.stem, source.suffix, suffix), source.index)
 
     splits = ds.info.splits or {}
     total = splits[split].num_examples if split in splits else None

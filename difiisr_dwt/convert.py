@@ -25,7 +25,7 @@ from diffusers import VQModel
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import replace_dir
+from difiisr_dwt.io import not_a_file, replace_dir
 
 # Prefixes under which a full latent-diffusion checkpoint stores its autoencoder.
 AUTOENCODER_PREFIXES = ("first_stage_model.", "vae.")
@@ -48,8 +48,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     (PyTorch Lightning) is unwrapped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointConversionError(f"{path}: no such file")
+    if problem := not_a_file(path):
+        raise CheckpointConversionError(f"{path}: {problem}")
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise CheckpointConversionError(f"{path}: unknown checkpoint type; expected one of {CHECKPOINT_SUFFIXES}")
     if path.suffix == ".safetensors":

@@ -241,7 +241,8 @@ def back_projection_baseline(lr: PIL.Image.Image, iterations: int = 10, scale: i
     PIL-style bicubic ``up`` / ``down``; each channel on its own; rounded to 8 bit."""
     import torch
 
-    from pipeline_difiisr_dwt import back_project, bicubic_resize
+    from difiisr_dwt.pipelines.fidelity import back_project
+    from difiisr_dwt.pipelines.image_processor import bicubic_resize
 
     array = np.asarray(lr, dtype=np.float32)
     tensor = torch.from_numpy(array[:, :, None] if array.ndim == 2 else array).permute(2, 0, 1)[None] / 127.5 - 1

@@ -134,12 +134,56 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
+#: ``info`` keys of a read image that its upscaled result keeps (:func:`kept_metadata`, :func:`save_options`).
+KEPT_METADATA = ("icc_profile", "dpi", "exif", "resolution", "resolution_unit")
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296  # TIFF tags
+_EXIF_IFD, _PIXEL_X_DIMENSION, _PIXEL_Y_DIMENSION = 0x8769, 0xA002, 0xA003
+#: ICC colour space (header bytes 16..20) -> the image modes a profile of that space can describe.
+_ICC_MODES = {b"GRAY": ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"), b"RGB ": ("RGB", "RGBA")}
+
+
+def kept_metadata(image: PIL.Image.Image) -> dict:
+    """The metadata of a read image (:func:`read_frames`) that its result keeps: ICC profile, DPI, EXIF
+    (already without the orientation it applied) and a TIFF's resolution tags. Put it into the result's
+    ``info``; :func:`save_image_atomic` / :func:`save_frames_atomic` write it."""
+    return {key: image.info[key] for key in KEPT_METADATA if image.info.get(key) is not None}
+
+
+def save_options(image: PIL.Image.Image, fmt: str) -> dict:
+    """``image.save`` keywords that write the :func:`kept_metadata` in ``image.info`` in format ``fmt``.
+
+    The resolution is kept as it is (an x4 result at the input's DPI prints 4x as large, as after any
+    upscaler). An ICC profile of another colour space than the image's (an RGB profile on a grey result)
+    is left out: it would misdescribe the pixels. EXIF goes into PNG, JPEG and WebP files, with its pixel
+    dimensions set to the result's size.
+    """
+    info = image.info
+    icc = info.get("icc_profile")
+    # None, not absent: PIL's PNG and TIFF writers would otherwise take a misfit profile from ``info``
+    options = {"icc_profile": icc if icc and image.mode in _ICC_MODES.get(bytes(icc[16:20]), ()) else None}
+    if fmt == "TIFF" and "resolution" in info:
+        options["x_resolution"], options["y_resolution"] = info["resolution"]
+        options["resolution_unit"] = info.get("resolution_unit", 2)
+    elif info.get("dpi"):
+        options["dpi"] = tuple(info["dpi"])
+    if info.get("exif") and fmt in ("PNG", "JPEG", "WEBP"):
+        exif = PIL.Image.Exif()
+        exif.load(info["exif"])
+        sub_ifd = exif.get_ifd(_EXIF_IFD)
+        for tag, value in ((_PIXEL_X_DIMENSION, image.width), (_PIXEL_Y_DIMENSION, image.height)):
+            if tag in sub_ifd:
+                sub_ifd[tag] = value
+        options["exif"] = exif
+    return options
+
+
 def save_image_atomic(image: PIL.Image.Image, path: str | os.PathLike) -> None:
-    """Save ``image`` to ``path`` atomically, in the format its suffix names (see :func:`write_atomic`)."""
+    """Save ``image`` to ``path`` atomically, in the format its suffix names (see :func:`write_atomic`),
+    with the metadata its ``info`` holds (:func:`save_options`)."""
     fmt = PIL.Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unknown image format for suffix {Path(path).suffix!r}")
-    write_atomic(path, lambda f: image.save(f, format=fmt))
+    write_atomic(path, lambda f: image.save(f, format=fmt, **save_options(image, fmt)))
 
 
 def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -196,9 +240,65 @@ def read_frames(path: str | os.PathLike, data: bytes | None = None) -> list[PIL.
     return _read(Path(path), data, single=False)
 
 
+#: The INPUT that means standard input, as image tools (``convert - ...``) take it.
+STDIN = "-"
+#: PIL format -> the suffix an input of that format gets when its name has none (standard input, a pipe).
+_FORMAT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif", "GIF": ".gif", "BMP": ".bmp",
+                    "WEBP": ".webp", "PPM": ".ppm"}
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is read once as a stream: ``-`` (standard input), or an existing file that is not
+    a regular file or a folder (``/dev/stdin``, a named pipe, ``<(cat a.png)``'s ``/dev/fd/63``)."""
+    if str(path) == STDIN:
+        return True
+    path = Path(path)
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def read_stream(path: str | os.PathLike) -> tuple[bytes, str]:
+    """The bytes of a stream input (see :func:`is_stream`) and the suffix of the image format they hold
+    (``".png"``...; ``""`` when they hold no image PIL knows: reading them then fails with the reason).
+
+    Raises:
+        UsageError: ``-`` while standard input is a terminal (nothing was piped in), or an empty stream.
+    """
+    import sys
+
+    name = "standard input" if str(path) == STDIN else str(path)
+    if str(path) == STDIN:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("INPUT - reads one image from standard input, but nothing is piped in "
+                             "(e.g. cat a.png | difiisr-dwt upscale - -o out/)")
+        data = sys.stdin.buffer.read()
+    else:
+        data = Path(path).read_bytes()
+    if not data:
+        raise UsageError(f"{name}: empty (no image was piped in, or it was read already)")
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            suffix = _FORMAT_SUFFIXES.get(image.format or "", ".png")
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError):
+        suffix = ""
+    return data, suffix
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a file (``"no such file"``, ``"is a directory, not a file"``), or
+    ``None`` when it can be opened for reading (a regular file, or a pipe such as ``/dev/stdin``)."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory, not a file"
+    if not path.exists():
+        return "no such file"
+    return None
+
+
 def _read(path: Path, data: bytes | None, single: bool) -> list[PIL.Image.Image]:
-    if data is None and not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+    if data is None and (problem := not_a_file(path)):
+        raise ImageReadError(f"{path}: {problem}")
+    if data is None and is_stream(path):  # a pipe cannot seek: PIL gets its bytes
+        data = path.read_bytes()
     try:
         with PIL.Image.open(path if data is None else io.BytesIO(data)) as image:
             count = 1 if image.format in _FIRST_FRAME_ONLY else getattr(image, "n_frames", 1)
@@ -214,9 +314,16 @@ def _read(path: Path, data: bytes | None, single: bool) -> list[PIL.Image.Image]
 
 
 def _upright(frame: PIL.Image.Image, gif: bool = False) -> PIL.Image.Image:
-    """A decoded, independent copy of ``frame`` with its EXIF orientation applied."""
+    """A decoded, independent copy of ``frame`` with its EXIF orientation applied; its ``info`` keeps the
+    file's ICC profile, DPI and EXIF (orientation removed), and a TIFF's resolution tags (see
+    :func:`kept_metadata`)."""
     frame.load()  # decode now: a truncated file fails here, not later inside the pipeline
     image = PIL.ImageOps.exif_transpose(frame)  # always a copy, so the file can be closed
+    tags = getattr(frame, "tag_v2", None)  # a TIFF page's own resolution, which the copy does not carry
+    if tags is not None and _X_RESOLUTION in tags:
+        x = float(tags[_X_RESOLUTION])
+        image.info["resolution"] = (x, float(tags.get(_Y_RESOLUTION, x)))
+        image.info["resolution_unit"] = int(tags.get(_RESOLUTION_UNIT, 2))
     if gif and image.mode in ("P", "RGB", "RGBA"):
         # PIL decodes a GIF's later frames as RGB(A) even when the first is a grey palette: keep grey
         # frames ``L`` so that the frames of one file come back alike.
@@ -227,8 +334,8 @@ def _upright(frame: PIL.Image.Image, gif: bool = False) -> PIL.Image.Image:
 
 
 def save_frames_atomic(frames: list[PIL.Image.Image], path: str | os.PathLike) -> None:
-    """Save one image, or several as one multi-page TIFF (each page keeps its mode, 16-bit included),
-    atomically (see :func:`write_atomic`).
+    """Save one image, or several as one multi-page TIFF (each page keeps its mode, 16-bit included; the
+    first page's metadata goes to every page), atomically (see :func:`write_atomic`).
 
     Raises:
         ValueError: several frames for a ``path`` that is not ``.tif`` / ``.tiff``.
@@ -239,5 +346,5 @@ def save_frames_atomic(frames: list[PIL.Image.Image], path: str | os.PathLike) -
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"{path}: {len(frames)} frames can only be saved as a multi-page TIFF")
     buffer = io.BytesIO()  # PIL's multi-page TIFF writer reads back what it wrote: not a write-only file
-    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:], **save_options(frames[0], "TIFF"))
     write_atomic(path, lambda f: f.write(buffer.getbuffer()))

@@ -293,3 +293,25 @@ def test_two_accelerate_cpu_processes_share_the_work_and_match_one(saved_test_mo
     capsys.readouterr()
     assert main(_upscale(saved_test_model, str(folder), "-o", str(dual))) == 0  # a rerun (one process: faster)
     assert "0 written, 6 skipped" in capsys.readouterr().out
+
+
+def test_streaming_and_downloaded_datasets_name_outputs_alike(tmp_path):
+    """One naming rule for both modes: a stream cannot see later rows, so neither mode uses them."""
+    pytest.importorskip("datasets")
+    from difiisr_dwt.archive import dataset_jobs
+
+    folder = tmp_path / "frames"
+    for sub, name in [("day", "a.png"), ("night", "a.png"), ("day", "b.png"), ("night", "B.png"), ("day", "c.gif"),
+                      ("night", "c.png"), ("night", "a_1.png")]:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        _frame(len(name)).save(folder / sub / name)
+    names = {}
+    for streaming in (False, True):
+        jobs, _, _ = dataset_jobs(str(folder), None, "train", None, streaming, tmp_path / "out", "_x4")
+        names[streaming] = [(Path(job.source.name.split(" (")[-1].rstrip(")")).name, job.output.name) for job in jobs]
+    assert names[True] == names[False]
+    outputs = [output for _, output in names[False]]
+    assert len({o.casefold() for o in outputs}) == len(outputs) == 7
+    # the first of each name keeps it; later ones get their row index
+    assert "a_x4.png" in outputs and "b_x4.png" in outputs and "c_x4.tif" in outputs and "c_x4.png" in outputs
+    assert sum(o.startswith("a_") for o in outputs) == 3 and not any("_png_" in o for o in outputs)

@@ -262,10 +262,13 @@ def test_space_layout_runs_without_the_package(pipeline_dir, tmp_path, monkeypat
 
     with monkeypatch.context() as patch:
         patch.delenv("DIFIISR_MODEL", raising=False)
+        with pytest.raises(space_app.UploadError, match="set DIFIISR_MODEL"):  # no placeholder repo id to fall to
+            space_app.load(None, "cpu")
+        patch.setenv("DIFIISR_MODEL", "someone/their-model")
         patch.setattr(diffusers.DiffusionPipeline, "from_pretrained", no_network)
         with pytest.raises(OSError):
             space_app.load(None, "cpu")
-    assert asked == [space_app.HUB_MODEL]  # without the package, the default is the Space's Hub model
+    assert asked == ["someone/their-model"]  # without the package, the default is the Space's model
     with pytest.raises(ValueError, match="trust_remote_code"):  # another model's code runs only when asked
         space_app.load(str(pipeline_dir), "cpu")
     pipe = space_app.load(str(pipeline_dir), "cpu", trust_remote_code=True)
@@ -318,3 +321,18 @@ def test_client_errors_leave_server_serving(client, tmp_path):
         (_, result), _, _ = predict(client, write_image(tmp_path / "ok.png", size=(20, 16)), steps=1)
         with PIL.Image.open(result) as image:
             assert image.size == (80, 64)
+
+
+def test_demo_refuses_a_missing_device(capsys):
+    """``--device`` is checked when parsed, before the model loads (the same check as the CLI's)."""
+    with pytest.raises(SystemExit):
+        demo_app.parse_args(["--device", "foo"])
+    assert "foo" in capsys.readouterr().err
+
+
+def test_no_placeholder_model_id():
+    """The Space's front matter and the app name no made-up repo id (``org/...``): a real one or none."""
+    text = (APP_DIR / "README.md").read_text(encoding="utf-8") + (APP_DIR / "app.py").read_text(encoding="utf-8")
+    assert "org/difiisr-dwt" not in text
+    front_matter = (APP_DIR / "README.md").read_text(encoding="utf-8").split("---")[1]
+    assert "models:" not in front_matter or "org/" not in front_matter

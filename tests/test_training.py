@@ -161,7 +161,7 @@ def test_autoencoder_stage_warms_up_then_quantises(shared_dir, tmp_path):
 
 @pytest.mark.slow
 def test_adapter_stage_trains_only_the_adapter(shared_dir, tmp_path, tiny_components):
-    from modeling_dwt_encoder import DWTEncoder
+    from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
 
     vq, enc = tiny_components
     out = tmp_path / "adapter"

@@ -64,7 +64,7 @@ def example_frames(count: int) -> list[PIL.Image.Image]:
 
 
 def _child_env(threads: int) -> dict[str, str]:
-    # The Hub code files sit at the repository root, beside the package: children must see this checkout.
+    # The children must import this very checkout (PYTHONPATH first), not another install.
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 

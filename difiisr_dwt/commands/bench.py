@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if args.e2e_size is not None:
         config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
     sections = tuple(dict.fromkeys(args.sections)) if args.sections else DEFAULT_SECTIONS
+    if "gpu" in sections:  # the only section that takes --device: refuse one the machine lacks before any work
+        from difiisr_dwt.loading import resolve_device
+
+        resolve_device(args.device)
     config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device,
                      cost_realesrgan=args.realesrgan, cost_whole_process=args.whole_process)
     if args.cost_threads is not None:

@@ -1,10 +1,11 @@
 """``difiisr-dwt export``: write, check and upload Hub releases.
 
 Export PIPELINE_DIR (a DifIISRDWTPipeline folder, e.g. training's OUTPUT_DIR/pipeline) to --out as a Hub
-release: model_index.json in diffusers' remote-code form, safetensors weights, the current top-level code
-files and a model card (README.md). The release is written to a temporary folder and renamed into place.
---check compares release folders' code files with the sources; --push uploads the release (--out, or
-PIPELINE_DIR itself when it already is a release); --dry-run lists what --push would upload, offline.
+release: model_index.json in diffusers' remote-code form, safetensors weights, the code files (this
+package's model modules) and a model card (README.md). The release is written to a temporary folder and
+renamed into place. --check compares release folders' code files with the package's modules; --push
+uploads the release (--out, or PIPELINE_DIR itself when it already is a release); --dry-run lists what
+--push would upload, offline.
 
     difiisr-dwt export PIPELINE_DIR --out HUB_DIR [--eval-json LABEL=FILE ...] [--card-meta META.json] [--variant fp16]
     difiisr-dwt export --check HUB_DIR [HUB_DIR ...]
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="what the card's snippets load (default: --repo-id, else the --out path as given)")
     hub = parser.add_argument_group("checking and uploading")
     hub.add_argument("--check", nargs="+", type=Path, default=None, metavar="HUB_DIR",
-                     help="check release folders' code files against the top-level sources; exit 1 on drift")
+                     help="check release folders' code files against the installed package's modules; exit 1 on drift")
     hub.add_argument("--push", action="store_true", help="upload the release with huggingface_hub")
     hub.add_argument("--repo-id", default=None, help="Hub model repo to upload to (ORG/NAME)")
     hub.add_argument("--private", action="store_true", help="create the repo as private")
@@ -73,7 +74,7 @@ def _check(folders: list[Path]) -> int:
             failed += 1
             print(f"DRIFT {folder}:", *problems, sep="\n  ")
         else:
-            print(f"OK    {folder}: code files equal the top-level sources")
+            print(f"OK    {folder}: code files equal the package's modules")
     if failed:
         raise PartialFailure(f"{failed} of {len(folders)} release folder(s) differ from the sources (listed above)")
     return 0

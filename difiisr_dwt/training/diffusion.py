@@ -23,6 +23,7 @@ from diffusers import UNet2DModel
 from difiisr_dwt.degradations import degrade
 from difiisr_dwt.evaluation import image_metrics
 from difiisr_dwt.losses import ImageLosses, diffusion_loss, ramp
+from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
 from difiisr_dwt.presets import build_scheduler, build_unet
 from difiisr_dwt.training.checkpointing import save_folder_atomic
 from difiisr_dwt.training.stage import (
@@ -40,7 +41,6 @@ from difiisr_dwt.training.validation import (
     save_validation_grid,
     validation_metric_settings,
 )
-from pipeline_difiisr_dwt import DifIISRDWTPipeline
 
 
 class DiffusionStage(Stage):

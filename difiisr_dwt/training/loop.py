@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from difiisr_dwt.data import StreamSampler, build_training_dataset
 from difiisr_dwt.training.checkpointing import (
+    CheckpointError,
     dump_rank_weights,
     read_training_state,
     register_hooks,
@@ -115,7 +117,13 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint, identity)
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
+        try:
+            accelerator.load_state(str(checkpoint))
+        except pickle.UnpicklingError as error:  # accelerate reads optimizer.bin & co. with weights_only=True
+            raise CheckpointError(
+                f"{checkpoint}: a file holds objects that are not tensors, numbers or RNG states, so "
+                f"torch.load(weights_only=True) refused it ({str(error).splitlines()[0]}); nothing of it was run. "
+                "Resume only from checkpoints this program wrote") from error
         state = read_training_state(checkpoint)
         global_step = int(state["step"])
         stage.load_state(state.get("stage", {}))

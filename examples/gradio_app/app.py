@@ -37,6 +37,7 @@ from imaging import (  # noqa: E402  (a sibling file: the script's folder is on 
     bicubic_x4,
     bit_depth,
     colorize,
+    kept_metadata,
     open_upload,
     quantize,
     save_result,
@@ -45,12 +46,14 @@ from imaging import (  # noqa: E402  (a sibling file: the script's folder is on 
 
 try:
     from difiisr_dwt import DEFAULT_MODEL
-    from difiisr_dwt.loading import load_pipeline
+    from difiisr_dwt.loading import device_argument, load_pipeline
 except ImportError:  # a Space ships this folder without the difiisr_dwt package
     DEFAULT_MODEL = load_pipeline = None
+    device_argument = str
 
-#: The model of the Space (its README's ``models:``), used when neither ``--model`` nor the package is there.
-HUB_MODEL = "org/difiisr-dwt"
+#: Where a Space names its model (a Hub repo id, set in the Space's settings), used when ``--model`` is not
+#: given; a checkout with the package falls back to its embedded model, a Space without it has no default.
+MODEL_ENV = "DIFIISR_MODEL"
 #: 640x512, the largest common thermal sensor (x4: 2560x2048 out).
 MAX_INPUT_PIXELS = 640 * 512
 EXAMPLE_DIRS = (HERE / "images", HERE.parent / "images")  # in a Space, or in this repository
@@ -79,17 +82,24 @@ def load(model: str | None, device: str | None = None, trust_remote_code: bool =
 
     With the ``difiisr_dwt`` package the model loads into its classes; the model folder's own code files
     run only with ``trust_remote_code``. Without the package (a Space) they are the only code there is:
-    they run for the Space's own model (:data:`HUB_MODEL`, chosen by whoever deploys the Space) and,
+    they run for the Space's own model (``$DIFIISR_MODEL``, chosen by whoever deploys the Space) and,
     for any other model, only with ``trust_remote_code``.
+
+    Raises:
+        UploadError: no ``model``, no ``$DIFIISR_MODEL`` and no package with its embedded model.
     """
-    model = model or os.environ.get("DIFIISR_MODEL") or DEFAULT_MODEL or HUB_MODEL
+    space_model = os.environ.get(MODEL_ENV) or None
+    model = model or space_model or DEFAULT_MODEL
+    if model is None:
+        raise UploadError(f"No model: pass --model PATH_OR_REPO, or set {MODEL_ENV} to the Space's model repo id "
+                          "(in the Space's settings).")
     if load_pipeline is not None:
         pipe = load_pipeline(model, device, trust_remote_code=trust_remote_code)
     else:
         from diffusers import DiffusionPipeline
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=trust_remote_code or model == HUB_MODEL)
+        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=trust_remote_code or model == space_model)
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -159,6 +169,7 @@ def upscale_file(
     )
     seconds = time.perf_counter() - start
     result, value_range = output.images[0], output.value_ranges[0]
+    result.info.update(kept_metadata(image))  # the download keeps the upload's ICC profile, DPI, EXIF
     bicubic = bicubic_x4(to_unit(image, value_range), pipe.upscale_factor)
     info = (
         f"{Path(path).name}: {image.width}x{image.height} {bit_depth(image)}-bit {image.mode} -> "
@@ -262,7 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None,
                         help="pipeline folder or Hub repo id (default: $DIFIISR_MODEL, else the embedded model)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: the GPU when present)")
+    parser.add_argument("--device", default=None, type=device_argument,
+                        help="cpu, cuda, cuda:1... (default: the GPU when present)")
     parser.add_argument("--trust-remote-code", "--trust_remote_code", action="store_true",
                         help="run the code files inside the --model folder or repo instead of the installed "
                         "difiisr_dwt classes; only for models whose code you trust")

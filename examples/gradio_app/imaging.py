@@ -18,6 +18,17 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
+try:  # with the package, a result keeps the upload's ICC profile, DPI and EXIF (difiisr_dwt.io)
+    from difiisr_dwt.io import kept_metadata, save_options
+except ImportError:  # a Space without it: the ICC profile only, which PIL writes from ``info`` itself
+
+    def kept_metadata(image: PIL.Image.Image) -> dict:
+        return {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+
+    def save_options(image: PIL.Image.Image, fmt: str) -> dict:
+        return {}
+
+
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Display palettes. Grayscale shows an image as it is (colour inputs included); the others colour
 #: the luminance and only change what is shown, never the result file.
@@ -144,7 +155,8 @@ def colorize(image_u8: np.ndarray, palette: str) -> np.ndarray:
 def save_result(image: PIL.Image.Image, upload_name: str, output_root: Path, max_age_s: float = 3600) -> Path:
     """Write the full-resolution result for download and forget results older than ``max_age_s``.
 
-    TIFF uploads get a TIFF back, the others a PNG (lossless, and 16-bit where the input was). Each
+    TIFF uploads get a TIFF back, the others a PNG (lossless, and 16-bit where the input was), with the
+    metadata in ``image.info`` (the upload's ICC profile, DPI, EXIF: :func:`kept_metadata`). Each
     result gets a fresh private folder, and its path is handed out only after the file is complete.
     """
     output_root.mkdir(parents=True, exist_ok=True)
@@ -156,7 +168,7 @@ def save_result(image: PIL.Image.Image, upload_name: str, output_root: Path, max
                 old.parent.rmdir()
         except OSError:  # gone already, or a folder someone else is using: not ours to fail on
             pass
-    suffix = ".tif" if Path(upload_name).suffix.lower() in (".tif", ".tiff") else ".png"
-    path = Path(tempfile.mkdtemp(dir=output_root)) / f"{Path(upload_name).stem}_x4{suffix}"
-    image.save(path)
+    fmt = "TIFF" if Path(upload_name).suffix.lower() in (".tif", ".tiff") else "PNG"
+    path = Path(tempfile.mkdtemp(dir=output_root)) / f"{Path(upload_name).stem}_x4.{fmt.lower()[:3]}"
+    image.save(path, format=fmt, **save_options(image, fmt))  # the metadata upscale_file put into its info
     return path
