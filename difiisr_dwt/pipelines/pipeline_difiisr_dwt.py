@@ -33,7 +33,7 @@ from diffusers.utils import BaseOutput, deprecate
 from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from diffusers.utils.torch_utils import randn_tensor
 
-from .fidelity import back_project, shrink_flat_detail
+from .fidelity import back_project, noise_free_target, shrink_flat_detail
 from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
 from .tiling import TilingConfig, tiled_with_shared_norms
 
@@ -76,8 +76,11 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     #: rounds of iterative back-projection under ``lr_consistency=True``.
     back_projection_iterations = 10
     #: input noise level (8-bit grey levels) below which ``lr_consistency=True`` keeps no invented
-    #: detail (:func:`shrink_flat_detail`).
+    #: detail (:func:`shrink_flat_detail`), added in quadrature to the noise found in the input.
     detail_noise_level = 1.0
+    #: estimated noise sigma (8-bit grey levels) that clean frames show (fine texture, the scene's own noise):
+    #: only the noise above it is removed from the fidelity target (:func:`noise_free_target`).
+    clean_noise_level = 1.5
     #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
     #: ``.py``): the released names, whatever the module is called where the class came from (the
     #: ``difiisr_dwt`` package names the scheduler's module ``scheduling_resshift``, in diffusers' style).
@@ -295,6 +298,33 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             self.enable_decode_tiling(options["decode_tile_size"], options.get("decode_tile_overlap", 16))
         return saved
 
+    def apply_lr_consistency(
+        self, sr: torch.Tensor, lr: torch.Tensor, input_noise_level: float | None = None
+    ) -> torch.Tensor:
+        """The fidelity step: agree with the input, not with its noise.
+
+        1. The noise-free target (:func:`noise_free_target`): the input less the estimated noise above
+           :attr:`clean_noise_level` (column offsets, then a local Wiener filter); a clean input is its
+           own target.
+        2. :func:`shrink_flat_detail` onto the target with the noise level
+           ``hypot(detail_noise_level, removed noise)``: where the target is flat, the output is its
+           smooth bicubic surface, not the model's sharpened grain.
+        3. :attr:`back_projection_iterations` rounds of :func:`back_project` onto the target.
+
+        Args:
+            sr (`torch.Tensor` of shape `(B, 1, sH, sW)`): the decoded luma, [-1, 1].
+            lr (`torch.Tensor` of shape `(B, 1, H, W)`): the input luma, [-1, 1].
+            input_noise_level (`float`, *optional*): see :meth:`__call__`.
+
+        Returns:
+            `torch.Tensor` like ``sr`` (float32, not clamped).
+        """
+        given = None if input_noise_level is None else torch.full((lr.shape[0],), input_noise_level / 127.5)
+        target, noise = noise_free_target(lr, self.clean_noise_level / 127.5, given)
+        detail_noise = torch.hypot(noise.excess_noise_level, torch.tensor(self.detail_noise_level / 127.5))
+        sr = shrink_flat_detail(sr, target, detail_noise)
+        return back_project(sr, target, self.back_projection_iterations)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -306,6 +336,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         quantize: bool | None = None,
+        input_noise_level: float | None = None,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         **legacy_tiling,
@@ -321,14 +352,19 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             noise_scale (`float`): the fidelity-realism knob, in [0, 1]: the share of the ResShift
                 posterior's noise drawn at each step (0: deterministic DDIM-style update, the most
                 faithful; 1: the full posterior, more invented detail). No effect at 1 step.
-            lr_consistency (`bool`): make the output agree with its input: no invented texture where the
-                input is flat (:func:`shrink_flat_detail`), then :attr:`back_projection_iterations`
-                rounds of :func:`back_project`, so that its PIL-bicubic x1/4 reproduces the input.
+            lr_consistency (`bool`): make the output agree with its input without copying its sensor
+                noise (:meth:`apply_lr_consistency`): no invented texture where the input is flat, then
+                :attr:`back_projection_iterations` rounds of back-projection, so that its PIL-bicubic x1/4
+                reproduces the input (a clean one exactly; a noisy one less its estimated noise).
             generator: ``torch.Generator`` (or one per image) for reproducible sampling.
             output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict (`bool`): return a :class:`DifIISRDWTPipelineOutput` rather than a tuple.
             quantize (`bool`, *optional*): snap latents to the VQ codebook before decoding; defaults
                 to the pipeline config's ``quantize_decode``.
+            input_noise_level (`float`, *optional*): the input's sensor noise sigma in 8-bit grey levels
+                (of the image as the pipeline reads it: 16-bit inputs stretched to their range), removed
+                from the fidelity target; ``None`` (default) estimates it per image and removes only what
+                exceeds :attr:`clean_noise_level`; 0 treats the input as clean.
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
             callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
                 wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
@@ -349,6 +385,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
             tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
             self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs)
+            if input_noise_level is not None and not 0 <= input_noise_level < float("inf"):
+                raise ValueError(f"`input_noise_level` must be None or a finite value >= 0, got {input_noise_level!r}.")
             self._noise_scale = noise_scale
             quantize = self.config.quantize_decode if quantize is None else quantize
 
@@ -378,10 +416,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 sr = self.decode_vq_latents(vq_latents, quantize)
                 sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor].clamp_(-1, 1)
                 if lr_consistency:
-                    sr = sr.mean(dim=1, keepdim=True)
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
-                    sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
-                    sr = back_project(sr, lr_luma, self.back_projection_iterations)
+                    sr = self.apply_lr_consistency(sr.mean(dim=1, keepdim=True), lr_luma, input_noise_level)
                 for i, out in zip(indices, sr.clamp_(-1, 1)):
                     results[i] = out.cpu()
             self.maybe_free_model_hooks()
