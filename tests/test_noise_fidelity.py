@@ -117,3 +117,11 @@ def test_noisy_flat_input_comes_back_no_noisier_than_bicubic(tiny_pipeline):
     inner = (slice(8, -8), slice(8, -8))
     assert out[inner].std() <= bicubic[inner].std()
     assert abs(out.mean() - 100) <= 1.0
+
+
+def test_back_projection_rounds_per_image():
+    lr = torch.rand(2, 1, 6, 8) * 2 - 1
+    sr = torch.rand(2, 1, 24, 32) * 2 - 1
+    both = back_project(sr, lr, torch.tensor([1, 3]))
+    torch.testing.assert_close(both[:1], back_project(sr[:1], lr[:1], 1))
+    torch.testing.assert_close(both[1:], back_project(sr[1:], lr[1:], 3))

@@ -81,6 +81,12 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     #: estimated noise sigma (8-bit grey levels) that clean frames show (fine texture, the scene's own noise):
     #: only the noise above it is removed from the fidelity target (:func:`noise_free_target`).
     clean_noise_level = 1.5
+    #: on a noisy input the model's departure from bicubic carries the noise sharpened: the flat-detail
+    #: threshold is ``hypot(detail_noise_level, detail_noise_gain x removed noise)``.
+    detail_noise_gain = 3.0
+    #: back-projection rounds on a noisy input: each round restores more of the target's high frequencies,
+    #: where what is left of the noise lives; one round corrects the levels and keeps bicubic's damping.
+    noisy_back_projection_iterations = 1
     #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
     #: ``.py``): the released names, whatever the module is called where the class came from (the
     #: ``difiisr_dwt`` package names the scheduler's module ``scheduling_resshift``, in diffusers' style).
@@ -307,9 +313,10 @@ class DifIISRDWTPipeline(DiffusionPipeline):
            :attr:`clean_noise_level` (column offsets, then a local Wiener filter); a clean input is its
            own target.
         2. :func:`shrink_flat_detail` onto the target with the noise level
-           ``hypot(detail_noise_level, removed noise)``: where the target is flat, the output is its
-           smooth bicubic surface, not the model's sharpened grain.
-        3. :attr:`back_projection_iterations` rounds of :func:`back_project` onto the target.
+           ``hypot(detail_noise_level, detail_noise_gain x removed noise)``: where the target is flat, the
+           output is its smooth bicubic surface, not the model's sharpened grain.
+        3. :func:`back_project` onto the target: :attr:`back_projection_iterations` rounds on a clean
+           input (exact consistency), :attr:`noisy_back_projection_iterations` where noise was removed.
 
         Args:
             sr (`torch.Tensor` of shape `(B, 1, sH, sW)`): the decoded luma, [-1, 1].
@@ -321,9 +328,11 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         """
         given = None if input_noise_level is None else torch.full((lr.shape[0],), input_noise_level / 127.5)
         target, noise = noise_free_target(lr, self.clean_noise_level / 127.5, given)
-        detail_noise = torch.hypot(noise.excess_noise_level, torch.tensor(self.detail_noise_level / 127.5))
+        removed = noise.excess_noise_level.cpu()
+        detail_noise = torch.hypot(self.detail_noise_gain * removed, torch.tensor(self.detail_noise_level / 127.5))
         sr = shrink_flat_detail(sr, target, detail_noise)
-        return back_project(sr, target, self.back_projection_iterations)
+        rounds = torch.where(removed > 0, self.noisy_back_projection_iterations, self.back_projection_iterations)
+        return back_project(sr, target, rounds)
 
     @torch.no_grad()
     def __call__(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .image_processor import bicubic_resize
 
 
-def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int) -> torch.Tensor:
+def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int | torch.Tensor) -> torch.Tensor:
     """Iterative back-projection (Irani & Peleg, 1991): ``SR += up(LR - down(SR))``, ``iterations`` times.
 
     ``down`` is the degradation the model assumes (PIL-style bicubic, :func:`bicubic_resize`); each
@@ -26,14 +26,17 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int) -> torch.T
     Args:
         sr (`torch.Tensor` of shape `(B, C, sH, sW)`): the decoded output, [-1, 1].
         lr (`torch.Tensor` of shape `(B, C, H, W)`): the input, [-1, 1].
-        iterations (`int`): rounds; 0 returns ``sr``.
+        iterations (`int` or `torch.Tensor` of shape `(B,)`): rounds, for all images or per image; 0
+            returns ``sr``.
 
     Returns:
         A new `torch.Tensor` like ``sr`` (float32, not clamped).
     """
     out = sr.float().clone()  # the caller's tensor is kept
-    for _ in range(iterations):
-        out += bicubic_resize(lr - bicubic_resize(out, tuple(lr.shape[-2:])), tuple(out.shape[-2:]))
+    rounds = torch.as_tensor(iterations, device=out.device).reshape(-1, 1, 1, 1)
+    for index in range(int(rounds.max()) if rounds.numel() else 0):
+        correction = bicubic_resize(lr - bicubic_resize(out, tuple(lr.shape[-2:])), tuple(out.shape[-2:]))
+        out += correction if rounds.numel() == 1 else correction * (rounds > index)
     return out
 
 
