@@ -96,18 +96,24 @@ def whole_process(config: BenchConfig, work: Path) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         for index, frame in enumerate(example_frames(count)):
             frame.save(folder / f"frame_{index}.png")
-        commands = {
-            "ours": [*ours, str(folder), "-o", str(work / f"ours_{count}")],
-            "realesrgan": [sys.executable, str(script), str(folder), str(work / f"resr_{count}"),
-                           "--threads", str(config.cost_threads)],
-        }
+
+        def command(name: str, run: str, count: int = count, folder: Path = folder) -> list[str]:
+            # a fresh output folder every run: `upscale` skips outputs that already exist
+            out = str(work / f"{name}_{count}_{run}")
+            if name == "ours":
+                return [*ours, str(folder), "-o", out]
+            return [sys.executable, str(script), str(folder), out, "--threads", str(config.cost_threads)]
+
         runs: dict[str, list[dict]] = {"ours": [], "realesrgan": []}
-        for command in commands.values():  # warm-up, not counted
-            _run_measured(command, env, config.cost_timeout_s)
+        for name in runs:  # warm-up, not counted
+            _run_measured(command(name, "warmup"), env, config.cost_timeout_s)
         for repeat in range(config.cost_repeats):
             order = ("ours", "realesrgan") if repeat % 2 == 0 else ("realesrgan", "ours")
             for name in order:
-                runs[name].append(_run_measured(commands[name], env, config.cost_timeout_s))
+                runs[name].append(_run_measured(command(name, str(repeat)), env, config.cost_timeout_s))
+                outputs = sorted(p.name for p in (work / f"{name}_{count}_{repeat}").iterdir())
+                if len(outputs) != count:  # a run that wrote nothing measured nothing
+                    raise RuntimeError(f"{name} wrote {len(outputs)} outputs for {count} frames: {outputs}")
                 logger.info("cost: %d frame(s), %s: %.1f s CPU", count, name, runs[name][-1]["cpu_s"])
         median = {name: {key: statistics.median(r[key] for r in values) for key in ("cpu_s", "wall_s")}
                   for name, values in runs.items()}
