@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,68 @@ def bicubic_down(hr: PIL.Image.Image, scale: int = SCALE) -> PIL.Image.Image:
 def bicubic_up(lr: PIL.Image.Image, scale: int = SCALE) -> PIL.Image.Image:
     """The bicubic baseline: PIL bicubic x4 upsampling."""
     return lr.resize((lr.width * scale, lr.height * scale), PIL.Image.BICUBIC)
+
+
+@dataclass(frozen=True)
+class SensorNoise:
+    """Sensor noise added to an 8-bit LR image: the noisy protocol of ``difiisr-dwt eval --noisy-lr``.
+
+    The recipe, per LR image (after PIL bicubic /4 of the mod-cropped HR):
+
+    1. ``rng = numpy.random.default_rng([seed, zlib.crc32(file name as UTF-8)])``: one stream per image,
+       so an image's noise does not depend on the order, ``--limit`` or ``--file-list``;
+    2. ``n = rng.normal(0, sigma, (h, w))`` (temporal noise), then ``c = rng.normal(0, column_sigma, w)``
+       (a fixed-pattern offset per column, constant down the column: the stripes of uncooled
+       microbolometers);
+    3. ``LR' = round(clip(LR + n + c[None, :], 0, 255))`` as uint8; every channel of an RGB image gets the
+       same field (a grey image stored as RGB stays grey).
+
+    Args:
+        sigma: standard deviation of the per-pixel Gaussian noise, in 8-bit grey levels.
+        column_sigma: standard deviation of the per-column offsets, in grey levels.
+        seed: the first word of every image's seed.
+    """
+
+    sigma: float = 2.0
+    column_sigma: float = 1.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if not (np.isfinite(self.sigma) and self.sigma >= 0 and np.isfinite(self.column_sigma)
+                and self.column_sigma >= 0):
+            raise EvaluationError(
+                f"noise sigmas must be finite and >= 0, got {self.sigma} and {self.column_sigma}"
+            )
+
+    def field(self, name: str, height: int, width: int) -> np.ndarray:
+        """The `(height, width)` float64 noise (grey levels) of the image called ``name``."""
+        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode("utf-8"))])
+        noise = rng.normal(0.0, self.sigma, (height, width))
+        return noise + rng.normal(0.0, self.column_sigma, width)[None, :]
+
+    def __call__(self, lr: PIL.Image.Image, name: str) -> PIL.Image.Image:
+        """``lr`` (mode ``L`` or ``RGB``, 8-bit) with the noise of the image ``name``, same mode."""
+        array = np.asarray(lr, dtype=np.float64)
+        noise = self.field(name, lr.height, lr.width)
+        noisy = array + (noise[:, :, None] if array.ndim == 3 else noise)
+        return PIL.Image.fromarray(np.clip(np.round(noisy), 0, 255).astype(np.uint8), lr.mode)
+
+
+def back_projection_baseline(lr: PIL.Image.Image, iterations: int = 10, scale: int = SCALE) -> PIL.Image.Image:
+    """Classical iterative back-projection (Irani & Peleg, 1991) from the bicubic upscale, no model:
+    ``SR_0 = up(LR)``, then ``iterations`` rounds of ``SR += up(LR - down(SR))`` with the pipeline's
+    PIL-style bicubic ``up`` / ``down``; each channel on its own; rounded to 8 bit."""
+    import torch
+
+    from difiisr_dwt.pipelines.fidelity import back_project
+    from difiisr_dwt.pipelines.image_processor import bicubic_resize
+
+    array = np.asarray(lr, dtype=np.float32)
+    tensor = torch.from_numpy(array[:, :, None] if array.ndim == 2 else array).permute(2, 0, 1)[None] / 127.5 - 1
+    sr = bicubic_resize(tensor, (lr.height * scale, lr.width * scale))
+    sr = back_project(sr, tensor, iterations).clamp_(-1, 1)
+    out = sr[0].permute(1, 2, 0).add(1).mul(127.5).round().to(torch.uint8).numpy()
+    return PIL.Image.fromarray(out[:, :, 0] if array.ndim == 2 else out, lr.mode)
 
 
 def to_rgb_array(image: PIL.Image.Image) -> np.ndarray:
@@ -422,6 +485,21 @@ def save_grid(grid: PIL.Image.Image, path: str | os.PathLike, titles: Sequence[s
 # ----------------------------------------------------------------------------------------------------------------
 
 
+#: Methods computed from the LR in this process (``sr`` is read from files).
+LR_METHODS = ("bicubic", "back_projection", "model")
+#: Rounds of the classical back-projection baseline (:func:`back_projection_baseline`).
+BACK_PROJECTION_ROUNDS = 10
+
+
+def make_lr(
+    hr_image: PIL.Image.Image, name: str, noise: SensorNoise | None = None
+) -> tuple[PIL.Image.Image, PIL.Image.Image]:
+    """``(mod-cropped HR, LR)`` by the protocol: PIL bicubic /4, then ``noise`` (:class:`SensorNoise`) if given."""
+    hr_image = modcrop(hr_image)
+    lr_image = bicubic_down(hr_image)
+    return hr_image, (lr_image if noise is None else noise(lr_image, name))
+
+
 def evaluate(
     hr_paths: list[Path],
     methods: list[str],
@@ -432,35 +510,45 @@ def evaluate(
     settings: MetricSettings = MetricSettings(),
     grid_images: int = 0,
     progress: Callable[[Iterable], Iterable] = iter,
+    lr_noise: SensorNoise | None = None,
+    save_lr_dir: Path | None = None,
 ) -> tuple[dict[str, dict], list[tuple[str, dict[str, np.ndarray]]]]:
-    """Measure each method on every HR image.
+    """Measure each method on every HR image; every method gets the same LR, metrics are against the clean HR.
 
     Args:
         hr_paths: HR files.
-        methods: ``"bicubic"`` (PIL bicubic x4 of LR), ``"model"`` (``upscale(LR)``) and/or ``"sr"``.
-        lr_paths: paired LR files, or ``None`` to make LR from HR (mod-crop to a multiple of 4, PIL bicubic /4).
+        methods: ``"bicubic"`` (PIL bicubic x4 of LR), ``"back_projection"`` (:func:`back_projection_baseline`),
+            ``"model"`` (``upscale(LR)``) and/or ``"sr"``.
+        lr_paths: paired LR files, or ``None`` to make LR from HR (:func:`make_lr`).
         sr_paths: paired SR files (method ``"sr"``), or ``None``.
         upscale: the model, LR PIL image -> x4 PIL image.
         settings: what :func:`image_metrics` measures and how.
         grid_images: keep the images of the first this many pairs for :func:`comparison_grid`.
         progress: wraps the pair iterator (a progress bar).
+        lr_noise: sensor noise added to the LR made from HR (:class:`SensorNoise`); only without ``lr_paths``.
+        save_lr_dir: write every LR made from HR there as ``<HR stem>.png`` (8-bit, atomic), for other tools.
 
     Returns:
         ``({method: {"mean": ..., "images": ...}}, grid rows)``.
 
     Raises:
-        EvaluationError: an image that cannot be paired by size, or a model output of the wrong size.
+        EvaluationError: an image that cannot be paired by size, a model output of the wrong size, or
+            ``lr_noise`` / ``save_lr_dir`` with ``lr_paths``.
     """
+    if lr_paths is not None and (lr_noise is not None or save_lr_dir is not None):
+        raise EvaluationError("noisy LR and saving LR apply to LR made from HR; they cannot go with --lr")
     per_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     grid_rows = []
+    needs_lr = bool(set(LR_METHODS) & set(methods)) or save_lr_dir is not None
     for index in progress(range(len(hr_paths))):
         hr_path = hr_paths[index]
         hr_image = load_8bit(hr_path)
         lr_image = None
-        if {"bicubic", "model"} & set(methods):
+        if needs_lr:
             if lr_paths is None:
-                hr_image = modcrop(hr_image)
-                lr_image = bicubic_down(hr_image)
+                hr_image, lr_image = make_lr(hr_image, hr_path.name, lr_noise)
+                if save_lr_dir is not None:
+                    save_image_atomic(lr_image, save_lr_dir / f"{hr_path.stem}.png")
             else:
                 lr_image = load_8bit(lr_paths[index])
                 expected = (lr_image.width * SCALE, lr_image.height * SCALE)
@@ -469,6 +557,8 @@ def evaluate(
         for method in methods:
             if method == "bicubic":
                 outputs[method] = bicubic_up(lr_image)
+            elif method == "back_projection":
+                outputs[method] = back_projection_baseline(lr_image, BACK_PROJECTION_ROUNDS)
             elif method == "model":
                 outputs[method] = upscale(lr_image)
                 if outputs[method].size != hr_image.size:
@@ -482,7 +572,8 @@ def evaluate(
         hr_array = to_rgb_array(hr_image)
         arrays = {method: to_rgb_array(image) for method, image in outputs.items()}
         if lr_image is None and lr_paths is None and hr_image.width % SCALE == 0 and hr_image.height % SCALE == 0:
-            lr_image = bicubic_down(hr_image)  # results measured alone: the protocol's LR, for the fidelity metrics
+            # results measured alone: the protocol's LR (noisy if asked), for the fidelity metrics
+            _, lr_image = make_lr(hr_image, hr_path.name, lr_noise)
         lr_array = None if lr_image is None else to_rgb_array(lr_image)
         for method, array in arrays.items():
             per_method[method][hr_path.name] = image_metrics(array, hr_array, settings, lr=lr_array)

@@ -3,7 +3,9 @@
 CPU sections, random weights: ``encoder`` (DWT vs VQ-f4 encoder), ``end-to-end`` (this pipeline vs the
 same pipeline started from the VQ encoder and diffusers' LDM x4 pipeline), ``tiling`` (time and peak memory
 against output size). On request: ``train`` (samples/s of the diffusion training stage; needs training data)
-and ``gpu`` (a trained pipeline's accelerator path: determinism, CPU/device agreement, half precision, offload).
+``gpu`` (a trained pipeline's accelerator path: determinism, CPU/device agreement, half precision, offload)
+and ``cost`` (a trained pipeline's CPU cost: whole-process CPU time against Real-ESRGAN x4plus, the
+per-component split, decode time per output megapixel and peak memory without tiling).
 
 :func:`run_benchmarks` runs the chosen sections in this process (tiling starts one child process per size)
 and returns a JSON-ready dict; :func:`difiisr_dwt.benchmarks.report.format_markdown` renders it. Every
@@ -18,7 +20,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 
 #: Every section, in run order; :data:`DEFAULT_SECTIONS` run when none is named.
-SECTIONS = ("encoder", "end-to-end", "tiling", "train", "gpu")
+SECTIONS = ("encoder", "end-to-end", "tiling", "train", "gpu", "cost")
 DEFAULT_SECTIONS = ("encoder", "end-to-end", "tiling")
 
 
@@ -58,10 +60,20 @@ class BenchConfig:
     train_steps: int = 20  # timed steps
     train_warmup_steps: int = 25  # untimed steps first: the loader decodes every image once, lazy set-up
     train_args: tuple[str, ...] = ()  # more train_accelerate.py flags (data, --lpips_backbone_dir, workers...)
-    # gpu
+    # gpu and cost
     gpu_model: str | None = None  # pipeline folder or Hub repo id; None is the embedded default model
     gpu_device: str = "cuda"
     gpu_quick: bool = False  # a 64x64 crop, 2 steps, one timed call each, no large input
+    # cost: the default call of gpu_model on CPU (difiisr_dwt.benchmarks.cost)
+    cost_threads: int = 2
+    cost_repeats: int = 2  # timed whole-process runs per command (after one warm-up run)
+    cost_component_repeats: int = 3  # default calls of the in-process split (after one warm-up call)
+    cost_folder_sizes: tuple[int, ...] = (1, 6)  # frames per folder of the whole-process comparison
+    cost_sizes: tuple[tuple[int, int], ...] = ((160, 128), (640, 512))  # LR (width, height), no tiling
+    cost_realesrgan: str | None = None  # realesrgan_torch.py; None: ../shared/tools/realesrgan_torch.py
+    cost_whole_process: bool = True
+    cost_isolate: bool = True  # one fresh process per size (honest peaks)
+    cost_timeout_s: float = 7200.0  # per child process
 
 
 FULL = BenchConfig()
@@ -71,6 +83,8 @@ QUICK = BenchConfig(
     tiling_preset="test", tiling_sizes=(32, 64), tiling_steps=2, tile_size=4, tile_overlap=2,
     decode_tile_size=4, decode_tile_overlap=2, tiling_isolate=False,
     train_preset="test", train_batch_size=2, train_steps=2, train_warmup_steps=1, gpu_quick=True,
+    cost_repeats=1, cost_component_repeats=1, cost_folder_sizes=(1, 2), cost_sizes=((16, 16), (32, 24)),
+    cost_isolate=False,
 )
 
 
@@ -141,5 +155,9 @@ def _run_sections(config: BenchConfig, sections: tuple[str, ...]) -> dict:
         from difiisr_dwt.benchmarks.gpu_check import bench_gpu
 
         results["gpu"] = bench_gpu(config)
+    if "cost" in sections:
+        from difiisr_dwt.benchmarks.cost import bench_cost
+
+        results["cost"] = bench_cost(config)
     results["meta"]["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return results

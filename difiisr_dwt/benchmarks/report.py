@@ -169,6 +169,42 @@ def _gpu(section: dict) -> list[str]:
     return lines + _table(["check", "result"], rows)
 
 
+def _cost(section: dict) -> list[str]:
+    st = section["settings"]
+    lines = [f"### CPU cost of the default call (`{st['model']}`, {st['threads']} threads)", ""]
+    comp = section["components"]
+    split = comp["per_call"]
+    parts = ("encode", "unet", "adapter", "decode", "fidelity", "other", "total")
+    lines += [f"Per-component split, one {comp['size'][0]}x{comp['size'][1]} frame, mean of {comp['repeats']} "
+              "calls after a warm-up (seconds per call):", ""]
+    lines += _table(["clock", *parts], [[clock.replace("_s", ""), *(f"{split[clock][p]:.3g}" for p in parts)]
+                                          for clock in ("cpu_s", "wall_s")])
+    lines += ["", "Without tiling, one fresh process per size (seconds per call; decode per output megapixel):", ""]
+    rows = [[f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{r['output_megapixels']:.3g}",
+             f"{r['split']['cpu_s']['total']:.3g}", f"{r['split']['cpu_s']['decode']:.3g}",
+             f"{r['decode_cpu_s_per_mp']:.3g}", f"{r['decode_wall_s_per_mp']:.3g}", _mb(r["peak_rss_mb"]),
+             _mb(r["peak_over_start_mb"])] for r in section["sizes"]]
+    lines += _table(["LR", "output MP", "call CPU s", "decode CPU s", "decode CPU s/MP", "decode wall s/MP",
+                     "peak RSS MB", "peak over start MB"], rows)
+    process = section.get("process")
+    if process is not None:
+        lines += [""]
+        if "skipped" in process:
+            lines += [f"Whole process vs Real-ESRGAN: skipped ({process['skipped']})."]
+        else:
+            lines += [f"Whole process vs Real-ESRGAN x4plus (`{process['realesrgan']}`), median of {st['repeats']} "
+                      "runs after a warm-up, alternating order:", ""]
+            rows = []
+            for f in process["folders"].values():
+                ours, theirs = f["median"]["ours"], f["median"]["realesrgan"]
+                rows.append([str(f["frames"]), f"{ours['cpu_s']:.3g}", f"{theirs['cpu_s']:.3g}",
+                             f"**{f['cpu_ratio']:.2f}**", f"{ours['wall_s']:.3g}", f"{theirs['wall_s']:.3g}",
+                             f"{f['wall_ratio']:.2f}"])
+            lines += _table(["frames", "ours CPU s", "Real-ESRGAN CPU s", "CPU ratio", "ours wall s",
+                             "Real-ESRGAN wall s", "wall ratio"], rows)
+    return lines
+
+
 def format_markdown(results: dict) -> str:
     """All measured sections as markdown tables with the acceptance verdicts."""
     meta = results["meta"]
@@ -180,7 +216,7 @@ def format_markdown(results: dict) -> str:
         "",
     ]
     for key, render in (("encoder", _encoder), ("end_to_end", _e2e), ("tiling", _tiling), ("train", _train),
-                        ("gpu", _gpu)):
+                        ("gpu", _gpu), ("cost", _cost)):
         if key in results:
             lines += render(results[key]) + [""]
     return "\n".join(lines)

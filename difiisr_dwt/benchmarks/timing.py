@@ -9,6 +9,7 @@ import functools
 import gc
 import statistics
 import time
+import types
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,52 +17,63 @@ from typing import Any
 
 
 class ComponentTimer:
-    """Exclusive wall time spent inside chosen methods, by category.
+    """Exclusive wall time (and this process's CPU time) spent inside chosen methods, by category.
 
     Each wrapped method adds its own time minus the time of wrapped methods it calls, so nested
     components (a VQ encoder called inside an encoder wrapper) are never counted twice and the
     categories add up to the time spent inside any wrapped call. ``durations`` keeps every call's
-    exclusive time, so per-call costs can be read off the very runs being measured. Use as a context
-    manager: the original methods come back on exit.
+    exclusive wall time, so per-call costs can be read off the very runs being measured;
+    ``cpu_seconds`` is the same split in CPU time of this process (all its threads: robust to other
+    processes' load). Use as a context manager: the original methods come back on exit.
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.durations: dict[str, list[float]] = defaultdict(list)
-        self._child_seconds: list[float] = []
-        self._wrapped: list[tuple[Any, str]] = []
+        self._child_seconds: list[list[float]] = []
+        self._wrapped: list[tuple[Any, str, Any]] = []
 
     def wrap(self, obj: Any, method: str, category: str) -> None:
-        """Time ``obj.method`` (an instance attribute shadows the class method until `restore`)."""
+        """Time ``obj.method``: an instance attribute shadows a class method, a module's (or class's) own
+        attribute is replaced, until :meth:`restore`. Module functions are timed when they are called
+        through the module's namespace (``module.f`` or a bare ``f`` inside that module)."""
         original = getattr(obj, method)
+        own = vars(obj).get(method) if isinstance(obj, (types.ModuleType, type)) else None
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
-            self._child_seconds.append(0.0)
-            start = time.perf_counter()
+            self._child_seconds.append([0.0, 0.0])
+            start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - start
-                exclusive = elapsed - self._child_seconds.pop()
-                self.seconds[category] += exclusive
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+                child, child_cpu = self._child_seconds.pop()
+                self.seconds[category] += elapsed - child
+                self.cpu_seconds[category] += cpu - child_cpu
                 self.calls[category] += 1
-                self.durations[category].append(exclusive)
+                self.durations[category].append(elapsed - child)
                 if self._child_seconds:
-                    self._child_seconds[-1] += elapsed
+                    self._child_seconds[-1][0] += elapsed
+                    self._child_seconds[-1][1] += cpu
 
         setattr(obj, method, timed)
-        self._wrapped.append((obj, method))
+        self._wrapped.append((obj, method, own))
 
     def reset(self) -> None:
         self.seconds.clear()
+        self.cpu_seconds.clear()
         self.calls.clear()
         self.durations.clear()
 
     def restore(self) -> None:
-        for obj, method in reversed(self._wrapped):
-            delattr(obj, method)
+        for obj, method, own in reversed(self._wrapped):
+            if own is None:
+                delattr(obj, method)
+            else:
+                setattr(obj, method, own)
         self._wrapped.clear()
 
     def __enter__(self) -> ComponentTimer:

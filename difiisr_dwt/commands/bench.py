@@ -1,16 +1,19 @@
-"""``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), training throughput and a
-trained pipeline's accelerator path, as markdown + JSON.
+"""``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), training throughput, a
+pipeline's accelerator path and its CPU cost against Real-ESRGAN, as markdown + JSON.
 
 Benchmarks, all in this process (tiling: one child process per size). With random weights: DWT vs VQ-f4
 encoder; this pipeline vs the same pipeline started from the VQ encoder and diffusers'
 LDMSuperResolutionPipeline; tiled time and peak memory vs output size. On request: samples/s of the diffusion
-training stage (train), and a trained pipeline's accelerator path (gpu: determinism, CPU/device agreement,
-half precision, offload, speed).
+training stage (train), a trained pipeline's accelerator path (gpu: determinism, CPU/device agreement,
+half precision, offload, speed) and its CPU cost (cost: whole-process CPU time against Real-ESRGAN x4plus,
+per-component split, decode time per output megapixel and peak memory without tiling; one fresh process per
+size and per command).
 
 Examples::
 
     difiisr-dwt bench --json bench.json                          # encoder, end-to-end, tiling
     difiisr-dwt bench --section gpu --model PIPELINE --device cuda
+    difiisr-dwt bench --section cost --model PIPELINE --json cost.json   # CPU cost vs Real-ESRGAN x4plus
     difiisr-dwt bench --section train -- --train_data_dir IR_DIR --lpips_backbone_dir shared/lpips
 """
 
@@ -55,9 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("train_args", nargs="*", metavar="-- TRAIN_FLAGS",
                        help="train_accelerate.py flags after '--': the data (--train_data_dir ...), "
                        "--lpips_backbone_dir, --dataloader_num_workers...; they win over the bench's own")
-    gpu = parser.add_argument_group("gpu section")
+    gpu = parser.add_argument_group("gpu and cost sections")
     gpu.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: the embedded model)")
     gpu.add_argument("--device", default="cuda", help="device of the accelerator checks (default cuda)")
+    gpu.add_argument("--realesrgan", default=None, metavar="SCRIPT",
+                     help="cost section: Real-ESRGAN x4plus runner (default ../shared/tools/realesrgan_torch.py)")
+    gpu.add_argument("--cost-threads", type=int_at_least(1), default=None, metavar="N",
+                     help="cost section: torch threads of every measured run (default 2)")
+    gpu.add_argument("--no-whole-process", dest="whole_process", action="store_false",
+                     help="cost section: skip the whole-process comparison with Real-ESRGAN")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         from difiisr_dwt.loading import resolve_device
 
         resolve_device(args.device)
-    config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device)
+    config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device,
+                     cost_realesrgan=args.realesrgan, cost_whole_process=args.whole_process)
+    if args.cost_threads is not None:
+        config = replace(config, cost_threads=args.cost_threads)
     # Progress on stderr: the full run takes minutes; the tables go to stdout at the end.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[bench %(asctime)s] %(message)s", "%H:%M:%S"))

@@ -3,7 +3,11 @@
 Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y channel, LPIPS (AlexNet, VGG) on
 RGB; grayscale images count as three equal channels. Files pair by name (LR/SR names may add a suffix such as
 x4 or _x4). Without --lr, LR is made from HR (cropped to a multiple of 4) by PIL bicubic /4, the DifIISR/M3FD
-protocol. A model run always gets the bicubic baseline (PIL bicubic x4 of the same LR) as a second row.
+protocol; with --noisy-lr that LR then gets sensor noise (Gaussian, sigma 2 grey levels, and a per-column
+offset, sigma 1.5; :class:`difiisr_dwt.evaluation.SensorNoise` has the exact recipe). Every method sees the
+same LR and is measured against the clean HR; --save-lr writes those LR for other tools. A model run always
+gets the bicubic baseline (PIL bicubic x4 of the same LR) as a second row; --back-projection adds classical
+iterative back-projection (10 rounds from bicubic, no model).
 Radiometric HR files (16-bit / float TIFF, 16-bit PNG, FLIR R-JPEG) are measured in their units instead: LR =
 bicubic /4 in float, LR error, level drift, MAE / RMSE against the HR, in counts or kelvin (--range LOW HIGH
 for the model).
@@ -15,6 +19,10 @@ Examples::
         --model PATH --seed 0 --json out.json --grid grid.png
     # results someone else produced, paired with HR by file name
     difiisr-dwt eval --hr HR_DIR --sr SR_DIR --bicubic --csv out.csv
+    # noisy LR: bicubic and back-projection, and the LR saved for another method (e.g. Real-ESRGAN), whose
+    # results are then measured on the same LR with --sr
+    difiisr-dwt eval --hr shared/data/ir/tno --noisy-lr --bicubic --back-projection --save-lr noisy_lr/
+    difiisr-dwt eval --hr shared/data/ir/tno --noisy-lr --sr realesrgan_out/
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from difiisr_dwt.evaluation import METRICS
+from difiisr_dwt.evaluation import METRICS, SensorNoise
 from difiisr_dwt.io import IMAGE_SUFFIXES, InputGuard, write_text_atomic
 from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_lpips_backbone_dir, add_sampling_arguments, apply_sampling_arguments
@@ -39,6 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the embedded model, unless --sr is given or --bicubic alone asks for the baseline only)")
     parser.add_argument("--bicubic", action="store_true",
                         help="measure the bicubic baseline; given without --model it is the only method")
+    parser.add_argument("--back-projection", "--back_projection", action="store_true",
+                        help="also measure classical iterative back-projection (10 rounds of "
+                        "SR += up(LR - down(SR)) from bicubic, no model); without --model, no model runs")
+    noise = parser.add_argument_group(
+        "noisy LR", "LR made from HR by PIL bicubic /4, then sensor noise (numpy, one seeded stream per image "
+        "name; see difiisr_dwt.evaluation.SensorNoise), clipped and rounded to 8 bit; metrics against the clean HR")
+    noise.add_argument("--noisy-lr", "--noisy_lr", action="store_true", help="add the noise below to the LR")
+    noise.add_argument("--noise-sigma", "--noise_sigma", type=float, default=None, metavar="GREY",
+                       help=f"per-pixel Gaussian noise, grey levels (default {SensorNoise.sigma})")
+    noise.add_argument("--column-noise-sigma", "--column_noise_sigma", type=float, default=None,
+                       metavar="GREY",
+                       help=f"per-column offset (stripes), grey levels (default {SensorNoise.column_sigma})")
+    noise.add_argument("--noise-seed", "--noise_seed", type=int, default=None,
+                       help=f"numpy seed of the noise (default {SensorNoise.seed})")
+    parser.add_argument("--save-lr", "--save_lr", type=Path, default=None, metavar="DIR",
+                        help="write the LR made from HR (noisy with --noisy-lr) to DIR as <HR name>.png")
     parser.add_argument("--file-list", "--file_list", type=Path, default=None,
                         help="text file of HR file names to use, one per line (e.g. roadscene_val.txt)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N HR images")
@@ -58,12 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def select_methods(args: argparse.Namespace) -> list[str]:
-    """``bicubic`` when asked for or as a model's baseline; ``model`` unless ``--sr`` or a lone ``--bicubic``."""
+    """``bicubic`` when asked for or as a model's baseline, ``back_projection`` when asked for; ``model``
+    unless ``--sr`` is given or only baselines are asked for (``--bicubic`` / ``--back-projection`` alone)."""
+    baselines = ["bicubic"] if args.bicubic else []
+    baselines += ["back_projection"] if getattr(args, "back_projection", False) else []
     if args.sr is not None:
-        return ["bicubic", "sr"] if args.bicubic else ["sr"]
-    if args.bicubic and args.model is None:
-        return ["bicubic"]
-    return ["bicubic", "model"]
+        return [*baselines, "sr"]
+    if baselines and args.model is None:
+        return baselines
+    return ["bicubic", *(m for m in baselines if m != "bicubic"), "model"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,15 +104,18 @@ def run(args: argparse.Namespace) -> int:
     # the reports may not land on what is measured: the HR/LR/SR folders, the file list, the model
     guard = InputGuard(files=[args.file_list] if args.file_list else [],
                        folders=[args.hr, args.lr, args.sr, args.lpips_backbone_dir]).add_models(args.model)
-    guard.check_options({"--json": args.json, "--csv": args.csv, "--grid": args.grid})
+    guard.check_options({"--json": args.json, "--csv": args.csv, "--grid": args.grid, "--save-lr": args.save_lr})
     if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES:  # found before the model runs
         raise ev.EvaluationError(f"--grid {args.grid}: not an image file name (use .png)")
+    if args.lr is not None and (args.noisy_lr or args.save_lr is not None):
+        raise ev.EvaluationError("--noisy-lr and --save-lr make LR from HR; they cannot go with --lr")
+    lr_noise = _sensor_noise(args)
     metrics = ev.parse_metrics(args.metrics)
     methods = select_methods(args)
     hr_paths = ev.list_hr(args.hr, args.file_list, args.limit)
     if _is_radiometric(hr_paths[0]):
         return _run_radiometric(args, hr_paths, methods)
-    needs_lr = "bicubic" in methods or "model" in methods
+    needs_lr = bool(set(ev.LR_METHODS) & set(methods))
     lr_paths = ev.pair_files(hr_paths, args.lr, "--lr") if needs_lr and args.lr is not None else None
     sr_paths = ev.pair_files(hr_paths, args.sr, "--sr") if args.sr is not None else None
     device = None
@@ -106,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         hr_paths, methods, lr_paths=lr_paths, sr_paths=sr_paths, upscale=upscale, settings=settings,
         grid_images=args.grid_images if args.grid is not None else 0,
         progress=lambda it: tqdm(it, desc="eval", unit="img", disable=None),
+        lr_noise=lr_noise, save_lr_dir=args.save_lr,
     )
 
     print(ev.markdown_table(results, per_image=not args.summary_only))
@@ -119,6 +150,20 @@ def run(args: argparse.Namespace) -> int:
         ev.save_grid(ev.comparison_grid(grid_rows), args.grid)
         print(f"wrote {args.grid}")
     return 0
+
+
+def _sensor_noise(args: argparse.Namespace) -> SensorNoise | None:
+    """The :class:`SensorNoise` of ``--noisy-lr`` (defaults for the sigmas not given), else ``None``."""
+    from difiisr_dwt.errors import UsageError
+
+    given = {field: getattr(args, option) for field, option in
+             [("sigma", "noise_sigma"), ("column_sigma", "column_noise_sigma"), ("seed", "noise_seed")]
+             if getattr(args, option) is not None}
+    if not args.noisy_lr:
+        if given:
+            raise UsageError("--noise-sigma, --column-noise-sigma and --noise-seed need --noisy-lr")
+        return None
+    return SensorNoise(**given)
 
 
 def _model_upscaler(args: argparse.Namespace):
@@ -165,6 +210,9 @@ def _run_radiometric(args: argparse.Namespace, hr_paths: list[Path], methods: li
     if args.sr is not None or args.lr is not None:
         raise ev.EvaluationError("radiometric HR files: LR is made from HR in float (bicubic /4); --lr and --sr "
                                  "are for 8-bit images")
+    if args.noisy_lr or args.save_lr is not None:
+        raise ev.EvaluationError("radiometric HR files: --noisy-lr and --save-lr are for 8-bit images (the noise "
+                                 "recipe is in grey levels)")
     value_range = parse_value_range(args.value_range)
     upscale = None
     if "model" in methods:

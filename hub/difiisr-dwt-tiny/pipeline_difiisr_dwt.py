@@ -35,7 +35,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # Every sibling file is imported here, directly: loading a local folder, diffusers copies the pipeline
 # file's own relative imports beside it, not theirs (tests/test_hub_loading.py checks).
-from .fidelity import back_project, shrink_flat_detail
+from .fidelity import back_project, noise_free_target, shrink_flat_detail
 from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
 from .tiling import TilingConfig, tiled_with_shared_norms
 
@@ -80,8 +80,17 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     #: rounds of iterative back-projection under ``lr_consistency=True``.
     back_projection_iterations = 10
     #: input noise level (8-bit grey levels) below which ``lr_consistency=True`` keeps no invented
-    #: detail (:func:`shrink_flat_detail`).
+    #: detail (:func:`shrink_flat_detail`), added in quadrature to the noise found in the input.
     detail_noise_level = 1.0
+    #: estimated noise sigma (8-bit grey levels) that clean frames show (fine texture, the scene's own noise):
+    #: only the noise above it is removed from the fidelity target (:func:`noise_free_target`).
+    clean_noise_level = 1.5
+    #: on a noisy input the model's departure from bicubic carries the noise sharpened: the flat-detail
+    #: threshold is ``hypot(detail_noise_level, detail_noise_gain x removed noise)``.
+    detail_noise_gain = 3.0
+    #: back-projection rounds on a noisy input: each round restores more of the target's high frequencies,
+    #: where what is left of the noise lives; one round corrects the levels and keeps bicubic's damping.
+    noisy_back_projection_iterations = 1
     #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
     #: ``.py``): the released names, whatever the module is called where the class came from (the
     #: ``difiisr_dwt`` package names the scheduler's module ``scheduling_resshift``, in diffusers' style).
@@ -317,6 +326,36 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             self.enable_decode_tiling(options["decode_tile_size"], options.get("decode_tile_overlap", 16))
         return saved
 
+    def apply_lr_consistency(
+        self, sr: torch.Tensor, lr: torch.Tensor, input_noise_level: float | None = None
+    ) -> torch.Tensor:
+        """The fidelity step: agree with the input, not with its noise.
+
+        1. The noise-free target (:func:`noise_free_target`): the input less the estimated noise above
+           :attr:`clean_noise_level` (column offsets, then a local Wiener filter); a clean input is its
+           own target.
+        2. :func:`shrink_flat_detail` onto the target with the noise level
+           ``hypot(detail_noise_level, detail_noise_gain x removed noise)``: where the target is flat, the
+           output is its smooth bicubic surface, not the model's sharpened grain.
+        3. :func:`back_project` onto the target: :attr:`back_projection_iterations` rounds on a clean
+           input (exact consistency), :attr:`noisy_back_projection_iterations` where noise was removed.
+
+        Args:
+            sr (`torch.Tensor` of shape `(B, 1, sH, sW)`): the decoded luma, [-1, 1].
+            lr (`torch.Tensor` of shape `(B, 1, H, W)`): the input luma, [-1, 1].
+            input_noise_level (`float`, *optional*): see :meth:`__call__`.
+
+        Returns:
+            `torch.Tensor` like ``sr`` (float32, not clamped).
+        """
+        given = None if input_noise_level is None else torch.full((lr.shape[0],), input_noise_level / 127.5)
+        target, noise = noise_free_target(lr, self.clean_noise_level / 127.5, given)
+        removed = noise.excess_noise_level.cpu()
+        detail_noise = torch.hypot(self.detail_noise_gain * removed, torch.tensor(self.detail_noise_level / 127.5))
+        sr = shrink_flat_detail(sr, target, detail_noise)
+        rounds = torch.where(removed > 0, self.noisy_back_projection_iterations, self.back_projection_iterations)
+        return back_project(sr, target, rounds)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -329,6 +368,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         quantize: bool | None = None,
+        input_noise_level: float | None = None,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         value_range: tuple[float, float] | None = None,
@@ -350,14 +390,19 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 at all: with ``noise_scale=0`` the output is then a deterministic function of the
                 image's content, so a shifted input gives the shifted output (video: no flicker, see
                 :mod:`difiisr_dwt.sequence`), at the cost of a little less invented detail.
-            lr_consistency (`bool`): make the output agree with its input: no invented texture where the
-                input is flat (:func:`shrink_flat_detail`), then :attr:`back_projection_iterations`
-                rounds of :func:`back_project`, so that its PIL-bicubic x1/4 reproduces the input.
+            lr_consistency (`bool`): make the output agree with its input without copying its sensor
+                noise (:meth:`apply_lr_consistency`): no invented texture where the input is flat, then
+                :attr:`back_projection_iterations` rounds of back-projection, so that its PIL-bicubic x1/4
+                reproduces the input (a clean one exactly; a noisy one less its estimated noise).
             generator: ``torch.Generator`` (or one per image) for reproducible sampling.
             output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict (`bool`): return a :class:`DifIISRDWTPipelineOutput` rather than a tuple.
             quantize (`bool`, *optional*): snap latents to the VQ codebook before decoding; defaults
                 to the pipeline config's ``quantize_decode``.
+            input_noise_level (`float`, *optional*): the input's sensor noise sigma in 8-bit grey levels
+                (of the image as the pipeline reads it: 16-bit inputs stretched to their range), removed
+                from the fidelity target; ``None`` (default) estimates it per image and removes only what
+                exceeds :attr:`clean_noise_level`; 0 treats the input as clean.
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
             callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
                 wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
@@ -388,6 +433,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
             self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range,
                               prior_noise_scale)
+            if input_noise_level is not None and not 0 <= input_noise_level < float("inf"):
+                raise ValueError(f"`input_noise_level` must be None or a finite value >= 0, got {input_noise_level!r}.")
             self._noise_scale, self._prior_noise_scale = noise_scale, prior_noise_scale
             quantize = self.config.quantize_decode if quantize is None else quantize
 
@@ -417,10 +464,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 sr = self.decode_vq_latents(vq_latents, quantize)
                 sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor].clamp_(-1, 1)
                 if lr_consistency:
-                    sr = sr.mean(dim=1, keepdim=True)
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
-                    sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
-                    sr = back_project(sr, lr_luma, self.back_projection_iterations)
+                    sr = self.apply_lr_consistency(sr.mean(dim=1, keepdim=True), lr_luma, input_noise_level)
                 for i, out in zip(indices, sr):  # in units, values beyond the range are kept (in float)
                     results[i] = (out if items[i][1].in_units else out.clamp(-1, 1)).cpu()
             self.maybe_free_model_hooks()
