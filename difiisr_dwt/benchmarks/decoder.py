@@ -6,8 +6,8 @@ can give back:
 - **cost**: seconds per output megapixel of ``vqvae.decode`` on random latents at each LR size (the latent
   of a VQ-f4 model is as large as the LR), median of ``--repeats`` calls after a warm-up, the models
   taking turns (the order alternates each round) so that a drift of a shared machine's speed hits every
-  model alike; and the peak extra memory of one decode (resident set, measured in a child process per model
-  and size: peak RSS during the decode minus the RSS before it). A design whose cost grows linearly with the
+  model alike; and the memory one decode needs (peak resident set during the call minus the resident set
+  before it). A design whose cost grows linearly with the
   pixels has the same s/MP at every size.
 - **ceiling**: every HR image of a folder (or file list) encoded by the *reference* encoder (``--encoder``,
   the latent space the UNet predicts in; unquantised, as the pipeline decodes), decoded by each model and
@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difiisr_dwt.benchmarks.timing import measure_peak_rss
 from difiisr_dwt.evaluation import (
     MetricSettings,
     bicubic_down,
@@ -87,27 +86,21 @@ def decode_seconds(folders: list[str], lr_sizes: list[tuple[int, int]], repeats:
     return results
 
 
-def peak_memory_mib(folder: str, lr_size: tuple[int, int]) -> float:
-    """Peak extra resident memory (MiB) of one decode at ``lr_size``, in a fresh child process."""
-    code = ("import sys; from difiisr_dwt.benchmarks.decoder import _child_peak; "
-            "print(_child_peak(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))")
-    out = subprocess.run([sys.executable, "-c", code, folder, str(lr_size[0]), str(lr_size[1])], check=True,
-                         capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def _child_peak(folder: str, width: int, height: int) -> float:
+def peak_memory_mb(folder: str, lr_size: tuple[int, int], seed: int = 0) -> float | None:
+    """Memory one decode at ``lr_size`` (width, height) needs: peak resident memory during the call minus the
+    resident memory before it, in MB (:func:`~difiisr_dwt.benchmarks.timing.measure_peak_rss`); ``None`` where
+    the peak cannot be reset."""
     vqvae = _load(folder)
-    latents = torch.randn(1, vqvae.config.latent_channels, height, width)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    _decode(vqvae, latents)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux: KiB
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(1, vqvae.config.latent_channels, lr_size[1], lr_size[0], generator=generator)
+    _, memory = measure_peak_rss(lambda: _decode(vqvae, latents))
+    return memory["peak_over_start_mb"]
 
 
 @torch.no_grad()
 def reconstruction_ceiling(folders: list[str], encoder: str, hr_dir: Path, file_list: Path | None = None,
-                           limit: int | None = None, lpips_backbone_dir: str | None = None
-                           ) -> dict[str, dict[str, float]]:
+                           limit: int | None = None, lpips_backbone_dir: str | None = None,
+                           metrics: tuple[str, ...] = CEILING_METRICS) -> dict[str, dict[str, float]]:
     """Mean metrics of ``decode_m(encode_ref(HR))`` for each model ``m``, and of bicubic x4, over the HR images,
     each with and without back-projection onto the LR.
 
@@ -118,7 +111,7 @@ def reconstruction_ceiling(folders: list[str], encoder: str, hr_dir: Path, file_
 
     reference = _load(encoder)
     models = {folder: _load(folder) for folder in folders}
-    settings = MetricSettings(metrics=CEILING_METRICS, lpips_backbone_dir=lpips_backbone_dir)
+    settings = MetricSettings(metrics=metrics, lpips_backbone_dir=lpips_backbone_dir)
     scores: dict[str, dict[str, list[float]]] = {}
     for path in list_hr(hr_dir, file_list, limit):
         hr_image = modcrop(load_8bit(path))
@@ -165,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         report["decode_s_per_mp"] = decode_seconds(args.models, sizes, args.repeats)
         print(json.dumps({"decode_s_per_mp": report["decode_s_per_mp"]}), flush=True)
     if not args.skip_memory:
-        report["peak_mib"] = {m: {f"{w}x{h}": peak_memory_mib(m, (w, h)) for w, h in sizes} for m in args.models}
-        print(json.dumps({"peak_mib": report["peak_mib"]}), flush=True)
+        report["peak_mb"] = {m: {f"{w}x{h}": peak_memory_mb(m, (w, h)) for w, h in sizes} for m in args.models}
+        print(json.dumps({"peak_mb": report["peak_mb"]}), flush=True)
     if args.hr is not None:
         report["ceiling"] = reconstruction_ceiling(args.models, args.encoder or args.models[0], args.hr,
                                                    args.file_list, args.limit, args.lpips_backbone_dir)
