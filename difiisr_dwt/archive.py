@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -22,11 +21,24 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from difiisr_dwt import radiometric
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import ImageReadError, collect_inputs, read_frames, save_frames_atomic, write_text_atomic
+from difiisr_dwt.io import (
+    STDIN,
+    ImageReadError,
+    InputGuard,
+    collect_inputs,
+    is_stream,
+    kept_metadata,
+    read_frames,
+    read_stream,
+    save_frames_atomic,
+    write_text_atomic,
+)
+from difiisr_dwt.output_folder import OUTPUT_LOG, OutputLog, check_writable, remove_stale_temps
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
-#: which is lossless and keeps 16-bit grayscale.
+#: which is lossless and keeps 16-bit grayscale. A FLIR radiometric JPEG gives a float TIFF of temperatures.
 TIFF_OUTPUT_SUFFIXES = (".tif", ".tiff", ".gif")
 
 
@@ -40,6 +52,7 @@ class Source:
     path: Path | None = None
     index: int | None = None
     data: bytes | None = field(default=None, repr=False)
+    radiometric_jpeg: bool = False  # a FLIR R-JPEG: its output is a TIFF of temperatures
 
 
 @dataclass
@@ -67,18 +80,33 @@ class Record:
 
 # ------------------------------------------------------------------------------------------------ planning
 def file_sources(inputs: list[str]) -> list[Source]:
-    """Sources for files, folders (incl. ``.gif``) and globs; the same file named twice counts once."""
+    """Sources for files, folders (incl. ``.gif``) and globs; the same file named twice counts once.
+
+    ``-`` is one image from standard input, named ``stdin`` (output ``stdin_x4.png``); it and other streams
+    (``/dev/stdin``, a named pipe) are read here, once, so that their format picks the output's.
+    """
     sources, seen = [], set()
     for path in collect_inputs(inputs):
+        if is_stream(path):
+            stdin = str(path) == STDIN
+            if stdin and STDIN in seen:
+                raise UsageError("INPUT - (standard input) given twice; it holds one image")
+            seen.add(STDIN if stdin else os.path.realpath(path))
+            data, suffix = read_stream(path)
+            sources.append(Source(name="<stdin>" if stdin else str(path), stem="stdin" if stdin else path.stem,
+                                  suffix=suffix, data=data,
+                                  radiometric_jpeg=radiometric.is_flir_jpeg(f"x{suffix}", data)))
+            continue
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
-            sources.append(Source(name=str(path), stem=path.stem, suffix=path.suffix.lower(), path=path))
+            sources.append(Source(name=str(path), stem=path.stem, suffix=path.suffix.lower(), path=path,
+                                  radiometric_jpeg=radiometric.is_flir_jpeg(path)))
     return sources
 
 
-def output_name(stem: str, input_suffix: str, suffix: str) -> str:
-    ext = ".tif" if input_suffix in TIFF_OUTPUT_SUFFIXES else ".png"
+def output_name(stem: str, input_suffix: str, suffix: str, tiff: bool = False) -> str:
+    ext = ".tif" if tiff or input_suffix in TIFF_OUTPUT_SUFFIXES else ".png"
     return f"{stem}{suffix}{ext}"
 
 
@@ -124,7 +152,7 @@ def _candidate(source: Source, suffix: str, level: int) -> str:
         stem += "_" + source.suffix.lstrip(".")
     if level >= 2 and source.index is not None:
         stem += f"_{source.index}"
-    return output_name(stem, source.suffix, suffix)
+    return output_name(stem, source.suffix, suffix, tiff=source.radiometric_jpeg)
 
 
 def _collisions(names: list[str]) -> list[int]:
@@ -132,38 +160,6 @@ def _collisions(names: list[str]) -> list[int]:
     for name in names:
         count[name.casefold()] = count.get(name.casefold(), 0) + 1
     return [i for i, name in enumerate(names) if count[name.casefold()] > 1]
-
-
-# ------------------------------------------------------------------------------------------------ output folder
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and write a probe file in it, so that a bad ``-o`` fails before the model loads.
-
-    Raises:
-        UsageError: the folder cannot be created or written, with the reason.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UsageError(f"output folder {folder} is not writable ({error.strerror or error})") from error
-
-
-def remove_stale_temps(folder: Path, names: Iterable[str], before: float) -> int:
-    """Delete the temporary files (``.NAME.*.tmp``, see :func:`difiisr_dwt.io.write_atomic`) that an
-    interrupted run left for the outputs ``names``, if older than ``before`` (a ``time.time()``).
-    Returns how many were removed."""
-    wanted = set(names)
-    removed = 0
-    for path in folder.glob(".*.tmp"):
-        name = path.name[1:].rsplit(".", 2)[0]  # ".a_x4.png.k3j9.tmp" -> "a_x4.png"
-        try:
-            if name in wanted and path.stat().st_mtime < before:
-                path.unlink()
-                removed += 1
-        except OSError:  # gone already: another run cleaned it
-            pass
-    return removed
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -177,18 +173,30 @@ class UpscaleOptions:
     seed: int = 0
     overwrite: bool = False
     pipeline_options: dict = field(default_factory=dict)
+    output_log: OutputLog | None = None  # where written outputs are logged (see :class:`OutputLog`)
 
 
 def read_source(source: Source) -> list[PIL.Image.Image]:
-    """The frames of a file or fetched dataset row (see :func:`difiisr_dwt.io.read_frames`)."""
-    return read_frames(source.path if source.path is not None else source.name, data=source.data)
+    """The frames of a file or fetched dataset row (see :func:`difiisr_dwt.io.read_frames`); a radiometric
+    file as ``I;16`` / ``F`` frames in its units (:func:`difiisr_dwt.radiometric.read_pil_frames`)."""
+    # a stream or dataset row is named by its stem and the suffix of the format it holds
+    path = source.path if source.path is not None else Path(f"{source.stem}{source.suffix}")
+    frames = radiometric.read_pil_frames(path, data=source.data)
+    if frames is None:
+        return read_frames(source.path if source.path is not None else source.name, data=source.data)
+    if frames[0].info[radiometric.PIL_INFO_KEY].source == "flir-rjpeg" and not source.radiometric_jpeg:
+        raise ImageReadError(f"{source.name}: a FLIR radiometric JPEG gives a TIFF of temperatures; upscale it as a "
+                             "file (a dataset row's output name is fixed before it is read)")
+    return frames
 
 
 class _Pending:
     """A job whose frames are in flight: results fill in by frame index; written when all are back."""
 
-    def __init__(self, job: Job, count: int):
-        self.job, self.results, self.seconds = job, [None] * count, 0.0
+    def __init__(self, job: Job, frames: list[PIL.Image.Image]):
+        self.job, self.results, self.seconds = job, [None] * len(frames), 0.0
+        self.metadata = [kept_metadata(frame) for frame in frames]  # ICC, DPI, EXIF...: the outputs keep them
+        self.radiometric = frames[0].info.get(radiometric.PIL_INFO_KEY)  # a radiometric file: written by tifffile
 
 
 def upscale_jobs(
@@ -248,8 +256,15 @@ def upscale_jobs(
 
     def write(pending: _Pending) -> None:
         job, frames = pending.job, pending.results
+        for frame, metadata in zip(frames, pending.metadata):
+            frame.info.update(metadata)
         try:
-            save_frames_atomic(frames, job.output)
+            if pending.radiometric is not None:  # the input's type, units and tags (tifffile)
+                radiometric.write_pil_frames(job.output, frames, pending.radiometric)
+            else:
+                save_frames_atomic(frames, job.output)
+            if options.output_log is not None:
+                options.output_log.add(job.output)
         except (ValueError, OSError) as error:
             fail(pending, error)
             return
@@ -269,7 +284,7 @@ def upscale_jobs(
         except ImageReadError as error:
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
-        pending = _Pending(job, len(frames))
+        pending = _Pending(job, frames)
         for index, frame in enumerate(frames):
             bucket = buckets.setdefault(frame.size, [])
             bucket.append((pending, index, frame))
@@ -372,16 +387,36 @@ def _row_source(dataset: str, index: int, item: dict, with_data: bool) -> Source
                   data=item.get("bytes") if with_data else None)
 
 
+def unique_row_stems(sources: Iterable[Source], suffix: str) -> Iterator[Source]:
+    """Dataset rows with output stems that are distinct, by one rule that a stream can follow too.
+
+    A row keeps its file's stem unless an earlier row's output took that name (compared case-insensitively);
+    then its row index is appended (``sub1/a.png`` -> ``a_x4.png``, ``sub2/a.png`` at row 1 -> ``a_1_x4.png``).
+    The name depends only on the row and the rows before it, so a downloaded and a streamed run of the
+    same dataset write the same files, and either one's rerun finds the other's outputs.
+    """
+    taken: set[str] = set()
+    for source in sources:
+        stem = source.stem
+        while output_name(stem, source.suffix, suffix).casefold() in taken:
+            stem = f"{stem}_{source.index}"
+        taken.add(output_name(stem, source.suffix, suffix).casefold())
+        source.stem = stem
+        yield source
+
+
 def dataset_jobs(
     name: str, config: str | None, split: str, column: str | None, streaming: bool, output_dir: Path, suffix: str,
-    state=None,
+    state=None, skip: Callable[[Path], bool] | None = None,
 ) -> tuple[list[Job] | Iterator[Job], int | None, Callable[[Source], list[PIL.Image.Image]]]:
     """Jobs for a Hub dataset or a local folder (``imagefolder``) through ``datasets``.
 
     Rows are read undecoded (``datasets.Image(decode=False)``) so that every frame of a file is kept
     and a process decodes only its own rows. Without ``streaming`` the job list is planned whole
-    (collisions resolved or refused before compute, see :func:`plan_jobs`); a stream is planned as it
-    goes, a repeated file name getting the row index.
+    (an output that would replace an input refused before compute, see :func:`plan_jobs`); a stream is
+    planned as it goes. Both name the outputs by :func:`unique_row_stems`, so they write the same files.
+    Rows of local files for which ``skip(path)`` is true (earlier outputs in the folder,
+    :meth:`OutputLog.is_output`) are left out before naming.
 
     Returns:
         ``(jobs, total or None, read)``.
@@ -398,24 +433,24 @@ def dataset_jobs(
     if not streaming:
         import pyarrow.compute as pc
 
-        paths = pc.struct_field(raw.with_format("arrow")[:][column], "path").to_pylist()
-        sources = [_row_source(name, i, {"path": p, "bytes": b""}, with_data=False) for i, p in enumerate(paths)]
+        table = raw.with_format("arrow")[:][column]
+        paths = pc.struct_field(table, "path").to_pylist()
+        local = pc.is_null(pc.struct_field(table, "bytes")).to_pylist()  # a local file, read from its path
+        sources = [_row_source(name, i, {"path": p, "bytes": None if is_local else b""}, with_data=False)
+                   for i, (p, is_local) in enumerate(zip(paths, local))]
+        sources = [s for s in sources if not (skip and s.path is not None and skip(s.path))]
 
         def read(source: Source) -> list[PIL.Image.Image]:
             item = raw[source.index][column]
             return read_frames(item.get("path") or source.name, data=item.get("bytes"))
 
-        return plan_jobs(sources, output_dir, suffix), len(sources), read
+        return plan_jobs(list(unique_row_stems(sources, suffix)), output_dir, suffix), len(sources), read
 
     def stream() -> Iterator[Job]:
-        seen: set[str] = set()
-        for index, row in enumerate(raw):
-            source = _row_source(name, index, row[column], with_data=True)
-            out = output_name(source.stem, source.suffix, suffix)
-            if out.casefold() in seen:
-                out = output_name(f"{source.stem}_{index}", source.suffix, suffix)
-            seen.add(out.casefold())
-            yield Job(source, output_dir / out, index)
+        rows = (_row_source(name, index, row[column], with_data=True) for index, row in enumerate(raw))
+        rows = (source for source in rows if not (skip and source.path is not None and skip(source.path)))
+        for source in unique_row_stems(rows, suffix):
+            yield Job(source, output_dir / output_name(source.stem, source.suffix, suffix), source.index)
 
     splits = ds.info.splits or {}
     total = splits[split].num_examples if split in splits else None
@@ -423,6 +458,39 @@ def dataset_jobs(
 
 
 # ------------------------------------------------------------------------------------------------ the run
+def _guarded(jobs: list[Job] | Iterator[Job], guard: InputGuard, manifest: Path | None,
+             overwritten: OutputLog | None) -> list[Job] | Iterator[Job]:
+    """``jobs``, refused (:class:`UsageError`) where an output would replace an input or the manifest, or
+    (with ``overwritten``, the log of an ``--overwrite`` run) an existing file this tool did not write.
+
+    A list is checked whole, before any compute; a stream job by job, before each job's compute.
+    """
+
+    def refuse(job: Job) -> None:
+        problem = guard.problem(job.output)
+        if problem is None and manifest is not None and os.path.realpath(manifest) == os.path.realpath(job.output):
+            problem = "is also the --manifest"
+        if problem is None and overwritten is not None and job.output.exists() and not overwritten.is_output(
+                job.output):
+            problem = (f"exists and is no earlier output of this tool (its {OUTPUT_LOG} does not list it); "
+                       "--overwrite replaces only those. Move it away, or")
+        if problem is not None:
+            raise UsageError(f"the output {job.output} of {job.source.name} {problem}"
+                             + (" " if problem.endswith(" or") else "; ") + "choose another output folder or --suffix")
+
+    if isinstance(jobs, list):
+        for job in jobs:
+            refuse(job)
+        return jobs
+
+    def stream() -> Iterator[Job]:
+        for job in jobs:
+            refuse(job)
+            yield job
+
+    return stream()
+
+
 def run_archive(args) -> dict[str, int]:
     """``difiisr-dwt upscale``, in every process of an ``accelerate launch`` (or alone).
 
@@ -450,6 +518,7 @@ def run_archive(args) -> dict[str, int]:
     started = time.time()
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    radiometric.parse_value_range(getattr(args, "value_range", None))  # a bad --range fails before the model loads
     if bool(args.inputs) == bool(args.dataset_name):
         raise UsageError("give INPUT files/folders/globs or --dataset_name, not both" if args.inputs else
                          "give INPUT files/folders/globs or --dataset_name")
@@ -462,20 +531,38 @@ def run_archive(args) -> dict[str, int]:
         raise UsageError(f"--device {args.device} with {state.num_processes} processes: leave it out, accelerate "
                          "gives each process its own device")
     output_dir = Path(args.output_dir)
+    manifest = Path(args.manifest) if args.manifest is not None else None
+    guard = InputGuard().add_models(args.model)
+    guard.check(output_dir, "-o")
     check_writable(output_dir)
-    if args.manifest is not None:
-        check_writable(Path(args.manifest).parent)
+    if manifest is not None:
+        guard.check(manifest, "--manifest")
+        check_writable(manifest.parent)
 
     read = read_source
+    output_log = OutputLog(output_dir, manifest)  # this folder's earlier outputs are not inputs
     if args.dataset_name:
         jobs, total, read = dataset_jobs(args.dataset_name, args.dataset_config, args.dataset_split, args.image_column,
-                                         args.streaming, output_dir, args.suffix, state)
+                                         args.streaming, output_dir, args.suffix, state, skip=output_log.is_output)
+        if Path(args.dataset_name).is_dir():  # a local folder: every file in it is an input
+            guard.add(p for p in Path(args.dataset_name).rglob("*") if p.is_file() and not output_log.is_output(p))
     else:
-        sources = file_sources(args.inputs)
+        found = file_sources(args.inputs)
+        sources = [s for s in found if s.path is None or not output_log.is_output(s.path)]
+        earlier = len(found) - len(sources)
         if not sources:
-            raise UsageError("no input images found")
+            raise UsageError("no input images found" + (f" ({earlier} earlier output(s) of this tool in {output_dir}, "
+                                                         "listed in its " + OUTPUT_LOG + ", are not inputs)"
+                                                         if earlier else ""))
+        if earlier and state.is_main_process:
+            print(f"left out {earlier} earlier output(s) of this tool in {output_dir} (they are outputs, not inputs)")
         jobs = plan_jobs(sources, output_dir, args.suffix)
         total = len(jobs)
+    if isinstance(jobs, list):
+        guard.add(job.source.path for job in jobs if job.source.path is not None)
+    if manifest is not None:
+        guard.check(manifest, "--manifest")
+    jobs = _guarded(jobs, guard, manifest, output_log if args.overwrite else None)
     if state.is_main_process and isinstance(jobs, list):
         ours = [job.output.name for job in jobs]
         if args.manifest is not None and Path(args.manifest).parent.resolve() == output_dir.resolve():
@@ -497,7 +584,7 @@ def run_archive(args) -> dict[str, int]:
     except ValueError as error:  # a tile size the UNet cannot take
         raise UsageError(str(error)) from error
     options = UpscaleOptions(batch_size=args.batch_size, seed=args.seed, overwrite=args.overwrite,
-                             pipeline_options=sampling)
+                             pipeline_options=sampling, output_log=output_log)
     on_done, close = progress(total, state.num_processes, state.is_main_process)
     loop_start = time.perf_counter()
     if isinstance(jobs, list):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from difiisr_dwt.errors import ArgumentParser, report_errors
@@ -19,6 +20,37 @@ COMMANDS = {
 }
 
 
+# reST in docstrings -> plain text for the terminal: roles (:func:`~a.b` -> a.b), inline literals, "Examples::"
+_ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|exc|obj|ref|doc):`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+# "{pipeline:NAME}" in an option's help: the default of the installed pipeline's __call__ argument NAME
+_PIPELINE_DEFAULT = re.compile(r"\{pipeline:(\w+)\}")
+
+
+def plain_text(text: str) -> str:
+    """``text`` with its reST markup removed, for ``--help``: ``:func:`a.b``` -> ``a.b``, double backquotes
+    dropped, a literal-block ``::`` shown as ``:``; ``{pipeline:NAME}`` becomes the pipeline's default of
+    ``NAME`` (read from its ``__call__`` signature, only when help is shown)."""
+    text = _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text))
+    text = re.sub(r"(\S)::$", r"\1:", text, flags=re.MULTILINE)
+    if _PIPELINE_DEFAULT.search(text):
+        from difiisr_dwt.loading import pipeline_call_defaults
+
+        defaults = pipeline_call_defaults()
+        text = _PIPELINE_DEFAULT.sub(lambda match: str(defaults[match.group(1)]), text)
+    return text
+
+
+class PlainHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as the description, with its line breaks but without reST markup."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain_text(super()._expand_help(action))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="difiisr-dwt", description="x4 infrared super-resolution (DifIISR-DWT).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -26,7 +58,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == command:
             chosen = importlib.import_module(module)
             sub = subparsers.add_parser(name, help=help_text, description=chosen.__doc__,
-                                        formatter_class=argparse.RawDescriptionHelpFormatter)
+                                        formatter_class=PlainHelpFormatter)
             chosen.add_arguments(sub)
             sub.set_defaults(func=chosen.run)
         else:

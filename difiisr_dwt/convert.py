@@ -25,7 +25,7 @@ from diffusers import VQModel
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import replace_dir
+from difiisr_dwt.io import not_a_file, replace_dir
 
 # Prefixes under which a full latent-diffusion checkpoint stores its autoencoder.
 AUTOENCODER_PREFIXES = ("first_stage_model.", "vae.")
@@ -48,8 +48,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     (PyTorch Lightning) is unwrapped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointConversionError(f"{path}: no such file")
+    if problem := not_a_file(path):
+        raise CheckpointConversionError(f"{path}: {problem}")
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise CheckpointConversionError(f"{path}: unknown checkpoint type; expected one of {CHECKPOINT_SUFFIXES}")
     if path.suffix == ".safetensors":
@@ -214,7 +214,11 @@ def convert_vq_checkpoint(path: str | os.PathLike) -> tuple[VQModel, dict[str, i
 
 
 def save_vqmodel_atomic(model: VQModel, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """``model.save_pretrained`` into a temporary folder beside ``out``, then rename it into place."""
+    """``model.save_pretrained`` into a temporary folder beside ``out``, then rename it into place.
+
+    Replacing an earlier model folder (``overwrite``) replaces its config and weights; every other file
+    in it is kept.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
@@ -224,7 +228,7 @@ def save_vqmodel_atomic(model: VQModel, out: str | os.PathLike, overwrite: bool 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, keep_others=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

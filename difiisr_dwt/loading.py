@@ -1,11 +1,13 @@
 """Load a DifIISR-DWT pipeline from a local folder or a Hub repo id, with this package's own classes.
 
-A model folder carries code files (``pipeline_difiisr_dwt.py``, ``dwt_encoder/modeling_dwt_encoder.py``,
-``scheduler/scheduler_resshift.py``) so that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)``
-works without this package. Running them would run whatever someone put there, so by default the
-folder's weights and configs are loaded into the installed classes and its code files are only compared
-with the installed ones (a difference is logged as a warning naming the file). The folder's own code runs
-only with ``trust_remote_code=True`` (``--trust-remote-code`` on the command line).
+A model folder carries code files (``pipeline_difiisr_dwt.py`` and its siblings ``image_processor.py``,
+``tiling.py``, ``fidelity.py``; ``dwt_encoder/modeling_dwt_encoder.py``; ``scheduler/scheduler_resshift.py``)
+so that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` works without this package.
+Running them would run whatever someone put there, so by default the folder's weights and configs are
+loaded into the installed classes (modules inside the ``difiisr_dwt`` package, which a same-named file in
+the working directory cannot shadow) and its code files are only compared with the installed ones (a
+difference is logged as a warning naming the file). The folder's own code runs only with
+``trust_remote_code=True`` (``--trust-remote-code`` on the command line).
 """
 
 from __future__ import annotations
@@ -33,12 +35,77 @@ SNAPSHOT_PATTERNS = ["model_index.json", "*.py", "*/*.py", "*/config.json", "*/s
                      "*/diffusion_pytorch_model.safetensors"]
 
 
-def resolve_device(device: str | None) -> torch.device:
+def available_devices() -> list[str]:
+    """The devices this machine can run on: ``cpu``, then ``cuda:N`` / ``mps`` / ``xpu:N`` where present."""
+    import torch
+
+    found = ["cpu"]
+    for kind in ("cuda", "xpu", "mps"):
+        backend = getattr(torch, kind, None)
+        if backend is None or not backend.is_available():
+            continue
+        count = backend.device_count() if hasattr(backend, "device_count") else 1
+        found += [kind] if kind == "mps" else [f"{kind}:{index}" for index in range(count)]
+    return found
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device``, checked against this machine before anything is loaded.
+
+    ``None`` / ``"auto"`` is the first CUDA device when present, else the CPU.
+
+    Raises:
+        UsageError: a string that names no device (``"foo"``), or a device this machine does not have
+            (``"cuda"`` without CUDA, ``"cuda:3"`` with two GPUs); the message lists the available ones.
+    """
     import torch
 
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"device {str(device)!r} is not a device name; available here: "
+                         f"{', '.join(available_devices())}") from None
+    if parsed.type in ("cpu", "meta"):
+        return parsed
+    backend = getattr(torch, parsed.type, None)
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        raise UsageError(f"device {str(device)!r}: this machine has no {parsed.type} device (or this torch "
+                         f"build cannot use it); available here: {', '.join(available_devices())}")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise UsageError(f"device {str(device)!r}: this machine has {count} {parsed.type} device(s); available "
+                         f"here: {', '.join(available_devices())}")
+    return parsed
+
+
+def device_argument(text: str) -> str:
+    """An argparse ``type`` for ``--device``: the text itself, once :func:`resolve_device` accepts it, so
+    that a device the machine lacks is refused before any data or model is loaded."""
+    if text != "auto":
+        try:
+            resolve_device(text)
+        except UsageError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def pipeline_class() -> type:
+    """The installed ``DifIISRDWTPipeline`` class (imports torch and diffusers)."""
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
+
+    return DifIISRDWTPipeline
+
+
+def pipeline_call_defaults() -> dict[str, object]:
+    """The keyword defaults of the installed pipeline's ``__call__`` (``num_inference_steps``, ``noise_scale``...):
+    the one source of the defaults that ``--help``, the demo and the README show (the README is tested
+    against it)."""
+    import inspect
+
+    parameters = inspect.signature(pipeline_class().__call__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, model_group=None, model_help: str | None = None) -> None:
@@ -50,7 +117,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, model_group=None, model
     """
     (model_group or parser).add_argument(
         "--model", default=None, help=model_help or "pipeline folder or Hub repo id (default: the embedded model)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--device", default="auto", type=device_argument,
+                        help="cpu, cuda, cuda:N, mps or auto (default: the first GPU when present)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--trust-remote-code", "--trust_remote_code", action="store_true",
                         help="run the code files inside the --model folder or repo instead of this package's "
@@ -76,7 +144,7 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
             trust_remote_code=True)``) instead of the installed classes.
 
     Raises:
-        UsageError: an unknown ``dtype``.
+        UsageError: an unknown ``dtype``, or a ``device`` this machine does not have (see :func:`resolve_device`).
         ModelLoadError: a missing folder, an unknown or unreachable repo id, or a folder that is not a
             DifIISR-DWT pipeline (the message names the model and the reason).
     """
@@ -88,6 +156,7 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
 
     from difiisr_dwt.release import ReleaseError
 
+    target = resolve_device(device)  # a device the machine lacks fails before the weights load
     model, torch_dtype = str(model or DEFAULT_MODEL), getattr(torch, DTYPES[dtype])
     try:
         if trust_remote_code:
@@ -103,7 +172,21 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
     except (OSError, ValueError, KeyError, TypeError) as error:  # diffusers/hub errors name what is missing
         raise ModelLoadError(f"cannot load the model {model}: {error}") from error
     pipe.set_progress_bar_config()  # diffusers' default (a bar per call); commands may turn it off
-    return pipe.to(resolve_device(device))
+    return pipe.to(target)
+
+
+def could_be_repo_id(name: str) -> bool:
+    """Whether ``name`` has the form of a Hub repo id (``name`` or ``namespace/name``); a path such as
+    ``/abs/dir``, ``./dir``, ``~/dir`` or ``out/ae/vqvae`` does not, so its absence is a missing folder."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "~")) or "\\" in name:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _local_folder(model: str) -> Path:
@@ -113,6 +196,8 @@ def _local_folder(model: str) -> Path:
         return path
     if path.exists():
         raise ModelLoadError(f"cannot load the model {model}: a file, not a pipeline folder or Hub repo id")
+    if not could_be_repo_id(model):
+        raise ModelLoadError(f"cannot load the model {model}: no such folder")
     from huggingface_hub import snapshot_download
 
     try:
@@ -124,7 +209,7 @@ def _local_folder(model: str) -> Path:
 
 def _load_with_installed_classes(folder: Path, torch_dtype: torch.dtype):
     """The folder's weights and configs in the installed classes; its code files are compared, never run."""
-    from difiisr_dwt.release import code_files, load_pipeline_folder, source_file
+    from difiisr_dwt.release import load_pipeline_folder, release_code_files
 
     if not (folder / "model_index.json").is_file():
         config = folder / "config.json"
@@ -132,10 +217,11 @@ def _load_with_installed_classes(folder: Path, torch_dtype: torch.dtype):
         what = f"it holds one component, a {held}" if held else "no model_index.json"
         raise ModelLoadError(f"cannot load the model {folder}: not a pipeline folder ({what})")
     pipe = load_pipeline_folder(folder, torch_dtype=torch_dtype)  # checks model_index.json's classes first
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    for relative, module in code_files(index).items():
-        shipped, installed = folder / relative, source_file(module)
-        if shipped.is_file() and installed is not None and shipped.read_bytes() != installed.read_bytes():
+    package_root = Path(__file__).resolve().parent.parent
+    for relative, installed in release_code_files().items():
+        shipped = folder / relative
+        if shipped.is_file() and shipped.read_bytes() != installed.read_bytes():
             logger.warning("%s differs from the installed %s; it was not run (the installed code was used). "
-                           "Pass --trust-remote-code to run the folder's own code.", shipped, installed.name)
+                           "Pass --trust-remote-code to run the folder's own code.", shipped,
+                           installed.resolve().relative_to(package_root).as_posix())
     return pipe

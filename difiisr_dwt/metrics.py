@@ -114,6 +114,26 @@ def _gaussian_filter(image: np.ndarray, size: int = 11, sigma: float = 1.5) -> n
     return sum(kernel[i] * rows[i : i + height - size + 1] for i in range(size))
 
 
+def high_frequency_rms(image: np.ndarray, sigma: float = 2.0) -> float:
+    """Root-mean-square of ``image`` minus its Gaussian blur (``sigma`` pixels, window ``6 sigma + 1``), over
+    the region the window fits in, in the image's own units (counts, kelvin).
+
+    At x4, a blur of sigma 2 output pixels keeps what bicubic upscaling of the input can carry and removes
+    the rest, so this measures detail (or noise texture) above the input's resolution: the crosshatch a
+    model invents on a noisy flat input raises it, a smooth bicubic surface keeps it low.
+
+    Args:
+        image: `(H, W)` array, any real dtype.
+    """
+    size = 2 * int(3 * sigma) + 1
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < size:
+        raise ValueError(f"need an (H, W) image of at least {size}x{size} pixels, got shape {image.shape}")
+    half = size // 2
+    detail = image[half : image.shape[0] - half, half : image.shape[1] - half] - _gaussian_filter(image, size, sigma)
+    return float(np.sqrt(np.mean(detail**2)))
+
+
 def _y_pair(sr: np.ndarray, hr: np.ndarray, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
     sr, hr = _check_uint8(sr, "sr"), _check_uint8(hr, "hr")
     if sr.shape != hr.shape:

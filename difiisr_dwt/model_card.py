@@ -245,7 +245,8 @@ def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None) ->
         'sr.save("thermal_x4.png")',
         "```",
         "",
-        "`trust_remote_code=True` runs the code files of this repository: the pipeline (`pipeline_difiisr_dwt.py`), "
+        "`trust_remote_code=True` runs the code files of this repository: the pipeline (`pipeline_difiisr_dwt.py` "
+        "with its sibling files `image_processor.py`, `tiling.py` and `fidelity.py`), "
         "the DWT encoder (`dwt_encoder/modeling_dwt_encoder.py`) and the scheduler "
         "(`scheduler/scheduler_resshift.py`); read them first, or install `difiisr-dwt` and load with "
         f'`difiisr_dwt.loading.load_pipeline("{model_id}")`, which uses the installed classes and runs no code '

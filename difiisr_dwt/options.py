@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from difiisr_dwt.commands import int_at_least
+from difiisr_dwt.radiometric import parse_value_range
 
 LPIPS_BACKBONE_DIR_HELP = (
     "folder with alexnet_features.safetensors / vgg16_features.safetensors (the ImageNet backbones of LPIPS, "
@@ -51,12 +52,13 @@ def _unit_interval(text: str) -> float:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """How the pipeline samples, for ``upscale`` and ``eval``: ``--steps``, ``--noise-scale``,
-    ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``. Unset values keep the pipeline's
+    ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``, ``--range``. Unset values keep the pipeline's
     defaults (:func:`apply_sampling_arguments`)."""
     parser.add_argument("--steps", type=int_at_least(1), default=None,
-                        help="sampling steps, 1..T (default: the pipeline's, 4 for the default model)")
+                        help="sampling steps, 1..T (default: the pipeline's, {pipeline:num_inference_steps})")
     parser.add_argument("--noise-scale", "--noise_scale", type=_unit_interval, default=None,
-                        help="fidelity-realism knob in [0, 1]: 0 = deterministic, most faithful (default); "
+                        help="fidelity-realism knob in [0, 1] (default {pipeline:noise_scale}): 0 = deterministic, "
+                        "most faithful; "
                         "1 = the full ResShift posterior, more invented detail")
     parser.add_argument("--no-lr-consistency", "--no_lr_consistency", dest="lr_consistency", action="store_false",
                         help="skip back-projection onto the input and flat-region detail shrinkage "
@@ -66,6 +68,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", "--tile_overlap", type=int_at_least(0), default=16,
                         help="overlap of UNet tiles in LR pixels (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
+    parser.add_argument("--range", dest="value_range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="fixed intensity mapping in the input's units (counts, kelvin, degrees Celsius): "
+                        "LOW..HIGH maps to the model's input for every image, and outputs keep the input's units; "
+                        "values outside are kept, not clipped (default: each 16-bit / float image by its own min and "
+                        "max)")
 
 
 def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
@@ -74,10 +81,14 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
 
     Raises:
         ValueError: a tile size the UNet cannot take (the pipeline's message).
+        UsageError: a ``--range`` that is not ``LOW < HIGH`` (a ValueError too).
     """
     if args.tile is not None:
         pipe.enable_unet_tiling(tile_size=args.tile, tile_overlap=args.tile_overlap)
     kwargs = {"lr_consistency": args.lr_consistency}
+    value_range = parse_value_range(getattr(args, "value_range", None))
+    if value_range is not None:
+        kwargs["value_range"] = value_range
     if args.steps is not None:
         kwargs["num_inference_steps"] = args.steps
     if args.noise_scale is not None:

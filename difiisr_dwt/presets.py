@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from diffusers import UNet2DModel, VQModel
 
-from modeling_dwt_encoder import DWTEncoder
-from scheduler_resshift import ResShiftScheduler
+from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
+from difiisr_dwt.schedulers.scheduling_resshift import ResShiftScheduler
 
 PRESETS = ("test", "tiny", "full")
 
@@ -65,7 +65,7 @@ def build_pipeline(preset: str = "test", seed: int = 0, quantize_decode: bool = 
     """A pipeline of freshly initialised components (seeded), for tests, benchmarks and training starts."""
     import torch
 
-    from pipeline_difiisr_dwt import DifIISRDWTPipeline
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
 
     torch.manual_seed(seed)
     dwt_encoder = build_dwt_encoder(preset)

@@ -2,15 +2,25 @@
 
 A release folder is what ``DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)``
 loads: ``model_index.json`` in diffusers' remote-code list form, one folder per component with its
-config and safetensors weights, the three code files (``pipeline_difiisr_dwt.py`` at the root,
-``dwt_encoder/modeling_dwt_encoder.py``, ``scheduler/scheduler_resshift.py``) and a model card.
-The code files must equal the top-level sources of this checkout; :func:`check_release` says
-where they drift.
+config and safetensors weights, the code files and a model card. The code files are this package's
+model modules, written under the names the Hub folder has always had (:func:`release_code_files`):
+
+==========================================  ==================================================
+release file                                package module
+==========================================  ==================================================
+``pipeline_difiisr_dwt.py``                 ``difiisr_dwt/pipelines/pipeline_difiisr_dwt.py``
+``image_processor.py``, ``tiling.py``,      ``difiisr_dwt/pipelines/`` (same names; the pipeline
+``fidelity.py``                             file imports them relatively)
+``dwt_encoder/modeling_dwt_encoder.py``     ``difiisr_dwt/models/modeling_dwt_encoder.py``
+``scheduler/scheduler_resshift.py``         ``difiisr_dwt/schedulers/scheduling_resshift.py``
+==========================================  ==================================================
+
+They must equal the installed modules byte for byte; :func:`check_release` says where they drift.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import fnmatch
 import inspect
 import json
 import os
@@ -21,7 +31,7 @@ from pathlib import Path
 import torch
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import replace_dir
+from difiisr_dwt.io import InputGuard, replace_dir
 from difiisr_dwt.model_card import ReleaseInfo, render_model_card
 
 # component -> class the current code expects in model_index.json
@@ -46,38 +56,40 @@ def _read_index(folder: Path) -> dict:
         raise ReleaseError(f"{index_path}: not valid JSON ({error})") from error
 
 
-def code_files(index: dict) -> dict[str, str]:
-    """Release-relative path -> top-level module name of every remote-code file ``model_index.json`` names."""
-    files = {}
+def named_code_files(index: dict) -> list[str]:
+    """Release-relative paths of the remote-code files ``model_index.json`` names (pipeline and components)."""
+    files = []
     class_name = index.get("_class_name")
     if isinstance(class_name, list) and len(class_name) == 2:
-        files[f"{class_name[0]}.py"] = class_name[0]
+        files.append(f"{class_name[0]}.py")
     for name, value in index.items():
         if name.startswith("_") or not (isinstance(value, list) and len(value) == 2):
             continue
         if value[0] not in ("diffusers", "transformers", None):
-            files[f"{name}/{value[0]}.py"] = value[0]
+            files.append(f"{name}/{value[0]}.py")
     return files
 
 
-def source_file(module: str, sources: str | os.PathLike | None = None) -> Path | None:
-    """The file of a top-level module: ``sources/<module>.py``, or by import lookup (without importing it)."""
-    if sources is not None:
-        path = Path(sources) / f"{module}.py"
-        return path if path.is_file() else None
-    spec = importlib.util.find_spec(module)
-    return Path(spec.origin) if spec is not None and spec.origin else None
+def release_code_files() -> dict[str, Path]:
+    """Release-relative path -> installed package module of every code file a release carries: the
+    pipeline file and its sibling files at the root, each custom component's module in its folder."""
+    from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
+    from difiisr_dwt.schedulers.scheduling_resshift import ResShiftScheduler
+
+    files = DifIISRDWTPipeline.code_files({"dwt_encoder": DWTEncoder, "scheduler": ResShiftScheduler})
+    return {relative: Path(source) for relative, source in files.items()}
 
 
-def check_release(folder: str | os.PathLike, sources: str | os.PathLike | None = None) -> list[str]:
-    """Problems that make ``folder`` differ from a release of the current sources (empty: none).
+def check_release(folder: str | os.PathLike) -> list[str]:
+    """Problems that make ``folder`` differ from a release of the installed package (empty: none).
 
-    Checks that ``model_index.json`` names the pipeline in list form, that every code file it names
-    exists and is byte-identical to its top-level source, and that no other ``.py`` file is there.
+    Checks that ``model_index.json`` names the pipeline in list form and no code file the package
+    lacks, that every file of :func:`release_code_files` (the pipeline's sibling files too) exists
+    and is byte-identical to its package module, and that no other ``.py`` file is there.
 
     Args:
         folder: the release folder.
-        sources: the folder holding the top-level code files; by default they are found like imports.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -92,20 +104,20 @@ def check_release(folder: str | os.PathLike, sources: str | os.PathLike | None =
             f"{folder}/model_index.json: _class_name is {index.get('_class_name')!r}, not the remote-code list "
             f"form ['pipeline_difiisr_dwt', '{PIPELINE_CLASS}']"
         )
-    expected = code_files(index)
-    for relative, module in sorted(expected.items()):
-        release_file, source = folder / relative, source_file(module, sources)
-        if source is None:
-            problems.append(f"{relative}: no top-level source module {module!r} to compare with")
-        elif not release_file.is_file():
-            problems.append(f"{relative}: missing (model_index.json names it; source {source})")
+    expected, named = release_code_files(), named_code_files(index)
+    problems += [f"{relative}: model_index.json names it, but the package has no such code file"
+                 for relative in named if relative not in expected]
+    for relative, source in sorted(expected.items()):
+        release_file = folder / relative
+        if not release_file.is_file():
+            problems.append(f"{relative}: missing (source {source})")
         elif release_file.read_bytes() != source.read_bytes():
             problems.append(f"{relative}: differs from {source} ({_first_difference(release_file, source)})")
     stray = sorted(
         p.relative_to(folder).as_posix() for p in folder.rglob("*.py")
         if p.relative_to(folder).as_posix() not in expected and not any(part.startswith(".") for part in p.parts)
     )
-    problems += [f"{relative}: a code file model_index.json does not name" for relative in stray]
+    problems += [f"{relative}: a code file the release does not carry" for relative in stray if relative not in named]
     return problems
 
 
@@ -125,9 +137,9 @@ def load_pipeline_folder(folder: str | os.PathLike, torch_dtype: torch.dtype | N
     """
     from diffusers import UNet2DModel, VQModel
 
-    from modeling_dwt_encoder import DWTEncoder
-    from pipeline_difiisr_dwt import DifIISRDWTPipeline
-    from scheduler_resshift import ResShiftScheduler
+    from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
+    from difiisr_dwt.schedulers.scheduling_resshift import ResShiftScheduler
 
     folder = Path(folder)
     index = _read_index(folder)
@@ -156,20 +168,11 @@ def load_pipeline_folder(folder: str | os.PathLike, torch_dtype: torch.dtype | N
     return pipe
 
 
-def _copy_code_files(folder: Path) -> None:
-    """Overwrite the release's code files with the current top-level sources."""
-    for relative, module in code_files(_read_index(folder)).items():
-        source = source_file(module)
-        if source is None:
-            raise ReleaseError(f"no top-level source module {module!r} for {relative}")
-        shutil.copyfile(source, folder / relative)
-
-
 def _check_weights(folder: Path, pipe, variant: str | None = None) -> None:
     """Reload ``folder``'s weights (optionally a variant) and compare them with ``pipe``'s, tensor by tensor."""
     from diffusers import UNet2DModel, VQModel
 
-    from modeling_dwt_encoder import DWTEncoder
+    from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
 
     for name, cls in (("dwt_encoder", DWTEncoder), ("unet", UNet2DModel), ("vqvae", VQModel)):
         loaded = cls.from_pretrained(folder, subfolder=name, variant=variant, torch_dtype=getattr(pipe, name).dtype)
@@ -189,7 +192,9 @@ def export_release(
     """Write the Hub release of the pipeline folder ``source`` to ``out``, atomically.
 
     Everything is written to a temporary folder beside ``out`` and renamed into place at the end, so an
-    interrupted export never leaves a half-written release under ``out``.
+    interrupted export never leaves a half-written release under ``out``. Replacing an earlier release
+    (``overwrite``) replaces only the files a release consists of (:func:`is_release_file`); every other
+    file of ``out`` (notes, figures) is carried into the new folder unchanged.
 
     Args:
         source: a pipeline folder (``save_pretrained`` output, e.g. training's ``OUTPUT_DIR/pipeline``).
@@ -198,8 +203,16 @@ def export_release(
         evaluations: label -> methods of an ``eval --json`` file (:func:`~difiisr_dwt.model_card.load_eval_json`).
         variant: ``"fp16"`` also writes ``*.fp16.safetensors`` weights (diffusers' variant convention).
         overwrite: replace an existing release at ``out``.
+
+    Raises:
+        ReleaseError: ``out`` exists without ``overwrite``, is not a pipeline folder, or is, lies inside or
+            holds ``source``.
     """
     source, out = Path(source), Path(out)
+    problem = InputGuard(folders=[source]).problem(out, replaces_folder=True)
+    if problem is not None:
+        raise ReleaseError(f"--out {out} {problem}; export never writes into the pipeline folder it reads: "
+                           "choose another --out")
     if variant not in (None, "fp16"):
         raise ReleaseError(f"variant {variant!r} is not supported; use 'fp16'")
     if out.exists() and not overwrite:
@@ -211,14 +224,12 @@ def export_release(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        _copy_code_files(tmp)
+        pipe.save_pretrained(tmp, safe_serialization=True)  # with the package's code files (release_code_files)
         _check_weights(tmp, pipe)
         card = render_model_card(pipe, tmp, info, evaluations or {}, variant=variant)
         if variant:  # diffusers' way to half precision: load the float32 weights with torch_dtype
             half = load_pipeline_folder(tmp, torch_dtype=torch.float16)
             half.save_pretrained(tmp, safe_serialization=True, variant=variant)
-            _copy_code_files(tmp)
             _check_weights(tmp, half, variant=variant)
         card.save(tmp / "README.md")
         for image in info.images:  # figures the card shows (e.g. a plot), beside README.md
@@ -226,11 +237,35 @@ def export_release(
         problems = check_release(tmp)
         if problems:
             raise ReleaseError("the export does not match the sources:\n  " + "\n  ".join(problems))
-        replace_dir(tmp, out)
+        stale = [p.relative_to(out).as_posix() for p in out.rglob("*")] if out.is_dir() else []
+        stale = [relative for relative in stale if not (tmp / relative).exists() and is_release_file(out, relative)]
+        replace_dir(tmp, out, keep_others=True, drop=stale)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+#: What :func:`export_release` writes into a component folder (configs and weights, every variant).
+_COMPONENT_FILES = ("config.json", "scheduler_config.json", "diffusion_pytorch_model*.safetensors")
+
+
+def is_release_file(folder: Path, relative: str) -> bool:
+    """Whether ``relative`` (``/``-separated) is one of the files an export writes into a release ``folder``:
+    ``model_index.json``, ``README.md``, the code files (:func:`release_code_files`, and those its
+    ``model_index.json`` names), and each component's configs and weights. An export replacing ``folder``
+    drops such files it no longer writes (an earlier fp16 variant) and keeps every other file."""
+    parts = relative.split("/")
+    if relative in ("model_index.json", "README.md"):
+        return True
+    if len(parts) == 2 and parts[0] in COMPONENTS and any(fnmatch.fnmatch(parts[1], p) for p in _COMPONENT_FILES):
+        return True
+    if relative in release_code_files():
+        return True
+    try:
+        return relative in named_code_files(_read_index(folder))
+    except ReleaseError:
+        return False
 
 
 def upload_files(folder: str | os.PathLike) -> list[tuple[str, int]]:

@@ -17,6 +17,7 @@ import pytest
 
 from difiisr_dwt.cli import main
 from difiisr_dwt.io import ImageReadError, collect_inputs, read_frames, read_image
+from difiisr_dwt.output_folder import OUTPUT_LOG
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,7 @@ def test_colliding_names_get_distinct_outputs_and_counts_match_files(saved_test_
     out = tmp_path / "out"
     assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0
     created = sorted(p.name for p in out.iterdir())
-    assert created == ["a_jpg_x4.png", "a_png_x4.png", "b_tif_x4.tif", "b_tiff_x4.tif"]
+    assert created == [OUTPUT_LOG, "a_jpg_x4.png", "a_png_x4.png", "b_tif_x4.tif", "b_tiff_x4.tif"]
     assert "4 written, 0 skipped, 0 failed" in capsys.readouterr().out  # the written count is the files created
     # each output is its own input's result, not a copy of its namesake's
     assert _max_diff(out / "a_png_x4.png", out / "a_jpg_x4.png") > 10
@@ -209,7 +210,7 @@ def test_batches_serve_several_frames_and_match_single_frame_runs(saved_test_mod
     assert main(_upscale(saved_test_model, str(folder / "f0.png"), str(folder / "f1.png"), "-o",
                          str(tmp_path / "b1"))) == 0
     assert calls == [1, 1]
-    for path in sorted((tmp_path / "b1").iterdir()):
+    for path in sorted((tmp_path / "b1").glob("*.png")):
         assert _max_diff(path, tmp_path / "b4" / path.name) <= 1  # same seed, same image, to rounding
     entries = json.loads(manifest.read_text())
     assert entries["summary"]["written"] == 6 and entries["summary"]["total"] == 6
@@ -237,8 +238,8 @@ def test_kill_9_halfway_then_rerun_completes_every_output_once(saved_test_model,
     assert 1 <= len(done_before) < 5, "the run should have been killed halfway"
     manifest = tmp_path / "manifest.json"
     assert main([*command[3:], "--manifest", str(manifest)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [f"f{i}_x4.png" for i in range(5)]  # no temp file, no duplicate
-    assert all(read_image(p).size == (192, 192) for p in out.iterdir())  # every output complete
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_LOG] + [f"f{i}_x4.png" for i in range(5)]  # no temp
+    assert all(read_image(p).size == (192, 192) for p in out.glob("*.png"))  # every output complete
     files = json.loads(manifest.read_text())["files"]
     assert sorted(Path(f["input"]).name for f in files) == [f"f{i}.png" for i in range(5)]
     statuses = {Path(f["output"]).name: f["status"] for f in files}
@@ -254,7 +255,7 @@ def test_local_imagefolder_dataset_names_outputs_from_file_names(saved_test_mode
         _frame(i).save(folder / f"shot{i}.png")
     out = tmp_path / "out"
     assert main(_upscale(saved_test_model, "--dataset_name", str(folder), "-o", str(out), "--batch-size", "2")) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["shot0_x4.png", "shot1_x4.png"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_LOG, "shot0_x4.png", "shot1_x4.png"]
     reference = tmp_path / "ref"
     assert main(_upscale(saved_test_model, str(folder / "shot1.png"), "-o", str(reference))) == 0
     assert _max_diff(out / "shot1_x4.png", reference / "shot1_x4.png") <= 1
@@ -287,9 +288,31 @@ def test_two_accelerate_cpu_processes_share_the_work_and_match_one(saved_test_mo
     summary = json.loads(manifest.read_text())
     assert summary["summary"]["processes"] == 2
     assert {f["rank"] for f in summary["files"]} == {0, 1}  # both ranks worked
-    assert sorted(p.name for p in dual.iterdir()) == [f"f{i}_x4.png" for i in range(6)]  # each exactly once
+    assert sorted(p.name for p in dual.iterdir()) == [OUTPUT_LOG] + [f"f{i}_x4.png" for i in range(6)]  # once each
     for i in range(6):
         assert _max_diff(single / f"f{i}_x4.png", dual / f"f{i}_x4.png") <= 1
     capsys.readouterr()
     assert main(_upscale(saved_test_model, str(folder), "-o", str(dual))) == 0  # a rerun (one process: faster)
     assert "0 written, 6 skipped" in capsys.readouterr().out
+
+
+def test_streaming_and_downloaded_datasets_name_outputs_alike(tmp_path):
+    """One naming rule for both modes: a stream cannot see later rows, so neither mode uses them."""
+    pytest.importorskip("datasets")
+    from difiisr_dwt.archive import dataset_jobs
+
+    folder = tmp_path / "frames"
+    for sub, name in [("day", "a.png"), ("night", "a.png"), ("day", "b.png"), ("night", "B.png"), ("day", "c.gif"),
+                      ("night", "c.png"), ("night", "a_1.png")]:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        _frame(len(name)).save(folder / sub / name)
+    names = {}
+    for streaming in (False, True):
+        jobs, _, _ = dataset_jobs(str(folder), None, "train", None, streaming, tmp_path / "out", "_x4")
+        names[streaming] = [(Path(job.source.name.split(" (")[-1].rstrip(")")).name, job.output.name) for job in jobs]
+    assert names[True] == names[False]
+    outputs = [output for _, output in names[False]]
+    assert len({o.casefold() for o in outputs}) == len(outputs) == 7
+    # the first of each name keeps it; later ones get their row index
+    assert "a_x4.png" in outputs and "b_x4.png" in outputs and "c_x4.tif" in outputs and "c_x4.png" in outputs
+    assert sum(o.startswith("a_") for o in outputs) == 3 and not any("_png_" in o for o in outputs)

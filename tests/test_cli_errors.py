@@ -101,3 +101,22 @@ def test_partial_failure_reported_per_file_adds_no_line(capsys):
         raise PartialFailure("")
 
     assert report_errors(fail) == 1 and capsys.readouterr().err == ""
+
+
+def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path, capsys, monkeypatch):
+    """A directory ``x.png`` is "a directory", not "no such file" (upscale, convert-vq); a missing --model
+    path is "no such folder", not a Hub download failure."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    inputs = tmp_path / "in"
+    (inputs / "x.png").mkdir(parents=True)
+    code, lines, err = run(["upscale", inputs, "-o", tmp_path / "out", "--device", "cpu"], capsys)
+    assert code == 1 and f"error: {inputs / 'x.png'}: is a directory, not a file" in lines, err
+    assert "no such file" not in err
+    assert_one_error(run(["convert-vq", inputs / "x.png", "--out", tmp_path / "vq"], capsys), 2,
+                     "x.png: is a directory, not a file")
+    PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    for missing in (tmp_path / "no" / "model", "./no_such/model"):
+        result = run(["upscale", tmp_path / "a.png", "-o", tmp_path / "o", "--model", missing, "--device", "cpu"],
+                     capsys)
+        assert_one_error(result, 2, f"{missing}: no such folder")
+        assert "huggingface" not in result[2].lower()

@@ -11,6 +11,7 @@ import pytest
 
 from difiisr_dwt.cli import main
 from difiisr_dwt.io import ImageReadError, read_image, save_image_atomic
+from difiisr_dwt.output_folder import OUTPUT_LOG
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_upscale_folder_skips_bad_file_and_fails_overall(model_dir, inputs, tmp_
     assert (raw.mode, raw.size) == ("I;16", (48, 32))
     values = np.asarray(raw)
     assert 3000 <= values.min() and values.max() <= 3500
-    assert sorted(p.name for p in out.iterdir()) == ["color_x4.png", "gray_x4.png", "raw16_x4.tif"]  # no temp files
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_LOG, "color_x4.png", "gray_x4.png", "raw16_x4.tif"]
 
 
 def test_upscale_glob_and_missing_file(model_dir, inputs, tmp_path, capsys):
@@ -54,7 +55,7 @@ def test_upscale_glob_and_missing_file(model_dir, inputs, tmp_path, capsys):
                  "--model", str(model_dir), "--steps", "1", "--device", "cpu"])
     assert code == 1
     assert "missing.png: no such file" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == ["gray_x4.png"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_LOG, "gray_x4.png"]
 
 
 def test_upscale_all_good_exits_zero_and_skips_existing(model_dir, inputs, tmp_path, capsys):

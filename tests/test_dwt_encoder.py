@@ -9,7 +9,7 @@ import pytest
 import pywt
 import torch
 
-from modeling_dwt_encoder import DWTEncoder
+from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
 
 
 def pywt_bands(x: torch.Tensor) -> list[np.ndarray]:

@@ -17,12 +17,11 @@ import yaml
 from difiisr_dwt import evaluation
 from difiisr_dwt.cli import main as run_cli  # the CLI with its error boundary
 from difiisr_dwt.model_card import ModelCardError, load_eval_json
-from difiisr_dwt.release import ReleaseError, export_release
+from difiisr_dwt.release import ReleaseError, export_release, release_code_files
 
-REPO = Path(__file__).resolve().parent.parent
 STEPS, SEED = 15, 7
 FILES = {
-    "README.md", "model_index.json", "pipeline_difiisr_dwt.py",
+    "README.md", "model_index.json", "pipeline_difiisr_dwt.py", "image_processor.py", "tiling.py", "fidelity.py",
     "dwt_encoder/config.json", "dwt_encoder/modeling_dwt_encoder.py",
     "scheduler/scheduler_config.json", "scheduler/scheduler_resshift.py",
     "unet/config.json", "vqvae/config.json",
@@ -100,9 +99,10 @@ def test_release_layout_and_code_files(exported):
     assert index["_class_name"] == ["pipeline_difiisr_dwt", "DifIISRDWTPipeline"]
     assert index["dwt_encoder"] == ["modeling_dwt_encoder", "DWTEncoder"]
     assert index["scheduler"] == ["scheduler_resshift", "ResShiftScheduler"]
-    for relative in ("pipeline_difiisr_dwt.py", "dwt_encoder/modeling_dwt_encoder.py",
-                     "scheduler/scheduler_resshift.py"):
-        assert (out / relative).read_bytes() == (REPO / Path(relative).name).read_bytes()
+    code = release_code_files()  # every code file, written from the package's modules
+    assert {p for p in FILES if p.endswith(".py")} == set(code)
+    for relative, source in code.items():
+        assert (out / relative).read_bytes() == source.read_bytes(), relative
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
     assert oct(out.stat().st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
 

@@ -17,14 +17,9 @@ from test_pipeline import run, smooth_image
 
 from difiisr_dwt.evaluation import bicubic_down, bicubic_up
 from difiisr_dwt.metrics import psnr
-from pipeline_difiisr_dwt import (
-    GroupNormStatistics,
-    back_project,
-    bicubic_resize,
-    blend_tiles,
-    shrink_flat_detail,
-    tiled_with_shared_norms,
-)
+from difiisr_dwt.pipelines.fidelity import back_project, shrink_flat_detail
+from difiisr_dwt.pipelines.image_processor import bicubic_resize
+from difiisr_dwt.pipelines.tiling import GroupNormStatistics, blend_tiles, tiled_with_shared_norms
 
 
 def test_bicubic_resize_matches_pil_bicubic():

@@ -262,10 +262,13 @@ def test_space_layout_runs_without_the_package(pipeline_dir, tmp_path, monkeypat
 
     with monkeypatch.context() as patch:
         patch.delenv("DIFIISR_MODEL", raising=False)
+        with pytest.raises(space_app.UploadError, match="set DIFIISR_MODEL"):  # no placeholder repo id to fall to
+            space_app.load(None, "cpu")
+        patch.setenv("DIFIISR_MODEL", "someone/their-model")
         patch.setattr(diffusers.DiffusionPipeline, "from_pretrained", no_network)
         with pytest.raises(OSError):
             space_app.load(None, "cpu")
-    assert asked == [space_app.HUB_MODEL]  # without the package, the default is the Space's Hub model
+    assert asked == ["someone/their-model"]  # without the package, the default is the Space's model
     with pytest.raises(ValueError, match="trust_remote_code"):  # another model's code runs only when asked
         space_app.load(str(pipeline_dir), "cpu")
     pipe = space_app.load(str(pipeline_dir), "cpu", trust_remote_code=True)
@@ -318,3 +321,60 @@ def test_client_errors_leave_server_serving(client, tmp_path):
         (_, result), _, _ = predict(client, write_image(tmp_path / "ok.png", size=(20, 16)), steps=1)
         with PIL.Image.open(result) as image:
             assert image.size == (80, 64)
+
+
+def test_demo_refuses_a_missing_device(capsys):
+    """``--device`` is checked when parsed, before the model loads (the same check as the CLI's)."""
+    with pytest.raises(SystemExit):
+        demo_app.parse_args(["--device", "foo"])
+    assert "foo" in capsys.readouterr().err
+
+
+def test_no_placeholder_model_id():
+    """The Space's front matter and the app name no made-up repo id (``org/...``): a real one or none."""
+    text = (APP_DIR / "README.md").read_text(encoding="utf-8") + (APP_DIR / "app.py").read_text(encoding="utf-8")
+    assert "org/difiisr-dwt" not in text
+    front_matter = (APP_DIR / "README.md").read_text(encoding="utf-8").split("---")[1]
+    assert "models:" not in front_matter or "org/" not in front_matter
+
+
+# ---------------------------------------------------------------- radiometric uploads
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_radiometric_float_tiff_keeps_units_with_colorbar_and_readout(pipe, tmp_path, dtype):
+    import gradio as gr
+    import tifffile
+
+    celsius = np.linspace(18.0, 26.0, 24 * 32).reshape(24, 32).astype(dtype)
+    path = tmp_path / "facade_degC.tif"
+    tifffile.imwrite(path, celsius)
+    out = demo_app.upscale_file(pipe, str(path), 1, 0, 0, value_range=(15, 30))
+    assert out.result.mode == "F" and out.result.size == (128, 96) and "32-bit F" in out.info
+    thermal = out.thermal
+    assert thermal["value_range"] == (15.0, 30.0) and thermal["after"].shape == (96, 128)
+    bar, probe, text = demo_app.thermal_view(thermal, "Ironbow")
+    assert bar["visible"] and bar["value"].shape == (56, 512, 3) and probe["value"].shape == (96, 128, 3)
+    line = demo_app.read_point(thermal, gr.SelectData(None, {"index": [100, 40], "value": None}))
+    lr, before, after = celsius[40 // 4, 100 // 4], thermal["before"][40, 100], thermal["after"][40, 100]
+    assert line == (f"at (100, 40): input {lr:.3f}, before (bicubic) {before:.3f}, after {after:.3f} "
+                    "°C or K, as in the file")
+    assert 17.5 < after < 26.5  # a temperature of the input's scale, not a [0, 1] grey level
+    saved = imaging.save_result(out.result, path.name, tmp_path / "out")
+    with PIL.Image.open(saved) as reread:
+        assert reread.mode == "F"
+        np.testing.assert_array_equal(np.asarray(reread), np.asarray(out.result))
+
+
+def test_16bit_upload_reads_counts_and_ordinary_upload_hides_the_readout(pipe, tmp_path):
+    counts = demo_app.upscale_file(pipe, str(write_image(tmp_path / "ir16.tif", size=(20, 16), bit16=True)), 1, 0, 0)
+    assert counts.thermal["unit"] == "counts" and counts.thermal["value_range"][1] > counts.thermal["value_range"][0]
+    plain = demo_app.upscale_file(pipe, str(write_image(tmp_path / "ir.png", size=(20, 16))), 1, 0, 0)
+    assert plain.thermal is None
+    bar, probe, _ = demo_app.thermal_view(None, "Ironbow")
+    assert bar["visible"] is False and probe["visible"] is False
+
+
+@pytest.mark.parametrize(("low", "high", "message"), [(5, None, "give both low and high"),
+                                                      (30, 20, "low must be below high")])
+def test_bad_range_is_a_readable_error(pipe, tmp_path, low, high, message):
+    with pytest.raises(imaging.UploadError, match=message):
+        demo_app.upscale_file(pipe, str(write_image(tmp_path / "a.png")), 1, 0, 0, value_range=(low, high))

@@ -41,10 +41,12 @@ def test_folder_code_does_not_run_by_default(planted, tiny_pipeline, caplog):
     with caplog.at_level(logging.WARNING, logger="difiisr_dwt.loading"):
         pipe = load_pipeline(folder, device="cpu")
     assert not marker.exists()
-    assert type(pipe.scheduler).__module__ == "scheduler_resshift"  # the installed module, not the folder's
-    assert type(pipe).__module__ == "pipeline_difiisr_dwt"
+    # the installed modules, not the folder's
+    assert type(pipe.scheduler).__module__ == "difiisr_dwt.schedulers.scheduling_resshift"
+    assert type(pipe).__module__ == "difiisr_dwt.pipelines.pipeline_difiisr_dwt"
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "scheduler_resshift.py differs" in warned[0] and "--trust-remote-code" in warned[0]
+    assert "the installed difiisr_dwt/schedulers/scheduling_resshift.py" in warned[0]
     assert np.abs(_run(pipe) - _run(tiny_pipeline)).max() < 1e-5  # the folder's weights and configs
 
 
@@ -62,7 +64,7 @@ def test_repo_id_loads_offline_with_installed_classes(planted, tmp_path, monkeyp
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     pipe = load_pipeline("org/tiny", device="cpu")
-    assert type(pipe.scheduler).__module__ == "scheduler_resshift" and not marker.exists()
+    assert type(pipe.scheduler).__module__ == "difiisr_dwt.schedulers.scheduling_resshift" and not marker.exists()
     with pytest.raises(ModelLoadError, match="cannot load the model org/missing"):
         load_pipeline("org/missing", device="cpu")
 
@@ -108,5 +110,5 @@ def test_gpu_check_and_demo_do_not_run_folder_code(planted, monkeypatch):
     monkeypatch.setattr(gpu_check, "Checker", stop)
     with pytest.raises(Loaded):
         gpu_check.check(str(folder), "cpu", quick=True)
-    assert [type(p.scheduler).__module__ for p in loaded] == ["scheduler_resshift"] * 2
+    assert [type(p.scheduler).__module__ for p in loaded] == ["difiisr_dwt.schedulers.scheduling_resshift"] * 2
     assert not marker.exists()

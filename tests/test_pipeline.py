@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from difiisr_dwt.metrics import psnr
-from pipeline_difiisr_dwt import blend_tiles
+from difiisr_dwt.pipelines.tiling import blend_tiles
 
 
 def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -207,7 +207,7 @@ BAD_INPUTS = [
     (np.zeros((2, 8, 8, 3), np.uint8), r"\(H, W\) or \(H, W, C\)"),
     (np.full((8, 8), 2.0, np.float32), r"\[0, 1\]"),
     (np.zeros((8, 8), np.int8), "unsupported dtype"),
-    (PIL.Image.new("F", (8, 8)), "unsupported PIL mode 'F'"),
+    (PIL.Image.fromarray(np.full((8, 8), np.nan, np.float32), mode="F"), "NaN or Inf"),
     (PIL.Image.new("HSV", (8, 8)), "unsupported PIL mode 'HSV'"),
     ("image.png", "unsupported type str"),
 ]
@@ -243,8 +243,8 @@ def test_bad_options_raise_clear_errors(tiny_pipeline, kwargs, message):
 def test_component_mismatch_is_rejected():
     from diffusers import UNet2DModel
 
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
     from difiisr_dwt.presets import build_dwt_encoder, build_scheduler, build_vqvae
-    from pipeline_difiisr_dwt import DifIISRDWTPipeline
 
     unet = UNet2DModel(in_channels=40, out_channels=3, block_out_channels=(8, 8), norm_num_groups=4,
                        down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from scheduler_resshift import ResShiftScheduler, ResShiftSchedulerOutput
+from difiisr_dwt.schedulers.scheduling_resshift import ResShiftScheduler, ResShiftSchedulerOutput
 
 
 def reference_etas(config: dict) -> list[float]:
@@ -154,7 +154,7 @@ def test_step_rejects_unknown_timestep():
 def test_noise_scale_one_is_the_posterior_and_zero_keeps_the_marginal():
     """s = 1 samples q(x_t' | x_t, x_0) (same draw as the default step); s = 0 is the DDIM-style step,
     which maps x_t = forward(x_0, eps) to forward(x_0, eps) at t' with the same eps."""
-    from scheduler_resshift import ResShiftScheduler
+    from difiisr_dwt.schedulers.scheduling_resshift import ResShiftScheduler
 
     scheduler = ResShiftScheduler()
     scheduler.set_timesteps(4)

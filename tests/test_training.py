@@ -195,7 +195,7 @@ def test_new_decoder_keeps_the_latent_space_and_resumes(shared_dir, tmp_path, ti
 
 @pytest.mark.slow
 def test_adapter_stage_trains_only_the_adapter(shared_dir, tmp_path, tiny_components):
-    from modeling_dwt_encoder import DWTEncoder
+    from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
 
     vq, enc = tiny_components
     out = tmp_path / "adapter"

@@ -143,6 +143,36 @@ def test_wrong_component_folder_names_both_classes(components, tmp_path, capsys,
     assert type(load_vqvae(args)).__name__ == "VQModel"
 
 
+class _RunsCode:
+    """Unpickling this calls ``os.mkdir(marker)``: what a hostile pickle would do with a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_hostile_optimizer_pickle_is_refused_in_one_line(components, tmp_path, capsys, train_main):
+    _write_checkpoints(tmp_path, (2,), ADAPTER)
+    marker = tmp_path / "pwned"
+    torch.save({"state": _RunsCode(marker)}, tmp_path / "checkpoint-2" / "optimizer.bin")
+    code, lines, err = _train(train_main, _adapter_argv(components, tmp_path, *RESUME), capsys)
+    assert not marker.exists()  # refused by weights_only=True, never run
+    assert code == 2 and len(lines) == 1, err
+    assert "checkpoint-2" in lines[0] and "weights_only=True" in lines[0] and "Traceback" not in err
+
+
+def test_missing_local_component_folder_is_named_as_missing(components, tmp_path, capsys, train_main):
+    for missing in (tmp_path / "no" / "vqvae", "./no_such_dir/vqvae", "out/ae/vqvae"):
+        argv = _adapter_argv(components, tmp_path)
+        argv[argv.index(components / "vqvae")] = missing
+        code, lines, err = _train(train_main, argv, capsys)
+        assert code == 2 and len(lines) == 1, err
+        assert f"--vqvae_model_name_or_path {missing}: no such folder" in lines[0], err
+        assert "huggingface.co" not in err
+
+
 @pytest.mark.parametrize("flags", [("--keep_latent_space",), ("--vqvae_mid_block_attention", "drop")])
 def test_latent_space_flags_need_a_pretrained_autoencoder(flags, tmp_path, capsys):
     from difiisr_dwt.training.args import parse_args

@@ -107,7 +107,7 @@ def reconstruction_ceiling(folders: list[str], encoder: str, hr_dir: Path, file_
     Returns:
         ``{"bicubic" or folder, and the same + " + BP": {metric: mean, "images": n}}``.
     """
-    from pipeline_difiisr_dwt import back_project
+    from difiisr_dwt.pipelines.fidelity import back_project
 
     reference = _load(encoder)
     models = {folder: _load(folder) for folder in folders}

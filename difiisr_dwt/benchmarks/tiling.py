@@ -20,7 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-import modeling_dwt_encoder
+import difiisr_dwt
 from difiisr_dwt.benchmarks import BenchConfig
 from difiisr_dwt.benchmarks.timing import measure_peak_rss
 from difiisr_dwt.presets import build_pipeline
@@ -52,8 +52,8 @@ def _run_child(spec: dict) -> dict:
 
 def _run_isolated(spec: dict) -> dict:
     """:func:`_run_child` in a fresh interpreter."""
-    # The Hub code files sit at the repository root, beside (not inside) the package.
-    root = os.path.dirname(os.path.abspath(modeling_dwt_encoder.__file__))
+    # The child must import this very package (a checkout on PYTHONPATH too), not another install.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(difiisr_dwt.__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-m", "difiisr_dwt.benchmarks.tiling", json.dumps(spec)],

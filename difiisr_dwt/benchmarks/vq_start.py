@@ -12,8 +12,8 @@ import torch
 from diffusers import VQModel
 from torch import nn
 
-from modeling_dwt_encoder import DWTEncoder
-from pipeline_difiisr_dwt import DifIISRDWTPipeline
+from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
+from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
 
 
 class VQStartEncoder(nn.Module):

@@ -1,12 +1,11 @@
 """``difiisr-dwt bench``: encoder, end-to-end and tiling benchmarks (random weights), training throughput and a
+trained pipeline's accelerator path, as markdown + JSON.
 
 Benchmarks, all in this process (tiling: one child process per size). With random weights: DWT vs VQ-f4
 encoder; this pipeline vs the same pipeline started from the VQ encoder and diffusers'
 LDMSuperResolutionPipeline; tiled time and peak memory vs output size. On request: samples/s of the diffusion
 training stage (train), and a trained pipeline's accelerator path (gpu: determinism, CPU/device agreement,
 half precision, offload, speed).
-
-pipeline's accelerator path, as markdown + JSON.
 
 Examples::
 
@@ -28,7 +27,7 @@ from difiisr_dwt.benchmarks import DEFAULT_SECTIONS, FULL, QUICK, SECTIONS, run_
 from difiisr_dwt.benchmarks.report import format_markdown
 from difiisr_dwt.commands import int_at_least
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import write_text_atomic
+from difiisr_dwt.io import InputGuard, write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,12 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json is not None:  # never over the model the gpu section reads
+        InputGuard().add_models(args.model).check(args.json, "--json")
     config = QUICK if args.quick else FULL
     if args.repeats is not None:
         config = replace(config, repeats=args.repeats)
     if args.e2e_size is not None:
         config = replace(config, e2e_lr_size=(args.e2e_size // 4, args.e2e_size // 4))
     sections = tuple(dict.fromkeys(args.sections)) if args.sections else DEFAULT_SECTIONS
+    if "gpu" in sections:  # the only section that takes --device: refuse one the machine lacks before any work
+        from difiisr_dwt.loading import resolve_device
+
+        resolve_device(args.device)
     config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device)
     # Progress on stderr: the full run takes minutes; the tables go to stdout at the end.
     handler = logging.StreamHandler(sys.stderr)

@@ -16,12 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``difiisr-dwt convert-vq`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
     parser.add_argument("checkpoint", help="the original checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (config.json + safetensors weights)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a model")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it already holds a model (its other files are kept)")
 
 
 def run(args: argparse.Namespace) -> int:
     from difiisr_dwt.convert import convert_vq_checkpoint, save_vqmodel_atomic
+    from difiisr_dwt.io import InputGuard
 
+    # --out is replaced as a whole: it may not be, or hold, the checkpoint
+    InputGuard(files=[args.checkpoint]).check(args.out, "--out", replaces_folder=True)
     model, ignored = convert_vq_checkpoint(args.checkpoint)  # errors are reported by the CLI boundary
     out = save_vqmodel_atomic(model, args.out, overwrite=args.overwrite)
     config = model.config

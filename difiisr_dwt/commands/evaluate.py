@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from difiisr_dwt.evaluation import METRICS
-from difiisr_dwt.io import write_text_atomic
+from difiisr_dwt.io import IMAGE_SUFFIXES, InputGuard, write_text_atomic
 from difiisr_dwt.loading import add_model_arguments
 from difiisr_dwt.options import add_lpips_backbone_dir, add_sampling_arguments, apply_sampling_arguments
 
@@ -71,9 +71,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ev.EvaluationError(f"--limit must be >= 1, got {args.limit}")
+    # the reports may not land on what is measured: the HR/LR/SR folders, the file list, the model
+    guard = InputGuard(files=[args.file_list] if args.file_list else [],
+                       folders=[args.hr, args.lr, args.sr, args.lpips_backbone_dir]).add_models(args.model)
+    guard.check_options({"--json": args.json, "--csv": args.csv, "--grid": args.grid})
+    if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES:  # found before the model runs
+        raise ev.EvaluationError(f"--grid {args.grid}: not an image file name (use .png)")
     metrics = ev.parse_metrics(args.metrics)
     methods = select_methods(args)
     hr_paths = ev.list_hr(args.hr, args.file_list, args.limit)
+    if _is_radiometric(hr_paths[0]):
+        return _run_radiometric(args, hr_paths, methods)
     needs_lr = "bicubic" in methods or "model" in methods
     lr_paths = ev.pair_files(hr_paths, args.lr, "--lr") if needs_lr and args.lr is not None else None
     sr_paths = ev.pair_files(hr_paths, args.sr, "--sr") if args.sr is not None else None
@@ -129,3 +137,55 @@ def _model_upscaler(args: argparse.Namespace):
         return pipe(image, generator=generator, **sampling).images[0]
 
     return upscale
+
+
+def _is_radiometric(path: Path) -> bool:
+    from difiisr_dwt.radiometric import read_radiometric
+
+    try:
+        return read_radiometric(path) is not None
+    except Exception:  # an unreadable file is reported by the path that reads it
+        return False
+
+
+def _run_radiometric(args: argparse.Namespace, hr_paths: list[Path], methods: list[str]) -> int:
+    """Radiometric HR files: LR = bicubic /4 in float, every figure in counts or kelvin
+    (:mod:`difiisr_dwt.radiometric_eval`)."""
+    from tqdm.auto import tqdm
+
+    from difiisr_dwt import evaluation as ev
+    from difiisr_dwt import radiometric_eval as rev
+    from difiisr_dwt.errors import UsageError
+    from difiisr_dwt.loading import load_pipeline_from_args
+    from difiisr_dwt.radiometric import parse_value_range
+
+    if args.sr is not None or args.lr is not None:
+        raise ev.EvaluationError("radiometric HR files: LR is made from HR in float (bicubic /4); --lr and --sr "
+                                 "are for 8-bit images")
+    value_range = parse_value_range(args.value_range)
+    upscale = None
+    if "model" in methods:
+        pipe = load_pipeline_from_args(args)
+        pipe.set_progress_bar_config(disable=True)
+        try:
+            sampling = apply_sampling_arguments(pipe, args)
+        except ValueError as error:  # a tile size the UNet cannot take
+            raise UsageError(str(error)) from error
+        sampling.pop("value_range", None)
+        upscale = rev.pipeline_upscaler(pipe, args.seed, **sampling)
+    results, unit = rev.evaluate_radiometric(
+        hr_paths, methods, upscale, value_range, progress=lambda it: tqdm(it, desc="eval", unit="img", disable=None)
+    )
+    print(f"radiometric HR ({unit}); LR = bicubic /4 in float; model range: "
+          + (f"{value_range[0]:g}..{value_range[1]:g}" if value_range else "each LR's own min..max"))
+    print(rev.markdown_table(results, unit, per_image=not args.summary_only))
+    if args.json is not None:
+        import json
+
+        report = {"unit": unit, "value_range": value_range, "methods": json.loads(ev.to_json(results))}
+        write_text_atomic(json.dumps(report, indent=2) + "\n", args.json)
+        print(f"wrote {args.json}")
+    if args.csv is not None:
+        write_text_atomic(ev.to_csv(results), args.csv)
+        print(f"wrote {args.csv}")
+    return 0

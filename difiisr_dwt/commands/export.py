@@ -1,10 +1,11 @@
 """``difiisr-dwt export``: write, check and upload Hub releases.
 
 Export PIPELINE_DIR (a DifIISRDWTPipeline folder, e.g. training's OUTPUT_DIR/pipeline) to --out as a Hub
-release: model_index.json in diffusers' remote-code form, safetensors weights, the current top-level code
-files and a model card (README.md). The release is written to a temporary folder and renamed into place.
---check compares release folders' code files with the sources; --push uploads the release (--out, or
-PIPELINE_DIR itself when it already is a release); --dry-run lists what --push would upload, offline.
+release: model_index.json in diffusers' remote-code form, safetensors weights, the code files (this
+package's model modules) and a model card (README.md). The release is written to a temporary folder and
+renamed into place. --check compares release folders' code files with the package's modules; --push
+uploads the release (--out, or PIPELINE_DIR itself when it already is a release); --dry-run lists what
+--push would upload, offline.
 
     difiisr-dwt export PIPELINE_DIR --out HUB_DIR [--eval-json LABEL=FILE ...] [--card-meta META.json] [--variant fp16]
     difiisr-dwt export --check HUB_DIR [HUB_DIR ...]
@@ -24,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="PIPELINE_DIR", help="pipeline folder to export (or push)")
     parser.add_argument("--out", type=Path, default=None, metavar="HUB_DIR", help="release folder to write")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing release at --out (its model card is rewritten from this command's "
-                        "metadata)")
+                        help="replace an existing release at --out: its weights, configs, code files and model card "
+                        "(rewritten from this command's metadata); other files in it are kept")
     parser.add_argument("--variant", choices=["fp16"], default=None,
                         help="also write fp16 weights (*.fp16.safetensors), loaded with variant='fp16'")
     card = parser.add_argument_group("model card")
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="what the card's snippets load (default: --repo-id, else the --out path as given)")
     hub = parser.add_argument_group("checking and uploading")
     hub.add_argument("--check", nargs="+", type=Path, default=None, metavar="HUB_DIR",
-                     help="check release folders' code files against the top-level sources; exit 1 on drift")
+                     help="check release folders' code files against the installed package's modules; exit 1 on drift")
     hub.add_argument("--push", action="store_true", help="upload the release with huggingface_hub")
     hub.add_argument("--repo-id", default=None, help="Hub model repo to upload to (ORG/NAME)")
     hub.add_argument("--private", action="store_true", help="create the repo as private")
@@ -73,7 +74,7 @@ def _check(folders: list[Path]) -> int:
             failed += 1
             print(f"DRIFT {folder}:", *problems, sep="\n  ")
         else:
-            print(f"OK    {folder}: code files equal the top-level sources")
+            print(f"OK    {folder}: code files equal the package's modules")
     if failed:
         raise PartialFailure(f"{failed} of {len(folders)} release folder(s) differ from the sources (listed above)")
     return 0
@@ -100,6 +101,14 @@ def _release_info(args: argparse.Namespace):
     return info, {label: load_eval_json(file) for label, file in sources.items()}
 
 
+def _file_ids(folder: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (device, inode)}`` of the files under ``folder`` (empty when it does not exist)."""
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): (p.stat().st_dev, p.stat().st_ino) for p in folder.rglob("*")
+            if p.is_file()}
+
+
 def _export_and_push(args: argparse.Namespace) -> int:
     from difiisr_dwt.release import ReleaseError, check_release, export_release, push_release, upload_files
 
@@ -112,10 +121,18 @@ def _export_and_push(args: argparse.Namespace) -> int:
     release = Path(args.source)
     if args.out is not None:
         info, evaluations = _release_info(args)
+        before = _file_ids(args.out)
         release = export_release(args.source, args.out, info, evaluations, variant=args.variant,
                                  overwrite=args.overwrite)
-        files = [p for p in release.rglob("*") if p.is_file()]
+        after = _file_ids(release)
+        kept = sorted(relative for relative, ident in before.items() if after.get(relative) == ident)
+        files = [release / relative for relative in after if relative not in kept]
         print(f"Wrote {release} ({len(files)} files, {sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)")
+        if "README.md" in before:
+            print(f"  replaced the model card {release / 'README.md'} (from this command's metadata)")
+        if kept:
+            print(f"  kept {len(kept)} file(s) export does not write: {', '.join(kept[:5])}"
+                  + (", ..." if len(kept) > 5 else ""))
     else:
         problems = check_release(release)
         if problems:

@@ -1,13 +1,17 @@
 """``difiisr-dwt upscale INPUT... -o OUTDIR``: x4 super-resolve image files, folders, globs or a dataset.
 
 x4 super-resolve infrared images. Grayscale stays grayscale, 16-bit stays 16-bit; every frame of a multi-page
-TIFF or GIF is kept (a multi-page TIFF out). A rerun skips outputs that exist. A file that cannot be read or
-processed is reported and skipped; the exit status is 1 if any failed. Run under `accelerate launch
---multi_gpu --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs between N processes (GPUs,
-or CPU processes with ACCELERATE_USE_CPU=1).
+TIFF or GIF is kept (a multi-page TIFF out). An embedded ICC profile, the DPI, the EXIF data (less the
+orientation, which is applied) and TIFF resolution tags are kept. A rerun skips outputs that exist. A file that
+cannot be read or processed is reported and skipped; the exit status is 1 if any failed.
 
-The work is done by :func:`difiisr_dwt.archive.run_archive`; under ``accelerate launch`` every process
-takes a share of the inputs.
+INPUT - reads one image from standard input (output stdin_x4.png, or .tif for a TIFF or GIF); -o - writes the
+one result to standard output (progress and the summary line go to standard error):
+`cat a.png | difiisr-dwt upscale - -o - > a_x4.png`.
+
+Run under `accelerate launch --multi_gpu --num_processes N -m difiisr_dwt.cli upscale ...` to share the inputs
+between N processes (GPUs, or CPU processes with ACCELERATE_USE_CPU=1); the work is done by
+:func:`difiisr_dwt.archive.run_archive` in every process.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ from difiisr_dwt.options import add_sampling_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``difiisr-dwt upscale`` (the parser itself comes from :mod:`difiisr_dwt.cli`)."""
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("-o", "--output_dir", "--output-dir", required=True, type=Path, help="folder for results")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders or glob patterns; - for one image from standard input")
+    parser.add_argument("-o", "--output_dir", "--output-dir", required=True, type=Path,
+                        help="folder for results; - writes the one result to standard output")
     add_model_arguments(parser)
     add_sampling_arguments(parser)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=1,
                         help="same-size frames per pipeline call (default 1); results do not depend on it")
     parser.add_argument("--suffix", default="_x4", help="appended to each output's file stem (default _x4)")
-    parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist instead of skipping them")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo outputs that exist instead of skipping them (only files this tool wrote: "
+                        "another file of an output's name is refused)")
     parser.add_argument("--manifest", type=Path, default=None, metavar="OUT.json",
                         help="write a JSON manifest: input, output, size, seconds, status, error per input")
     data = parser.add_argument_group("dataset input (instead of INPUT)")
@@ -47,8 +55,42 @@ def run(args: argparse.Namespace) -> int:
 
     from difiisr_dwt.archive import run_archive
 
+    if str(args.output_dir) == "-":
+        return _run_to_stdout(args)
     counts = run_archive(args)
     if counts["failed"]:
         # the main process names the count; the others only set the exit status
         raise PartialFailure(f"{counts['failed']} input(s) failed" if PartialState().is_main_process else "")
+    return 0
+
+
+def _run_to_stdout(args: argparse.Namespace) -> int:
+    """``-o -``: upscale the one input into a private temporary folder, then copy the result file to standard
+    output; everything else the run prints (progress, the summary line) goes to standard error."""
+    import contextlib
+    import os
+    import shutil
+    import sys
+    import tempfile
+
+    from difiisr_dwt.errors import UsageError
+    from difiisr_dwt.io import is_stream
+
+    single = len(args.inputs) == 1 and (is_stream(args.inputs[0]) or Path(args.inputs[0]).is_file())
+    if not single or args.dataset_name:
+        raise UsageError("-o - writes one image to standard output: give exactly one INPUT file (or - for "
+                         "standard input), not a folder, glob, several files or --dataset_name")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("-o - runs in one process; leave out accelerate launch")
+    if sys.stdout.isatty():
+        raise UsageError("-o - writes the image's bytes to standard output, which is a terminal; redirect it "
+                         "(> out.png) or pipe it on")
+    with tempfile.TemporaryDirectory(prefix="difiisr-dwt-stdout-") as folder:
+        args.output_dir = Path(folder)
+        with contextlib.redirect_stdout(sys.stderr):
+            run(args)  # a failed input raises: nothing reaches standard output
+        (result,) = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
+        with open(result, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
     return 0

@@ -23,7 +23,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import replace_dir, write_atomic, write_text_atomic
+from difiisr_dwt.io import InputGuard, replace_dir, write_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +174,66 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
 
 
 def save_folder_atomic(save_fn, path: str | os.PathLike) -> str:
-    """Call ``save_fn(tmp_folder)`` (e.g. a ``save_pretrained``) and rename the result to ``path``."""
+    """Call ``save_fn(tmp_folder)`` (e.g. a ``save_pretrained``) and rename the result to ``path``.
+
+    Files of an existing ``path`` that ``save_fn`` does not write (notes) are kept.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_fn(str(tmp))
-    replace_dir(tmp, path)
+    replace_dir(tmp, path, keep_others=True)
     return str(path)
+
+
+#: Files of ``--output_dir`` that training writes (replaced when they exist).
+OUTPUT_FILES = ("curves.csv", "curves.png", "validation.jsonl", "run_summary.json")
+
+
+def check_output_dir(args, final_folders: list[str]) -> None:
+    """Refuse, before anything loads, an ``--output_dir`` whose writes would land on what the run reads.
+
+    The inputs are the component folders (``--vqvae_model_name_or_path``, ``--dwt_encoder_model_name_or_path``,
+    ``--unet_model_name_or_path``), the data folders and file lists and ``--lpips_backbone_dir``.
+    ``--output_dir`` may not lie inside one of them; the folders training replaces as a whole
+    (``final_folders``, e.g. ``unet`` and ``pipeline``; ``checkpoint-<step>``, which
+    ``--checkpoints_total_limit`` also deletes; ``validation``, the logging folder) may not hold one,
+    except the checkpoint a run resumes from; and the files of :data:`OUTPUT_FILES` may not be one.
+
+    Raises:
+        UsageError: naming the option, the target and the input.
+    """
+    def subfolder(path, sub):
+        return None if path is None else os.path.join(path, sub) if sub else path
+
+    dataset = args.dataset_name if args.dataset_name and os.path.isdir(args.dataset_name) else None
+    guard = InputGuard(
+        files=[f for f in (args.train_file_list, args.validation_file_list) if f],
+        folders=[subfolder(args.vqvae_model_name_or_path, args.vqvae_subfolder),
+                 subfolder(args.dwt_encoder_model_name_or_path, args.dwt_encoder_subfolder),
+                 args.unet_model_name_or_path, args.train_data_dir, args.lr_data_dir, args.validation_data_dir,
+                 args.lpips_backbone_dir, dataset],
+    )
+    output_dir = Path(args.output_dir)
+    guard.check(output_dir, "--output_dir")
+    resume = args.resume_from_checkpoint
+    resumed = None if resume in (None, "latest") else os.path.realpath(
+        resume if os.path.isabs(resume) or os.path.exists(resume) else output_dir / resume)
+    replaced = [*final_folders, "validation", args.logging_dir]
+    if output_dir.is_dir():
+        replaced += [p.name for p in output_dir.iterdir() if _CHECKPOINT_RE.match(p.name)]
+    # inputs inside a checkpoint-<step> folder that does not exist yet: a save at that step would replace them
+    for _, folder in guard.folders:
+        relative = os.path.relpath(folder, os.path.realpath(output_dir)).split(os.sep)[0]
+        if _CHECKPOINT_RE.match(relative):
+            replaced.append(relative)
+    for name in dict.fromkeys(replaced):
+        target = output_dir / name
+        if os.path.realpath(target) == resumed:
+            continue
+        guard.check(target, "--output_dir", replaces_folder=True)
+    for name in OUTPUT_FILES:
+        guard.check(output_dir / name, "--output_dir")
 
 
 def _ema_meta_path(folder: Path) -> Path:

@@ -23,6 +23,7 @@ from diffusers import UNet2DModel
 from difiisr_dwt.degradations import degrade
 from difiisr_dwt.evaluation import image_metrics
 from difiisr_dwt.losses import ImageLosses, diffusion_loss, ramp
+from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
 from difiisr_dwt.presets import build_scheduler, build_unet
 from difiisr_dwt.training.checkpointing import save_folder_atomic
 from difiisr_dwt.training.stage import (
@@ -40,7 +41,6 @@ from difiisr_dwt.training.validation import (
     save_validation_grid,
     validation_metric_settings,
 )
-from pipeline_difiisr_dwt import DifIISRDWTPipeline
 
 
 class DiffusionStage(Stage):
@@ -131,6 +131,10 @@ class DiffusionStage(Stage):
             self._bicubic_scores = {f"bicubic_{k}": sum(v) / len(v) for k, v in bicubic.items()}
         save_validation_grid(rows, output_dir, step, ["LR", "bicubic", "SR", "HR"])
         return {**{k: sum(v) / len(v) for k, v in scores.items()}, **self._bicubic_scores}
+
+    @classmethod
+    def final_folders(cls) -> list[str]:
+        return [*super().final_folders(), "pipeline"]
 
     def save_final(self, output_dir: str) -> list[str]:
         """The UNet folder and the whole pipeline (Hub layout) in ``OUTPUT_DIR/pipeline``."""

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from difiisr_dwt.data import StreamSampler, build_training_dataset
+from difiisr_dwt.io import write_text_atomic
 from difiisr_dwt.training.checkpointing import (
+    CheckpointError,
+    check_output_dir,
     dump_rank_weights,
     read_training_state,
     register_hooks,
@@ -71,6 +75,7 @@ def _scalar_config(args: argparse.Namespace) -> dict:
 def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share)."""
     output_dir = Path(args.output_dir)
+    check_output_dir(args, stage_cls.final_folders())
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -115,7 +120,13 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint, identity)
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
+        try:
+            accelerator.load_state(str(checkpoint))
+        except pickle.UnpicklingError as error:  # accelerate reads optimizer.bin & co. with weights_only=True
+            raise CheckpointError(
+                f"{checkpoint}: a file holds objects that are not tensors, numbers or RNG states, so "
+                f"torch.load(weights_only=True) refused it ({str(error).splitlines()[0]}); nothing of it was run. "
+                "Resume only from checkpoints this program wrote") from error
         state = read_training_state(checkpoint)
         global_step = int(state["step"])
         stage.load_state(state.get("stage", {}))
@@ -208,8 +219,7 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
         curves.plot(output_dir / "curves.png")
         with ema_weights(ema, parameters):
             folders = stage.save_final(str(output_dir))
-        with open(output_dir / "run_summary.json", "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        write_text_atomic(json.dumps(summary, indent=2), output_dir / "run_summary.json")
         logger.info(f"Saved {', '.join(folders)}; {summary}")
         if args.push_to_hub:
             _push(args, folders)

@@ -14,8 +14,8 @@ from torch import nn
 
 from difiisr_dwt.errors import ModelLoadError, UsageError
 from difiisr_dwt.metrics import load_lpips
+from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
 from difiisr_dwt.training.checkpointing import save_folder_atomic
-from modeling_dwt_encoder import DWTEncoder
 
 
 class Stage:
@@ -64,6 +64,11 @@ class Stage:
         """Validation metrics (main process only, EMA weights in place); may save an image grid."""
         return {}
 
+    @classmethod
+    def final_folders(cls) -> list[str]:
+        """The folder names :meth:`save_final` writes into ``--output_dir``."""
+        return [cls.component_name]
+
     def save_final(self, output_dir: str) -> list[str]:
         """Write the stage's loadable output folders (EMA weights in place); returns their paths."""
         return [save_folder_atomic(self.component.save_pretrained, os.path.join(output_dir, self.component_name))]
@@ -78,10 +83,15 @@ def load_component(cls: type, path: str, subfolder: str | None, flag: str, args:
     inside loading.
 
     Raises:
-        UsageError: a local folder without ``config.json`` or holding another class.
+        UsageError: a path that does not exist and is no Hub repo id (``/abs/dir``, ``./dir``, ``a/b/c``), a
+            local folder without ``config.json`` or holding another class.
         ModelLoadError: anything else ``from_pretrained`` rejects (a Hub repo id that cannot be fetched...).
     """
+    from difiisr_dwt.loading import could_be_repo_id
+
     folder = Path(path, subfolder or "")
+    if not Path(path).exists() and not could_be_repo_id(str(path)):
+        raise UsageError(f"{flag} {path}: no such folder")
     if Path(path).exists():  # else a Hub repo id: diffusers checks it
         config = folder / "config.json"
         found = _class_name(config) if config.is_file() else None

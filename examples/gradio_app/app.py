@@ -5,7 +5,10 @@ Run locally (binds 127.0.0.1; on a Hugging Face Space the same file runs unchang
     python examples/gradio_app/app.py [--model PATH_OR_REPO] [--port 7860]
 
 The pipeline is loaded once at start, on the GPU when there is one. Uploads are PNG / JPEG / TIFF,
-8- or 16-bit, grayscale or RGB; the result file keeps the input's channels and bit depth.
+8- or 16-bit, grayscale or RGB, or radiometric TIFFs (16-bit counts, float temperatures); the result file
+keeps the input's channels, bit depth and units. Radiometric uploads get a colour bar in their units and a
+readout of the value at a clicked point, before (bicubic) and after; a fixed range (low, high in the
+input's units) maps the same temperature to the same model input for every upload.
 """
 
 from __future__ import annotations
@@ -36,21 +39,29 @@ from imaging import (  # noqa: E402  (a sibling file: the script's folder is on 
     UploadError,
     bicubic_x4,
     bit_depth,
+    colorbar,
     colorize,
+    is_radiometric,
+    kept_metadata,
     open_upload,
     quantize,
+    readout,
     save_result,
     to_unit,
+    unit_label,
+    values_x4,
 )
 
 try:
     from difiisr_dwt import DEFAULT_MODEL
-    from difiisr_dwt.loading import load_pipeline
+    from difiisr_dwt.loading import device_argument, load_pipeline
 except ImportError:  # a Space ships this folder without the difiisr_dwt package
     DEFAULT_MODEL = load_pipeline = None
+    device_argument = str
 
-#: The model of the Space (its README's ``models:``), used when neither ``--model`` nor the package is there.
-HUB_MODEL = "org/difiisr-dwt"
+#: Where a Space names its model (a Hub repo id, set in the Space's settings), used when ``--model`` is not
+#: given; a checkout with the package falls back to its embedded model, a Space without it has no default.
+MODEL_ENV = "DIFIISR_MODEL"
 #: 640x512, the largest common thermal sensor (x4: 2560x2048 out).
 MAX_INPUT_PIXELS = 640 * 512
 EXAMPLE_DIRS = (HERE / "images", HERE.parent / "images")  # in a Space, or in this repository
@@ -66,12 +77,15 @@ class Upscaled:
         result: full-resolution result in the input's mode (``L``, ``RGB`` or 16-bit ``I;16``).
         result_u8, bicubic_u8: `(4h, 4w, C)` uint8 display arrays (``C`` 1 or 3), same grey scale.
         info: one line for the user: sizes, bit depth, steps, time, device.
+        thermal: for a radiometric input, its values in its units: ``lr`` (input), ``before`` (bicubic x4),
+            ``after`` (result), with ``unit`` and the ``value_range`` the model used; else ``None``.
     """
 
     result: PIL.Image.Image
     result_u8: np.ndarray
     bicubic_u8: np.ndarray
     info: str
+    thermal: dict | None = None
 
 
 def load(model: str | None, device: str | None = None, trust_remote_code: bool = False):
@@ -79,17 +93,24 @@ def load(model: str | None, device: str | None = None, trust_remote_code: bool =
 
     With the ``difiisr_dwt`` package the model loads into its classes; the model folder's own code files
     run only with ``trust_remote_code``. Without the package (a Space) they are the only code there is:
-    they run for the Space's own model (:data:`HUB_MODEL`, chosen by whoever deploys the Space) and,
+    they run for the Space's own model (``$DIFIISR_MODEL``, chosen by whoever deploys the Space) and,
     for any other model, only with ``trust_remote_code``.
+
+    Raises:
+        UploadError: no ``model``, no ``$DIFIISR_MODEL`` and no package with its embedded model.
     """
-    model = model or os.environ.get("DIFIISR_MODEL") or DEFAULT_MODEL or HUB_MODEL
+    space_model = os.environ.get(MODEL_ENV) or None
+    model = model or space_model or DEFAULT_MODEL
+    if model is None:
+        raise UploadError(f"No model: pass --model PATH_OR_REPO, or set {MODEL_ENV} to the Space's model repo id "
+                          "(in the Space's settings).")
     if load_pipeline is not None:
         pipe = load_pipeline(model, device, trust_remote_code=trust_remote_code)
     else:
         from diffusers import DiffusionPipeline
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=trust_remote_code or model == HUB_MODEL)
+        pipe = DiffusionPipeline.from_pretrained(model, trust_remote_code=trust_remote_code or model == space_model)
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -114,7 +135,7 @@ def call_default(pipe, name: str):
 
 def upscale_file(
     pipe, path: str, steps: int, seed: int, tile_size: int, max_pixels: int = MAX_INPUT_PIXELS, on_step=None,
-    noise_scale: float | None = None,
+    noise_scale: float | None = None, value_range: tuple[float, float] | None = None,
 ) -> Upscaled:
     """Upscale one uploaded file x4.
 
@@ -127,6 +148,8 @@ def upscale_file(
         max_pixels: largest accepted input (width x height).
         on_step: ``fn(done, total)`` after every sampling step (progress).
         noise_scale: the fidelity-realism knob in [0, 1] (0: most faithful); ``None``: the pipeline's default.
+        value_range: ``(low, high)`` in the input's units mapped to the model's input (the pipeline's
+            ``value_range``); ``None``: a 16-bit or float input by its own min and max.
 
     Raises:
         UploadError: a bad upload or setting. ``ValueError`` from the pipeline: an input it rejects.
@@ -138,6 +161,7 @@ def upscale_file(
         noise_scale = call_default(pipe, "noise_scale")
     if not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale <= 1:
         raise UploadError(f"Detail (noise scale) must lie in [0, 1], got {noise_scale!r}.")
+    value_range = checked_range(value_range)
     image = open_upload(path, max_pixels)
     if tile_size:  # one request at a time (concurrency_limit=1): the tiling state is this call's
         pipe.enable_unet_tiling(tile_size=tile_size, tile_overlap=min(16, tile_size // 4))
@@ -156,9 +180,11 @@ def upscale_file(
         noise_scale=float(noise_scale),
         generator=torch.Generator("cpu").manual_seed(seed),  # CPU generator: the same noise on any device
         callback_on_step_end=callback,
+        value_range=value_range,
     )
     seconds = time.perf_counter() - start
     result, value_range = output.images[0], output.value_ranges[0]
+    result.info.update(kept_metadata(image))  # the download keeps the upload's ICC profile, DPI, EXIF
     bicubic = bicubic_x4(to_unit(image, value_range), pipe.upscale_factor)
     info = (
         f"{Path(path).name}: {image.width}x{image.height} {bit_depth(image)}-bit {image.mode} -> "
@@ -166,7 +192,50 @@ def upscale_file(
         f"seed {seed}, "
         f"{seconds:.1f} s on {pipe.device.type}"
     )
-    return Upscaled(result, quantize(to_unit(result, value_range)), quantize(bicubic), info)
+    thermal = None
+    if is_radiometric(image):
+        thermal = {"lr": np.asarray(image, np.float64), "before": values_x4(image, pipe.upscale_factor),
+                   "after": np.asarray(result, np.float64), "unit": unit_label(image), "value_range": value_range}
+    return Upscaled(result, quantize(to_unit(result, value_range)), quantize(bicubic), info, thermal)
+
+
+def checked_range(value_range) -> tuple[float, float] | None:
+    """``(low, high)`` from the two range fields: both empty gives ``None`` (each image by its own range).
+
+    Raises:
+        UploadError: one field empty, or not ``low < high``.
+    """
+    if value_range is None or all(v is None or v == "" for v in value_range):
+        return None
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise UploadError(
+            f"Range: give both low and high (numbers in the input's units), got {value_range!r}."
+        ) from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise UploadError(f"Range: low must be below high, got {low:g} and {high:g}.")
+    return (low, high)
+
+
+def thermal_view(thermal: dict | None, palette: str) -> tuple:
+    """Colour bar, clickable result and first readout line of a radiometric result (hidden otherwise)."""
+    if thermal is None:
+        return (gr.update(visible=False, value=None), gr.update(visible=False, value=None),
+                "Radiometric inputs (16-bit counts, float temperatures) get a colour bar and a readout here.")
+    low, high = thermal["value_range"]
+    after = np.clip((thermal["after"] - low) / (high - low), 0, 1)[:, :, None]
+    return (gr.update(visible=True, value=colorbar(low, high, thermal["unit"], palette)),
+            gr.update(visible=True, value=colorize(quantize(after), palette)),
+            "Click the result to read the value at that point, before (bicubic) and after.")
+
+
+def read_point(thermal: dict | None, evt: gr.SelectData) -> str:
+    """The readout line at the clicked point of the result image."""
+    if thermal is None or evt is None or evt.index is None:
+        return "Upscale a radiometric image first."
+    x, y = (int(v) for v in evt.index)
+    return readout(x, y, thermal["lr"], thermal["before"], thermal["after"], thermal["unit"])
 
 
 def find_examples() -> tuple[list[str], str]:
@@ -197,19 +266,20 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
     max_steps = pipe.scheduler.config.num_train_timesteps
     examples, attribution = find_examples()
 
-    def run(path, steps, seed, tile_size, noise_scale, palette, progress=gr.Progress()):
+    def run(path, steps, seed, tile_size, noise_scale, palette, range_low=None, range_high=None,
+            progress=gr.Progress()):
         try:
             progress(0, desc="Sampling")
             out = upscale_file(
                 pipe, path, steps, seed, tile_size, max_pixels,
                 on_step=lambda done, total: progress((done, total), desc="Sampling", unit="steps"),
-                noise_scale=noise_scale,
+                noise_scale=noise_scale, value_range=(range_low, range_high),
             )
             download = save_result(out.result, Path(path).name, output_root)
             pair = (colorize(out.bicubic_u8, palette), colorize(out.result_u8, palette))
         except Exception as error:  # every failure becomes a readable message, never a stack trace
             raise as_user_error(error) from error
-        return pair, str(download), out.info, (out.bicubic_u8, out.result_u8)
+        return pair, str(download), out.info, (out.bicubic_u8, out.result_u8), out.thermal
 
     def recolor(shown, palette):
         if shown is None:
@@ -227,6 +297,7 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
             "Drag the slider to compare bicubic (left) with the result (right)."
         )
         shown = gr.State(None, time_to_live=3600)  # uint8 (bicubic, result): palette changes need no rerun
+        thermal = gr.State(None, time_to_live=3600)  # a radiometric result's values, for the readout
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="Infrared image", file_types=list(UPLOAD_SUFFIXES),
@@ -240,6 +311,10 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
                 tile_size = gr.Slider(0, 512, value=0, step=32, label="Tile size (LR pixels; 0 = whole image)")
                 palette = gr.Dropdown(list(PALETTES), value=PALETTES[0], label="Display palette (display only)",
                                       elem_id="palette")
+                with gr.Row():  # the fixed intensity mapping (the pipeline's value_range, the CLI's --range)
+                    range_low = gr.Number(None, label="Range low (input units; empty: the image's own)",
+                                          elem_id="range_low")
+                    range_high = gr.Number(None, label="Range high", elem_id="range_high")
                 button = gr.Button("Upscale x4", variant="primary", elem_id="run")
                 if examples:
                     gr.Examples([[p] for p in examples], inputs=[upload], label="Example IR frames")
@@ -252,9 +327,18 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
                 download = gr.File(label="Full-resolution result (input bit depth)", interactive=False,
                                    elem_id="download")
                 info = gr.Markdown(elem_id="info")
-        button.click(run, [upload, steps, seed, tile_size, noise_scale, palette], [slider, download, info, shown],
-                     api_name="upscale", concurrency_limit=1)
-        palette.change(recolor, [shown, palette], slider, api_visibility="private", show_progress="hidden")
+                with gr.Accordion("Temperature readout (radiometric inputs)", open=True):
+                    bar = gr.Image(label="Colour bar (input units)", visible=False, interactive=False,
+                                   elem_id="colorbar")
+                    probe = gr.Image(label="Result: click a point", visible=False, interactive=False,
+                                     elem_id="probe")
+                    point = gr.Markdown(elem_id="readout")
+        button.click(run, [upload, steps, seed, tile_size, noise_scale, palette, range_low, range_high],
+                     [slider, download, info, shown, thermal], api_name="upscale", concurrency_limit=1
+                     ).then(thermal_view, [thermal, palette], [bar, probe, point], api_visibility="private")
+        palette.change(recolor, [shown, palette], slider, api_visibility="private", show_progress="hidden"
+                       ).then(thermal_view, [thermal, palette], [bar, probe, point], api_visibility="private")
+        probe.select(read_point, [thermal], point, api_visibility="private")
     return demo
 
 
@@ -262,7 +346,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None,
                         help="pipeline folder or Hub repo id (default: $DIFIISR_MODEL, else the embedded model)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: the GPU when present)")
+    parser.add_argument("--device", default=None, type=device_argument,
+                        help="cpu, cuda, cuda:1... (default: the GPU when present)")
     parser.add_argument("--trust-remote-code", "--trust_remote_code", action="store_true",
                         help="run the code files inside the --model folder or repo instead of the installed "
                         "difiisr_dwt classes; only for models whose code you trust")

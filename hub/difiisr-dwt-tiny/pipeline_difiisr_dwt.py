@@ -8,8 +8,10 @@ and the VQ-f4 decoder turns the last ``z0`` into pixels. Iterative back-projecti
 output agree with its input: ``bicubic_down(SR) = LR`` (a grey level of a thermal image is a
 temperature; the output must not move it).
 
-The file reads: image processor, tiling, pipeline. It is self-contained (torch, numpy, PIL,
-diffusers): it is also the Hub code file of the pipeline; its components arrive as objects.
+The pipeline class lives here; its image processor, tiling and fidelity step are the sibling files
+``image_processor.py``, ``tiling.py`` and ``fidelity.py``, imported relatively. The four files are
+self-contained (torch, numpy, PIL, diffusers): they are also the Hub folder's pipeline code files,
+and the components arrive as objects.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,41 +30,14 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, UNet2DModel, VQModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, deprecate
+from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from diffusers.utils.torch_utils import randn_tensor
 
-PipelineImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
-
-# PIL modes that load as they are, and those converted first (P is decided by its palette).
-_PIL_CONVERT = {
-    "L": "L", "RGB": "RGB", "1": "L", "LA": "L", "PA": "RGBA", "RGBA": "RGB", "RGBX": "RGB",
-    "CMYK": "RGB", "YCbCr": "RGB",
-}
-_PIL_16BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-# ITU-R BT.601 luma / chroma (JPEG's full-range YCbCr, as PIL's "YCbCr" mode), on [-1, 1] pixels.
-_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
-# RGB inputs whose channels differ by at most this (in [0, 1]) are grey images stored as RGB.
-_GREY_TOLERANCE = 1.5 / 255
-
-
-# ====================================================================== image processor
-@dataclass
-class ImageMeta:
-    """How to give one output image back in its input's form.
-
-    Args:
-        channels: 1 (grayscale) or 3.
-        bit16: a 16-bit input, restored to ``[low, high]`` as uint16.
-        low, high: the input values that 0 and 1 stand for.
-        chroma: `(2, h, w)` LR chroma (Cb, Cr in [-1, 1]) of a colour input, whose luma alone is
-            super-resolved; ``None`` for grey inputs.
-    """
-
-    channels: int
-    bit16: bool
-    low: float = 0.0
-    high: float = 1.0
-    chroma: torch.Tensor | None = None
+# Every sibling file is imported here, directly: loading a local folder, diffusers copies the pipeline
+# file's own relative imports beside it, not theirs (tests/test_hub_loading.py checks).
+from .fidelity import back_project, shrink_flat_detail
+from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
+from .tiling import TilingConfig, tiled_with_shared_norms
 
 
 @dataclass
@@ -71,393 +45,15 @@ class DifIISRDWTPipelineOutput(BaseOutput):
     """Output of :class:`DifIISRDWTPipeline`.
 
     Args:
-        images: PIL images (mode of each input: ``L``, ``RGB`` or ``I;16``), or numpy `(B, H, W, C)` /
-            torch `(B, C, H, W)` floats in [0, 1] (a list when the images differ in size or channels).
-        value_ranges: per image, the ``(low, high)`` input range that [0, 1] maps to (16-bit inputs).
+        images: PIL images (mode of each input: ``L``, ``RGB``, ``I;16`` or ``F``), or numpy `(B, H, W, C)` /
+            torch `(B, C, H, W)` floats in [0, 1], or in the input's units where a ``value_range`` was
+            given (a list when the images differ in size or channels).
+        value_ranges: per image, the ``(low, high)`` input range that [0, 1] maps to (16-bit and
+            float inputs, and every input under ``value_range``).
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
     value_ranges: list[tuple[float, float]]
-
-
-def bicubic_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """PIL-style bicubic resize of `(B, C, H, W)` float images (Keys a = -0.5, antialiased when
-    shrinking), the degradation the evaluation protocol and the model assume (LR = PIL bicubic / 4)."""
-    return F.interpolate(images.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
-
-
-class IRImageProcessor:
-    """Pre- and post-processing of infrared images for :class:`DifIISRDWTPipeline`.
-
-    Like diffusers' ``VaeImageProcessor``, but for what thermal cameras write: grayscale stays
-    grayscale, 16-bit stays 16-bit (scaled by its own range and restored), and a pseudo-colour frame
-    (ironbow, inferno...) keeps its colour: its BT.601 luma is super-resolved and its chroma is
-    bicubic-upscaled. Multi-frame PIL images are refused with their frame count (pass the frames as
-    a list); a palette image whose palette is grey is read as ``L``.
-    """
-
-    def __init__(self, scale_factor: int = 4):
-        self.scale_factor = scale_factor
-
-    # -------------------------------------------------------------- in
-    def preprocess(self, image: PipelineImageInput) -> list[tuple[torch.Tensor, ImageMeta]]:
-        """Inputs -> list of ``(lr, meta)``: `(3, h, w)` float tensors in [-1, 1] (3 equal channels:
-        the luma of colour images) with their :class:`ImageMeta`.
-
-        Args:
-            image: PIL images, numpy `(H, W)` / `(H, W, C)` (uint8, uint16, float in [0, 1]), torch
-                `(C, H, W)` / `(B, C, H, W)` (float in [0, 1] or uint8), or a list of them.
-
-        Raises:
-            ValueError: empty input, unsupported type / mode / dtype / channel count, values outside
-                [0, 1] for floats, NaN or Inf, or a multi-frame PIL image.
-        """
-        items = list(image) if isinstance(image, (list, tuple)) else [image]
-        if not items:
-            raise ValueError("`image` is an empty list; pass at least one image.")
-        out = []
-        for index, item in enumerate(items):
-            what = f"image {index}"
-            if isinstance(item, PIL.Image.Image):
-                pairs = [self._unit_float(self._pil_to_array(item, f"PIL {what}"), f"PIL {what}")]
-            elif isinstance(item, np.ndarray):
-                pairs = [self._unit_float(item, what)]
-            elif isinstance(item, torch.Tensor):
-                pairs = self._tensor_images(item, what)
-            else:
-                raise ValueError(f"{what}: unsupported type {type(item).__name__}; use PIL, numpy or torch images.")
-            out.extend(self._to_model_input(tensor, meta) for tensor, meta in pairs)
-        return out
-
-    @staticmethod
-    def _to_model_input(tensor: torch.Tensor, meta: ImageMeta) -> tuple[torch.Tensor, ImageMeta]:
-        """`(C, h, w)` in [0, 1] -> `(3, h, w)` in [-1, 1]; colour images keep their chroma aside."""
-        tensor = tensor.float() * 2 - 1
-        if tensor.shape[0] == 3 and (tensor.amax(0) - tensor.amin(0)).max() > 2 * _GREY_TOLERANCE:
-            ycbcr = torch.einsum("ij,jhw->ihw", _RGB_TO_YCBCR, tensor)
-            meta.chroma, tensor = ycbcr[1:].clone(), ycbcr[:1]
-        if tensor.shape[0] == 1:
-            tensor = tensor.expand(3, -1, -1)
-        return tensor, meta
-
-    @staticmethod
-    def _unit_float(array: np.ndarray, what: str) -> tuple[torch.Tensor, ImageMeta]:
-        """`(H, W)` or `(H, W, C)` array -> float32 `(C, H, W)` in [0, 1] and how to restore it."""
-        if array.ndim == 2:
-            array = array[:, :, None]
-        if array.ndim != 3:
-            raise ValueError(f"{what}: expected an (H, W) or (H, W, C) array, got shape {array.shape}.")
-        if array.shape[2] == 4:  # drop alpha
-            array = array[:, :, :3]
-        if array.shape[2] not in (1, 3):
-            raise ValueError(f"{what}: expected 1 or 3 channels (4 with alpha), got {array.shape[2]}.")
-        if array.shape[0] == 0 or array.shape[1] == 0:
-            raise ValueError(f"{what}: image is empty (size {array.shape[1]}x{array.shape[0]}).")
-        meta = ImageMeta(array.shape[2], False)
-        if array.dtype == np.uint8:
-            unit = array.astype(np.float32) / 255.0
-        elif array.dtype == np.uint16:
-            low, high = float(array.min()), float(array.max())
-            high = high if high > low else low + 1.0
-            unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
-            meta = ImageMeta(array.shape[2], True, low, high)
-        elif np.issubdtype(array.dtype, np.floating):
-            if not np.isfinite(array).all():
-                raise ValueError(f"{what}: image contains NaN or Inf values.")
-            if array.min() < -1e-3 or array.max() > 1 + 1e-3:
-                raise ValueError(
-                    f"{what}: float images must lie in [0, 1], got [{array.min():.4g}, {array.max():.4g}]."
-                )
-            unit = np.clip(array, 0, 1).astype(np.float32)
-        else:
-            raise ValueError(f"{what}: unsupported dtype {array.dtype} (use uint8, uint16 or float in [0, 1]).")
-        return torch.from_numpy(np.ascontiguousarray(unit)).permute(2, 0, 1), meta
-
-    @staticmethod
-    def _pil_to_array(image: PIL.Image.Image, what: str) -> np.ndarray:
-        frames = getattr(image, "n_frames", 1)
-        if frames > 1:
-            raise ValueError(
-                f"{what}: has {frames} frames; the pipeline takes one frame per image. Pass them as a list: "
-                "[frame.copy() for frame in PIL.ImageSequence.Iterator(image)]."
-            )
-        if image.width == 0 or image.height == 0:
-            raise ValueError(f"{what}: image is empty (size {image.width}x{image.height}).")
-        if image.mode in _PIL_16BIT:  # I;16 variants, and 32-bit I as PIL opens some 16-bit files
-            array = np.asarray(image, dtype=np.int64)
-            if array.min() < 0 or array.max() > 65535:
-                raise ValueError(f"{what}: mode {image.mode} values must lie in [0, 65535] to be read as 16-bit.")
-            return array.astype(np.uint16)
-        if image.mode == "P":  # a grey palette (common for thermal PNGs) stays grey
-            palette = np.asarray(image.getpalette() or [0, 0, 0], np.uint8).reshape(-1, 3)
-            grey = bool((palette == palette[:, :1]).all())
-            return np.asarray(image.convert("L" if grey else "RGB"))
-        if image.mode not in _PIL_CONVERT:
-            raise ValueError(
-                f"{what}: unsupported PIL mode {image.mode!r}; use L, RGB or I;16 "
-                f"(also converted: {', '.join(sorted([*_PIL_CONVERT, 'P']))})."
-            )
-        array = np.asarray(image.convert(_PIL_CONVERT[image.mode]))
-        return array
-
-    @staticmethod
-    def _tensor_images(tensor: torch.Tensor, what: str) -> list[tuple[torch.Tensor, ImageMeta]]:
-        if tensor.ndim == 3:
-            tensor = tensor[None]
-        if tensor.ndim != 4:
-            raise ValueError(f"{what}: expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(tensor.shape)}.")
-        if tensor.shape[1] not in (1, 3):
-            raise ValueError(f"{what}: expected 1 or 3 channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)}).")
-        if tensor.numel() == 0:
-            raise ValueError(f"{what}: image is empty (shape {tuple(tensor.shape)}).")
-        if tensor.dtype == torch.uint8:
-            tensor = tensor.float() / 255
-        elif tensor.is_floating_point():
-            tensor = tensor.detach().float().cpu()
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"{what}: image contains NaN or Inf values.")
-            if tensor.min() < -1e-3 or tensor.max() > 1 + 1e-3:
-                raise ValueError(
-                    f"{what}: float tensors must lie in [0, 1], got [{tensor.min():.4g}, {tensor.max():.4g}]."
-                )
-            tensor = tensor.clamp(0, 1)
-        else:
-            raise ValueError(f"{what}: unsupported tensor dtype {tensor.dtype} (use uint8 or float in [0, 1]).")
-        return [(item, ImageMeta(tensor.shape[1], False)) for item in tensor.cpu()]
-
-    # -------------------------------------------------------------- out
-    def postprocess(self, images: list[torch.Tensor], metas: list[ImageMeta], output_type: str = "pil"):
-        """`(3, H, W)` SR tensors in [-1, 1] -> the requested output, each in its input's form.
-
-        Colour inputs get their bicubic-upscaled chroma back; grey inputs give 1 channel; 16-bit PIL
-        outputs are uint16 in the input's ``[low, high]``. ``output_type``: ``"pil"``, ``"np"``
-        (`(B, H, W, C)` float32 in [0, 1]) or ``"pt"`` (`(B, C, H, W)`); a list where shapes differ.
-        """
-        outs = []
-        for image, meta in zip(images, metas):
-            # [0, 1], then the luma: the model's output is grey (one copy; the caller's tensor is kept)
-            image = image.float().add(1).div_(2).clamp_(0, 1).mean(dim=0, keepdim=True)
-            if meta.chroma is not None:
-                chroma = bicubic_resize(meta.chroma[None], tuple(image.shape[-2:]))[0]
-                rgb = torch.einsum("ij,jhw->ihw", _YCBCR_TO_RGB, torch.cat([image * 2 - 1, chroma]))
-                image = (rgb + 1).div_(2).clamp_(0, 1)
-            elif meta.channels == 3:
-                image = image.expand(3, -1, -1)
-            outs.append(image)
-        same_shape = all(o.shape == outs[0].shape for o in outs)
-        if output_type == "pt":
-            return torch.stack(outs) if same_shape else outs
-        if output_type == "np":
-            arrays = [o.permute(1, 2, 0).numpy() for o in outs]
-            return np.stack(arrays) if same_shape else arrays
-        return [self._to_pil(image, meta) for image, meta in zip(outs, metas)]
-
-    @staticmethod
-    def _to_pil(image: torch.Tensor, meta: ImageMeta) -> PIL.Image.Image:
-        if meta.bit16 and meta.channels == 1:  # PIL has no 16-bit RGB: such inputs come back as 8-bit RGB
-            values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_()
-            return PIL.Image.fromarray(values.numpy().astype(np.uint16))
-        array8 = image.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
-        return PIL.Image.fromarray(array8[:, :, 0] if meta.channels == 1 else array8)
-
-
-def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Iterative back-projection (Irani & Peleg, 1991): ``SR += up(LR - down(SR))``, ``iterations`` times.
-
-    ``down`` is the degradation the model assumes (PIL-style bicubic, :func:`bicubic_resize`); each
-    round removes most of what is left of ``down(SR) - LR``, so the output keeps the model's detail
-    above the LR's Nyquist frequency and takes its levels from the input.
-
-    Args:
-        sr (`torch.Tensor` of shape `(B, C, sH, sW)`): the decoded output, [-1, 1].
-        lr (`torch.Tensor` of shape `(B, C, H, W)`): the input, [-1, 1].
-        iterations (`int`): rounds; 0 returns ``sr``.
-
-    Returns:
-        A new `torch.Tensor` like ``sr`` (float32, not clamped).
-    """
-    out = sr.float().clone()  # the caller's tensor is kept
-    for _ in range(iterations):
-        out += bicubic_resize(lr - bicubic_resize(out, tuple(lr.shape[-2:])), tuple(out.shape[-2:]))
-    return out
-
-
-def shrink_flat_detail(sr: torch.Tensor, lr: torch.Tensor, noise_level: float) -> torch.Tensor:
-    """Keep the model's departure from bicubic only where the input has structure.
-
-    A Wiener-style gain per output pixel, ``g = a^2 / (a^2 + noise_level^2)``, with ``a`` the local
-    standard deviation of the input's luma (3x3 LR window, bicubic-upscaled): on a flat patch
-    (``a`` at the sensor's noise level or below) the output stays the smooth bicubic surface instead
-    of a texture the model invents, on edges and texture (``a >> noise_level``) the model's detail
-    passes unchanged: ``SR' = up(LR) + g (SR - up(LR))``.
-
-    Args:
-        sr (`torch.Tensor` of shape `(B, C, sH, sW)`): the decoded output, [-1, 1].
-        lr (`torch.Tensor` of shape `(B, C, H, W)`): the input, [-1, 1].
-        noise_level (`float`): in [-1, 1] pixel units (8-bit grey levels / 127.5); 0 returns ``sr``.
-    """
-    if noise_level <= 0:
-        return sr
-    size = tuple(sr.shape[-2:])
-    luma = lr.float().mean(dim=1, keepdim=True)
-    mean = F.avg_pool2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    square = F.avg_pool2d(F.pad(luma.square(), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    activity = bicubic_resize((square - mean.square()).clamp_min(0), size).clamp_min(0)
-    gain = activity / (activity + noise_level**2)
-    upsampled = bicubic_resize(lr, size)
-    return upsampled.add_(gain * (sr.float() - upsampled))
-
-
-# ====================================================================== tiling
-def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, tile - overlap))
-    return starts + [size - tile]
-
-
-def _ramp(length: int, overlap: int, taper_start: bool, taper_end: bool) -> torch.Tensor:
-    """1-D blending weight for one tile side that meets another tile.
-
-    The outer quarter of the overlap gets weight 0 (a tile's border pixels see its zero padding, its
-    neighbour's do not), the middle half ramps linearly to 1.
-    """
-    weight = torch.ones(length)
-    if overlap > 0:
-        margin = overlap // 4
-        ramp = ((torch.arange(overlap, dtype=torch.float32) - margin + 0.5) / max(overlap - 2 * margin, 1)).clamp(0, 1)
-        if taper_start:
-            weight[:overlap] = ramp
-        if taper_end:
-            weight[-overlap:] = ramp.flip(0)
-    return weight
-
-
-def blend_tiles(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int, scale: int
-) -> torch.Tensor:
-    """Apply ``fn`` over overlapping tiles of ``x`` and blend the outputs with linear ramps.
-
-    Args:
-        fn: maps `(B, C, th, tw)` to `(B, C', th * scale, tw * scale)`.
-        x (`torch.Tensor` of shape `(B, C, H, W)`).
-        tile, overlap: tile side and overlap in ``x`` pixels.
-        scale: output pixels per input pixel.
-
-    Returns:
-        `torch.Tensor` of shape `(B, C', H * scale, W * scale)`; memory is one output plus one tile.
-    """
-    height, width = x.shape[-2:]
-    rows, cols = _tile_starts(height, tile, overlap), _tile_starts(width, tile, overlap)
-    if len(rows) == 1 and len(cols) == 1:
-        return fn(x)
-    out = weights = None
-    for top in rows:
-        for left in cols:
-            th, tw = min(tile, height), min(tile, width)
-            y = fn(x[..., top : top + th, left : left + tw])
-            if out is None:
-                out = y.new_zeros(*y.shape[:2], height * scale, width * scale)
-                weights = y.new_zeros(1, 1, height * scale, width * scale)
-            wy = _ramp(th * scale, overlap * scale, top > 0, top + th < height)
-            wx = _ramp(tw * scale, overlap * scale, left > 0, left + tw < width)
-            w = (wy[:, None] * wx[None, :]).to(y)
-            region = (..., slice(top * scale, (top + th) * scale), slice(left * scale, (left + tw) * scale))
-            out[region] += y * w
-            weights[region] += w
-    return out.div_(weights)  # in place: at 2048^2 every full-size copy is ~50 MB
-
-
-class GroupNormStatistics:
-    """One set of GroupNorm statistics for all the tiles of an image (the "tiled VAE with global
-    GroupNorm" technique).
-
-    A GroupNorm normalises by the mean and variance of its whole input; run per tile, every tile gets
-    its own, and the output shows bands of different level and contrast. Inside :meth:`collect`
-    every ``torch.nn.GroupNorm`` of ``module`` accumulates per-sample, per-group sums of ``x`` and
-    ``x^2`` over the tiles run (normalising each tile as usual); inside :meth:`apply` it normalises
-    with the pooled mean and variance instead, so every tile sees the same statistics, close to the
-    whole image's. A module called several times in one forward pools those calls together.
-    """
-
-    def __init__(self, module: torch.nn.Module):
-        self.norms = [m for m in module.modules() if isinstance(m, torch.nn.GroupNorm)]
-        self.sums: dict[int, list[torch.Tensor]] = {}
-
-    @contextmanager
-    def _patched(self, forward: Callable[[torch.nn.GroupNorm, torch.Tensor], torch.Tensor]) -> Iterator[None]:
-        for norm in self.norms:
-            norm.forward = lambda x, norm=norm: forward(norm, x)
-        try:
-            yield
-        finally:
-            for norm in self.norms:
-                del norm.forward
-
-    def collect(self):
-        """Context: accumulate statistics over the tiles run inside it (outputs as without it)."""
-        self.sums = {}
-
-        def forward(norm: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-            grouped = x.detach().reshape(x.shape[0], norm.num_groups, -1).double()
-            sums = [grouped.sum(-1), grouped.square().sum(-1), grouped.shape[-1]]
-            previous = self.sums.get(id(norm))
-            self.sums[id(norm)] = sums if previous is None else [a + b for a, b in zip(previous, sums)]
-            return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-
-        return self._patched(forward)
-
-    def apply(self):
-        """Context: every GroupNorm normalises with the statistics pooled by :meth:`collect`."""
-        eps = {id(norm): norm.eps for norm in self.norms}
-        pooled = {}  # mean and 1/std per (sample, group), computed once for all the tiles
-        for key, (total, squares, count) in self.sums.items():
-            mean = total / count
-            pooled[key] = mean, ((squares / count - mean.square()).clamp_min(0) + eps[key]).rsqrt()
-
-        def forward(norm: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-            if id(norm) not in pooled:  # not reached while collecting: its own statistics
-                return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-            mean, inv_std = pooled[id(norm)]
-            grouped = x.reshape(x.shape[0], norm.num_groups, -1)
-            y = ((grouped - mean[..., None].to(x.dtype)) * inv_std[..., None].to(x.dtype)).reshape(x.shape)
-            if norm.affine:
-                shape = (1, -1) + (1,) * (x.ndim - 2)
-                y = y * norm.weight.reshape(shape) + norm.bias.reshape(shape)
-            return y
-
-        return self._patched(forward)
-
-
-def tiled_with_shared_norms(
-    fn: Callable[[torch.Tensor], torch.Tensor], module: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int,
-    scale: int,
-) -> torch.Tensor:
-    """:func:`blend_tiles` whose tiles share their GroupNorm statistics (:class:`GroupNormStatistics`).
-
-    A first pass over the tiles pools the statistics (its outputs are dropped), the second blends
-    the tiles normalised with them: twice the compute of plain tiling, the memory of one tile.
-    ``x`` that fits in one tile runs whole, once.
-    """
-    if len(_tile_starts(x.shape[-2], tile, overlap)) == 1 and len(_tile_starts(x.shape[-1], tile, overlap)) == 1:
-        return fn(x)
-    stats = GroupNormStatistics(module)
-    with stats.collect():
-        for top in _tile_starts(x.shape[-2], tile, overlap):
-            for left in _tile_starts(x.shape[-1], tile, overlap):
-                fn(x[..., top : top + tile, left : left + tile])
-    with stats.apply():
-        return blend_tiles(fn, x, tile, overlap, scale)
-
-
-# ====================================================================== pipeline
-@dataclass
-class TilingConfig:
-    """A tiling memory feature: tile side and overlap, in the component's input pixels."""
-
-    tile_size: int
-    tile_overlap: int
-
 
 class DifIISRDWTPipeline(DiffusionPipeline):
     r"""x4 super-resolution of infrared images: ResShift sampling in wavelet space, VQ-f4 decoding,
@@ -486,6 +82,10 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     #: input noise level (8-bit grey levels) below which ``lr_consistency=True`` keeps no invented
     #: detail (:func:`shrink_flat_detail`).
     detail_noise_level = 1.0
+    #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
+    #: ``.py``): the released names, whatever the module is called where the class came from (the
+    #: ``difiisr_dwt`` package names the scheduler's module ``scheduling_resshift``, in diffusers' style).
+    _component_code_files = {"dwt_encoder": "modeling_dwt_encoder.py", "scheduler": "scheduler_resshift.py"}
 
     def __init__(self, dwt_encoder, unet: UNet2DModel, vqvae: VQModel, scheduler, quantize_decode: bool = True):
         super().__init__()
@@ -574,6 +174,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         noise_scale: float,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str],
+        value_range: tuple[float, float] | None = None,
     ) -> None:
         """Raise a ``ValueError`` naming the first bad argument of :meth:`__call__` (images are checked
         by :meth:`IRImageProcessor.preprocess`)."""
@@ -586,6 +187,13 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             raise ValueError(f"`noise_scale` must lie in [0, 1], got {noise_scale!r}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        if value_range is not None:
+            try:
+                low, high = (float(v) for v in value_range)
+            except (TypeError, ValueError):
+                raise ValueError(f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}.") from None
+            if not (np.isfinite(low) and np.isfinite(high) and low < high):
+                raise ValueError(f"`value_range` must be finite with low < high, got {value_range!r}.")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
@@ -712,6 +320,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         quantize: bool | None = None,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        value_range: tuple[float, float] | None = None,
         **legacy_tiling,
     ) -> DifIISRDWTPipelineOutput | tuple:
         r"""Upscale infrared images x4.
@@ -736,6 +345,15 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
             callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
                 wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
+            value_range (`tuple[float, float]`, *optional*): ``(low, high)`` in the input's units (counts,
+                kelvin, degrees Celsius) mapped to the model's input range for every image of the call
+                (and, passed again, of every call of a sequence): a temperature maps to the same model
+                input in every frame, and sensor noise keeps its true scale. Values outside it are not
+                clipped: the model sees them saturated, and the fidelity step (in float) gives them back.
+                Outputs then come in the input's units: numpy / torch values unclipped, PIL in the input's
+                type (``I;16`` counts, ``F`` floats). ``None`` (default): each 16-bit or float image is
+                mapped by its own minimum and maximum (see :func:`difiisr_dwt.radiometric.sequence_value_range`
+                for a sequence's default).
             **legacy_tiling: ``tile_size``, ``tile_overlap``, ``decode_tile_size``,
                 ``decode_tile_overlap`` for this call only (deprecated: use :meth:`enable_unet_tiling`
                 and :meth:`enable_decode_tiling`).
@@ -752,12 +370,12 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
                 callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
             tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
-            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs)
+            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range)
             self._noise_scale = noise_scale
             quantize = self.config.quantize_decode if quantize is None else quantize
 
             # 2. Preprocess: (3, h, w) tensors in [-1, 1] and how to give each back
-            items = self.image_processor.preprocess(image)
+            items = self.image_processor.preprocess(image, value_range)
             if isinstance(generator, list) and len(generator) != len(items):
                 raise ValueError(f"Got {len(generator)} generators for {len(items)} images; pass one per image.")
             device = self._execution_device
@@ -786,8 +404,8 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
                     sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
                     sr = back_project(sr, lr_luma, self.back_projection_iterations)
-                for i, out in zip(indices, sr.clamp_(-1, 1)):
-                    results[i] = out.cpu()
+                for i, out in zip(indices, sr):  # in units, values beyond the range are kept (in float)
+                    results[i] = (out if items[i][1].in_units else out.clamp(-1, 1)).cpu()
             self.maybe_free_model_hooks()
         finally:
             if saved_tiling is not None:
@@ -810,8 +428,28 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         return renamed
 
     # ------------------------------------------------------------------ saving
+    @classmethod
+    def code_files(cls, component_classes: dict[str, type]) -> dict[str, str]:
+        """Folder-relative path -> source file of every code file a saved pipeline folder carries.
+
+        This file and its sibling files (the ones it imports relatively, which diffusers copies beside it
+        when it loads the folder's pipeline) go to the folder's root; each custom component's module goes
+        to the component's folder, named by :attr:`_component_code_files`.
+
+        Args:
+            component_classes: component name -> class, for the components whose code is not diffusers'.
+        """
+        pipeline_source = inspect.getfile(cls)
+        files = {os.path.basename(pipeline_source): pipeline_source}
+        for sibling in sorted(get_relative_import_files(pipeline_source)):
+            files[os.path.basename(sibling)] = sibling
+        for name, component_class in component_classes.items():
+            source = inspect.getfile(component_class)
+            files[f"{name}/{cls._component_code_files.get(name, os.path.basename(source))}"] = source
+        return files
+
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Save as a self-contained Hub folder: weights, configs, and the code files of the custom classes.
+        """Save as a self-contained Hub folder: weights, configs, and the code files of :meth:`code_files`.
 
         ``model_index.json`` gets diffusers' remote-code list form, so the folder loads anywhere with
         ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.
@@ -821,14 +459,12 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         with open(index_path, encoding="utf-8") as f:
             index = json.load(f)
         custom = {"dwt_encoder": self.dwt_encoder, "scheduler": self.scheduler}
-        for name, component in custom.items():
-            source = inspect.getfile(type(component))
-            stem = os.path.splitext(os.path.basename(source))[0]
-            shutil.copyfile(source, os.path.join(save_directory, name, os.path.basename(source)))
-            index[name] = [stem, type(component).__name__]
-        pipeline_source = inspect.getfile(type(self))
-        shutil.copyfile(pipeline_source, os.path.join(save_directory, os.path.basename(pipeline_source)))
-        index["_class_name"] = [os.path.splitext(os.path.basename(pipeline_source))[0], type(self).__name__]
+        for relative, source in self.code_files({name: type(c) for name, c in custom.items()}).items():
+            shutil.copyfile(source, os.path.join(save_directory, relative))
+            folder, _, file_name = relative.rpartition("/")
+            if folder in custom:
+                index[folder] = [os.path.splitext(file_name)[0], type(custom[folder]).__name__]
+        index["_class_name"] = [os.path.splitext(os.path.basename(inspect.getfile(type(self))))[0], type(self).__name__]
         tmp_path = index_path + ".tmp"
         with open(tmp_path, "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2, sort_keys=True)

@@ -1,0 +1,116 @@
+"""An upscale output folder: a writability probe, the cleanup of temporary files an interrupted run left,
+and the log that tells this tool's earlier outputs from inputs (:mod:`difiisr_dwt.archive` uses them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from difiisr_dwt.errors import UsageError
+from difiisr_dwt.io import file_digest, temp_writer_gone
+
+#: Kept in every output folder: one JSON line per output written (``{"output", "size", "sha256"}``), so that
+#: a later run into the same folder takes these files for outputs, not inputs.
+OUTPUT_LOG = ".difiisr-dwt-outputs.jsonl"
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it, so that a bad ``-o`` fails before the model loads.
+
+    Raises:
+        UsageError: the folder cannot be created or written, with the reason.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"output folder {folder} is not writable ({error.strerror or error})") from error
+
+
+def remove_stale_temps(folder: Path, names: Iterable[str], before: float) -> int:
+    """Delete the temporary files (``.NAME.*.tmp``, see :func:`difiisr_dwt.io.write_atomic`) that an
+    interrupted run left for the outputs ``names``.
+
+    Only files whose writer is gone are taken (:func:`difiisr_dwt.io.temp_writer_gone`: the pid in the
+    name is not running on this machine), so a run sharing the folder never deletes a live run's file.
+    A name without a writer's token (an older version's) goes when older than ``before`` (a
+    ``time.time()``). Returns how many were removed.
+    """
+    wanted = set(names)
+    removed = 0
+    for path in folder.glob(".*.tmp"):
+        gone = temp_writer_gone(path.name)
+        # ".a_x4.png.k3j9.p123-0a1b2c3d.tmp" / ".a_x4.png.k3j9.tmp" -> "a_x4.png"
+        name = path.name[1:].rsplit(".", 3 if gone is not None else 2)[0]
+        try:
+            if name in wanted and (gone or (gone is None and path.stat().st_mtime < before)):
+                path.unlink()
+                removed += 1
+        except OSError:  # gone already: another run cleaned it
+            pass
+    return removed
+
+
+class OutputLog:
+    """The :data:`OUTPUT_LOG` of an output folder: which of its files this tool wrote.
+
+    Each process appends one line per output, right after the output is renamed into place (a short
+    ``O_APPEND`` write, so processes and runs sharing the folder do not mix their lines); a line cut
+    by a kill is ignored when read. A file counts as an earlier output while its size and SHA-256 are
+    those logged: a file edited or replaced since is an input again.
+    """
+
+    def __init__(self, folder: Path, manifest: Path | None = None):
+        self.folder, self.path = folder, folder / OUTPUT_LOG
+        self._real = os.path.realpath(folder)
+        self._logged: dict[str, set[tuple[int, str]]] | None = None
+        self._listed = self._manifest_outputs(manifest) if manifest is not None else set()
+
+    def add(self, output: Path) -> None:
+        line = json.dumps({"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def _read(self) -> dict[str, set[tuple[int, str]]]:
+        if self._logged is None:
+            self._logged = {}
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                lines = []
+            for line in lines:
+                try:
+                    entry = json.loads(line)
+                    self._logged.setdefault(entry["output"], set()).add((int(entry["size"]), entry["sha256"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return self._logged
+
+    def _manifest_outputs(self, manifest: Path) -> set[str]:
+        """Names of this folder's outputs that an earlier ``--manifest`` (the one this run rewrites) lists."""
+        try:
+            files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+        return {Path(entry["output"]).name for entry in files if isinstance(entry, dict)
+                and entry.get("status") in ("written", "skipped") and isinstance(entry.get("output"), str)
+                and os.path.realpath(Path(entry["output"]).parent) == self._real}
+
+    def is_output(self, path: Path) -> bool:
+        """Whether ``path`` is an output an earlier run wrote into this folder."""
+        if os.path.realpath(path.parent) != self._real:
+            return False
+        if path.name in self._listed:
+            return True
+        logged = self._read().get(path.name)
+        if not logged:
+            return False
+        try:
+            size = path.stat().st_size
+            return any(size == s for s, _ in logged) and (size, file_digest(path)) in logged
+        except OSError:
+            return False

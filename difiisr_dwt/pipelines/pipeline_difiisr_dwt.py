@@ -1,0 +1,480 @@
+# Copyright 2026 The difiisr-dwt authors. Apache-2.0.
+"""DifIISR-DWT: x4 infrared super-resolution by residual shifting in wavelet space.
+
+The diffusion state lives in the wavelet space of ``dwt_encoder`` (``E``): it starts at
+``E(bicubic_x4(lr))`` plus noise, the UNet predicts the clean VQ latent ``z0``, the adapter
+``A = dwt_encoder.project_latent`` carries ``z0`` into the state space for the ResShift posterior,
+and the VQ-f4 decoder turns the last ``z0`` into pixels. Iterative back-projection then makes the
+output agree with its input: ``bicubic_down(SR) = LR`` (a grey level of a thermal image is a
+temperature; the output must not move it).
+
+The pipeline class lives here; its image processor, tiling and fidelity step are the sibling files
+``image_processor.py``, ``tiling.py`` and ``fidelity.py``, imported relatively. The four files are
+self-contained (torch, numpy, PIL, diffusers): they are also the Hub folder's pipeline code files,
+and the components arrive as objects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline, UNet2DModel, VQModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput, deprecate
+from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+from diffusers.utils.torch_utils import randn_tensor
+
+# Every sibling file is imported here, directly: loading a local folder, diffusers copies the pipeline
+# file's own relative imports beside it, not theirs (tests/test_hub_loading.py checks).
+from .fidelity import back_project, shrink_flat_detail
+from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
+from .tiling import TilingConfig, tiled_with_shared_norms
+
+
+@dataclass
+class DifIISRDWTPipelineOutput(BaseOutput):
+    """Output of :class:`DifIISRDWTPipeline`.
+
+    Args:
+        images: PIL images (mode of each input: ``L``, ``RGB``, ``I;16`` or ``F``), or numpy `(B, H, W, C)` /
+            torch `(B, C, H, W)` floats in [0, 1], or in the input's units where a ``value_range`` was
+            given (a list when the images differ in size or channels).
+        value_ranges: per image, the ``(low, high)`` input range that [0, 1] maps to (16-bit and
+            float inputs, and every input under ``value_range``).
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
+    value_ranges: list[tuple[float, float]]
+
+class DifIISRDWTPipeline(DiffusionPipeline):
+    r"""x4 super-resolution of infrared images: ResShift sampling in wavelet space, VQ-f4 decoding,
+    back-projection onto the input.
+
+    Args:
+        dwt_encoder ([`DWTEncoder`]): wavelet encoder ``E`` with the latent adapter ``A``.
+        unet ([`UNet2DModel`]): ``in_channels = 2 * dwt_encoder.out_channels``, ``out_channels`` = VQ
+            latent channels; predicts the clean VQ latent.
+        vqvae ([`VQModel`]): VQ-f4 autoencoder; only its decoder runs here.
+        scheduler ([`ResShiftScheduler`]): the residual-shifting schedule.
+        quantize_decode (`bool`): snap the predicted latent to the codebook before decoding (default
+            of ``__call__``'s ``quantize``).
+
+    Memory features (state, as diffusers' ``enable_vae_tiling``): :meth:`enable_decode_tiling`
+    (on by default for latents larger than 160 x 160 LR pixels; whole-image decoding below) and
+    :meth:`enable_unet_tiling` (off by default). Both share GroupNorm statistics across tiles, so
+    tiling moves no grey level.
+    """
+
+    model_cpu_offload_seq = "dwt_encoder->unet->vqvae"
+    _callback_tensor_inputs = ["latents", "pred_vq_latents", "lr_condition"]
+    _deprecated_tensor_inputs = {"pred_latents": "pred_vq_latents", "lr_latents": "lr_condition"}
+    #: rounds of iterative back-projection under ``lr_consistency=True``.
+    back_projection_iterations = 10
+    #: input noise level (8-bit grey levels) below which ``lr_consistency=True`` keeps no invented
+    #: detail (:func:`shrink_flat_detail`).
+    detail_noise_level = 1.0
+    #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
+    #: ``.py``): the released names, whatever the module is called where the class came from (the
+    #: ``difiisr_dwt`` package names the scheduler's module ``scheduling_resshift``, in diffusers' style).
+    _component_code_files = {"dwt_encoder": "modeling_dwt_encoder.py", "scheduler": "scheduler_resshift.py"}
+
+    def __init__(self, dwt_encoder, unet: UNet2DModel, vqvae: VQModel, scheduler, quantize_decode: bool = True):
+        super().__init__()
+        state_channels = dwt_encoder.out_channels
+        if unet.config.in_channels != 2 * state_channels:
+            raise ValueError(
+                f"unet.in_channels must be 2 x dwt_encoder.out_channels = {2 * state_channels}, "
+                f"got {unet.config.in_channels}."
+            )
+        if unet.config.out_channels != vqvae.config.latent_channels:
+            raise ValueError(
+                f"unet.out_channels ({unet.config.out_channels}) must equal the VQ latent channels "
+                f"({vqvae.config.latent_channels})."
+            )
+        vq_factor = 2 ** (len(vqvae.config.block_out_channels) - 1)
+        if vq_factor != dwt_encoder.downsample_factor:
+            raise ValueError(
+                f"The VQ model downsamples by {vq_factor} but the DWT encoder by {dwt_encoder.downsample_factor}."
+            )
+        self.register_modules(dwt_encoder=dwt_encoder, unet=unet, vqvae=vqvae, scheduler=scheduler)
+        self.register_to_config(quantize_decode=quantize_decode)
+        self.image_processor = IRImageProcessor(scale_factor=dwt_encoder.downsample_factor)
+        self.decode_tiling: TilingConfig | None = TilingConfig(160, 16)
+        self.unet_tiling: TilingConfig | None = None
+
+    @property
+    def upscale_factor(self) -> int:
+        return self.dwt_encoder.downsample_factor
+
+    @property
+    def unet_size_multiple(self) -> int:
+        """Latent sizes the UNet accepts are multiples of this (its number of downsamplings)."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    # per-call settings, read by the steps of one call (as diffusers' ``self._guidance_scale``)
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def noise_scale(self) -> float:
+        return self._noise_scale
+
+    # ------------------------------------------------------------------ memory features
+    def enable_decode_tiling(self, tile_size: int = 160, tile_overlap: int = 16) -> None:
+        """Decode latents larger than ``tile_size`` (latent = LR pixels) in overlapping tiles that share
+        their GroupNorm statistics (two passes over the tiles); smaller ones decode whole.
+
+        Raises:
+            ValueError: ``tile_size <= 0`` or ``tile_overlap`` outside ``[0, tile_size)``.
+        """
+        if tile_size <= 0 or not 0 <= tile_overlap < tile_size:
+            raise ValueError(
+                f"Need decode tile_size > 0 and 0 <= tile_overlap < tile_size, got {tile_size} and {tile_overlap}."
+            )
+        self.decode_tiling = TilingConfig(tile_size, tile_overlap)
+
+    def disable_decode_tiling(self) -> None:
+        """Decode every image whole (peak memory grows with the image)."""
+        self.decode_tiling = None
+
+    def enable_unet_tiling(self, tile_size: int = 64, tile_overlap: int = 16) -> None:
+        """Run the UNet over overlapping tiles of ``tile_size`` LR pixels at every step, blended, with
+        GroupNorm statistics shared across the tiles (two passes: about twice the UNet's time).
+
+        Raises:
+            ValueError: ``tile_size`` not a positive multiple of :attr:`unet_size_multiple`, or
+                ``tile_overlap`` outside ``[0, tile_size)``.
+        """
+        multiple = self.unet_size_multiple
+        if tile_size <= 0 or tile_size % multiple:
+            raise ValueError(f"`tile_size` must be a positive multiple of {multiple}, got {tile_size}.")
+        if not 0 <= tile_overlap < tile_size:
+            raise ValueError(f"`tile_overlap` must be in [0, tile_size), got {tile_overlap}.")
+        self.unet_tiling = TilingConfig(tile_size, tile_overlap)
+
+    def disable_unet_tiling(self) -> None:
+        """Run the UNet on the whole image (the default)."""
+        self.unet_tiling = None
+
+    # ------------------------------------------------------------------ inputs
+    def check_inputs(
+        self,
+        image: PipelineImageInput,
+        num_inference_steps: int,
+        noise_scale: float,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str],
+        value_range: tuple[float, float] | None = None,
+    ) -> None:
+        """Raise a ``ValueError`` naming the first bad argument of :meth:`__call__` (images are checked
+        by :meth:`IRImageProcessor.preprocess`)."""
+        if image is None:
+            raise ValueError("`image` must be given.")
+        steps = self.scheduler.config.num_train_timesteps
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= steps:
+            raise ValueError(f"`num_inference_steps` must be an integer in [1, {steps}], got {num_inference_steps!r}.")
+        if not 0.0 <= noise_scale <= 1.0:
+            raise ValueError(f"`noise_scale` must lie in [0, 1], got {noise_scale!r}.")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        if value_range is not None:
+            try:
+                low, high = (float(v) for v in value_range)
+            except (TypeError, ValueError):
+                raise ValueError(f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}.") from None
+            if not (np.isfinite(low) and np.isfinite(high) and low < high):
+                raise ValueError(f"`value_range` must be finite with low < high, got {value_range!r}.")
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}."
+            )
+
+    def prepare_condition(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reflect-pad the LR batch to the UNet's size multiple and encode ``s_lr = E(bicubic_x4(lr))``.
+
+        Training calls this too, so that the condition is computed one way only.
+
+        Args:
+            lr (`torch.Tensor` of shape `(B, 3, h, w)`): pixels in [-1, 1].
+
+        Returns:
+            ``(lr_padded, s_lr)``: `(B, 3, h', w')` and `(B, 7C, h', w')`, ``h' >= h`` a multiple of
+            :attr:`unet_size_multiple`.
+        """
+        multiple = self.unet_size_multiple
+        height, width = lr.shape[-2:]
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            lr = F.pad(lr, (0, pad_w, 0, pad_h), mode=mode)
+        upsampled = F.interpolate(lr, scale_factor=self.upscale_factor, mode="bicubic", align_corners=False)
+        encoder_dtype = next(self.dwt_encoder.parameters()).dtype
+        lr_condition = self.dwt_encoder.encode(upsampled.clamp_(-1, 1).to(encoder_dtype))
+        return lr, lr_condition.float()
+
+    def prepare_latents(
+        self, lr_condition: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
+    ) -> torch.Tensor:
+        """The prior sample ``s_T = s_lr + kappa sqrt(eta_T) noise`` (float32 state)."""
+        noise = randn_tensor(lr_condition.shape, generator=generator, device=lr_condition.device, dtype=torch.float32)
+        return self.scheduler.prior_sample(lr_condition, noise)
+
+    # ------------------------------------------------------------------ model calls
+    def predict_vq_latents(self, latents: torch.Tensor, lr_condition: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``z0_hat = UNet(cat(scale(s_t), s_lr), t)``: `(B, c, h, w)` VQ latents, float32 (tiled under
+        :meth:`enable_unet_tiling`)."""
+        model_input = torch.cat([self.scheduler.scale_model_input(latents, t), lr_condition], dim=1)
+        model_input = model_input.to(self.unet.dtype)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            timestep = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+            return self.unet(x, timestep).sample.float()
+
+        if self.unet_tiling is None:
+            return run(model_input)
+        tiling = self.unet_tiling
+        return tiled_with_shared_norms(run, self.unet, model_input, tiling.tile_size, tiling.tile_overlap, scale=1)
+
+    def decode_vq_latents(self, vq_latents: torch.Tensor, quantize: bool) -> torch.Tensor:
+        """VQ-decode `(B, c, h, w)` latents to `(B, 3, 4h, 4w)` pixels in [-1, 1] (float32, not clamped),
+        tiled under :meth:`enable_decode_tiling` when larger than one tile."""
+
+        def run(z: torch.Tensor) -> torch.Tensor:
+            return self.vqvae.decode(z.to(self.vqvae.dtype), force_not_quantize=not quantize).sample.float()
+
+        if self.decode_tiling is None:
+            return run(vq_latents)
+        tiling = self.decode_tiling
+        return tiled_with_shared_norms(
+            run, self.vqvae.decoder, vq_latents, tiling.tile_size, tiling.tile_overlap, self.upscale_factor
+        )
+
+    # ------------------------------------------------------------------ sampling
+    def denoise(
+        self, lr_condition: torch.Tensor, timesteps: torch.Tensor, generator, callback_on_step_end,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> torch.Tensor:
+        """The sampling loop from the prior ``s_T`` to the last prediction ``z0_hat``.
+
+        Each step predicts the clean VQ latent, carries it into the state space with the adapter
+        (``s0_hat = A(z0_hat)``) and takes the scheduler's step with this call's ``noise_scale``.
+
+        Returns:
+            `(B, c, h', w')` float32: the VQ latent predicted at the last step.
+        """
+        latents = self.prepare_latents(lr_condition, generator)
+        pred_vq_latents = None
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                pred_vq_latents = self.predict_vq_latents(latents, lr_condition, t)
+                pred_state = self.dwt_encoder.project_latent(pred_vq_latents.to(self.dwt_encoder.dtype)).float()
+                latents = self.scheduler.step(
+                    pred_state, t, latents, generator=generator, noise_scale=self.noise_scale, lr_sample=lr_condition
+                ).prev_sample
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "pred_vq_latents": pred_vq_latents, "lr_condition": lr_condition}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    pred_vq_latents = callback_outputs.pop("pred_vq_latents", pred_vq_latents)
+                progress_bar.update()
+        return pred_vq_latents
+
+    def _legacy_call_options(self, options: dict) -> tuple[TilingConfig | None, TilingConfig | None] | None:
+        """The tiling of one call given with ``__call__``'s old per-call arguments (deprecated)."""
+        if not options:
+            return None
+        unknown = sorted(set(options) - {"tile_size", "tile_overlap", "decode_tile_size", "decode_tile_overlap"})
+        if unknown:
+            raise TypeError(f"__call__() got unexpected keyword arguments {unknown}.")
+        deprecate("tile_size/decode_tile_size", "1.0.0", "Pass tiling as pipeline state: `pipe.enable_unet_tiling("
+                  "tile_size, tile_overlap)` and `pipe.enable_decode_tiling(tile_size, tile_overlap)`.")
+        saved = (self.unet_tiling, self.decode_tiling)
+        if options.get("tile_size") is not None:
+            self.enable_unet_tiling(options["tile_size"], options.get("tile_overlap", 16))
+        if "decode_tile_size" in options:
+            self.enable_decode_tiling(options["decode_tile_size"], options.get("decode_tile_overlap", 16))
+        return saved
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PipelineImageInput,
+        num_inference_steps: int = 3,
+        noise_scale: float = 0.0,
+        lr_consistency: bool = True,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        quantize: bool | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        value_range: tuple[float, float] | None = None,
+        **legacy_tiling,
+    ) -> DifIISRDWTPipelineOutput | tuple:
+        r"""Upscale infrared images x4.
+
+        Args:
+            image: PIL (``L``, ``RGB``, ``I;16``; other common modes converted), numpy `(H, W)` /
+                `(H, W, C)` (uint8, uint16, float in [0, 1]), torch `(C, H, W)` / `(B, C, H, W)` in
+                [0, 1], or a list of them. Grayscale stays grayscale; 16-bit stays 16-bit; colour keeps
+                its chroma (bicubic) around the super-resolved luma.
+            num_inference_steps (`int`): sampling steps, a subsequence of the ``T`` trained steps.
+            noise_scale (`float`): the fidelity-realism knob, in [0, 1]: the share of the ResShift
+                posterior's noise drawn at each step (0: deterministic DDIM-style update, the most
+                faithful; 1: the full posterior, more invented detail). No effect at 1 step.
+            lr_consistency (`bool`): make the output agree with its input: no invented texture where the
+                input is flat (:func:`shrink_flat_detail`), then :attr:`back_projection_iterations`
+                rounds of :func:`back_project`, so that its PIL-bicubic x1/4 reproduces the input.
+            generator: ``torch.Generator`` (or one per image) for reproducible sampling.
+            output_type (`str`): ``"pil"``, ``"np"`` or ``"pt"``.
+            return_dict (`bool`): return a :class:`DifIISRDWTPipelineOutput` rather than a tuple.
+            quantize (`bool`, *optional*): snap latents to the VQ codebook before decoding; defaults
+                to the pipeline config's ``quantize_decode``.
+            callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
+            callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
+                wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
+            value_range (`tuple[float, float]`, *optional*): ``(low, high)`` in the input's units (counts,
+                kelvin, degrees Celsius) mapped to the model's input range for every image of the call
+                (and, passed again, of every call of a sequence): a temperature maps to the same model
+                input in every frame, and sensor noise keeps its true scale. Values outside it are not
+                clipped: the model sees them saturated, and the fidelity step (in float) gives them back.
+                Outputs then come in the input's units: numpy / torch values unclipped, PIL in the input's
+                type (``I;16`` counts, ``F`` floats). ``None`` (default): each 16-bit or float image is
+                mapped by its own minimum and maximum (see :func:`difiisr_dwt.radiometric.sequence_value_range`
+                for a sequence's default).
+            **legacy_tiling: ``tile_size``, ``tile_overlap``, ``decode_tile_size``,
+                ``decode_tile_overlap`` for this call only (deprecated: use :meth:`enable_unet_tiling`
+                and :meth:`enable_decode_tiling`).
+
+        Returns:
+            :class:`DifIISRDWTPipelineOutput` or ``(images, value_ranges)``.
+
+        Raises:
+            ValueError: a bad image or argument, named in the message.
+        """
+        saved_tiling = self._legacy_call_options(legacy_tiling)
+        try:
+            # 1. Check inputs; per-call settings live on `self` for the steps below
+            if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+                callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+            tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
+            self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range)
+            self._noise_scale = noise_scale
+            quantize = self.config.quantize_decode if quantize is None else quantize
+
+            # 2. Preprocess: (3, h, w) tensors in [-1, 1] and how to give each back
+            items = self.image_processor.preprocess(image, value_range)
+            if isinstance(generator, list) and len(generator) != len(items):
+                raise ValueError(f"Got {len(generator)} generators for {len(items)} images; pass one per image.")
+            device = self._execution_device
+
+            # 3. Timesteps: a subsequence of the trained schedule
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.scheduler.timesteps
+            self._num_timesteps = len(timesteps)
+
+            results: list[torch.Tensor | None] = [None] * len(items)
+            for indices in _group_by_size(items):  # one batch per image size
+                lr = torch.stack([items[i][0] for i in indices]).to(device)
+                group_generator = [generator[i] for i in indices] if isinstance(generator, list) else generator
+                # 4. Condition s_lr = E(bicubic_x4(lr)), padded to the UNet's size multiple
+                _, lr_condition = self.prepare_condition(lr)
+                # 5. Denoising loop
+                vq_latents = self.denoise(
+                    lr_condition, timesteps, group_generator, callback_on_step_end, tensor_inputs
+                )
+                # 6. Decode and crop the padding; the model's output is grey, so the fidelity step works on
+                # its luma (a third of the memory) and makes it agree with the input's luma
+                sr = self.decode_vq_latents(vq_latents, quantize)
+                sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor].clamp_(-1, 1)
+                if lr_consistency:
+                    sr = sr.mean(dim=1, keepdim=True)
+                    lr_luma = lr.float().mean(dim=1, keepdim=True)
+                    sr = shrink_flat_detail(sr, lr_luma, self.detail_noise_level / 127.5)
+                    sr = back_project(sr, lr_luma, self.back_projection_iterations)
+                for i, out in zip(indices, sr):  # in units, values beyond the range are kept (in float)
+                    results[i] = (out if items[i][1].in_units else out.clamp(-1, 1)).cpu()
+            self.maybe_free_model_hooks()
+        finally:
+            if saved_tiling is not None:
+                self.unet_tiling, self.decode_tiling = saved_tiling
+
+        # 7. Postprocess to the inputs' forms
+        metas = [meta for _, meta in items]
+        images = self.image_processor.postprocess(results, metas, output_type)
+        value_ranges = [(meta.low, meta.high) for meta in metas]
+        if not return_dict:
+            return (images, value_ranges)
+        return DifIISRDWTPipelineOutput(images=images, value_ranges=value_ranges)
+
+    def _tensor_input_names(self, names: list[str] | None) -> list[str]:
+        """Callback tensor names, the deprecated ones mapped to their new names (default ``["latents"]``)."""
+        names = list(names or ["latents"])
+        renamed = [self._deprecated_tensor_inputs.get(k, k) for k in names]
+        if renamed != names:
+            deprecate("pred_latents/lr_latents", "1.0.0", "Use 'pred_vq_latents' and 'lr_condition'.")
+        return renamed
+
+    # ------------------------------------------------------------------ saving
+    @classmethod
+    def code_files(cls, component_classes: dict[str, type]) -> dict[str, str]:
+        """Folder-relative path -> source file of every code file a saved pipeline folder carries.
+
+        This file and its sibling files (the ones it imports relatively, which diffusers copies beside it
+        when it loads the folder's pipeline) go to the folder's root; each custom component's module goes
+        to the component's folder, named by :attr:`_component_code_files`.
+
+        Args:
+            component_classes: component name -> class, for the components whose code is not diffusers'.
+        """
+        pipeline_source = inspect.getfile(cls)
+        files = {os.path.basename(pipeline_source): pipeline_source}
+        for sibling in sorted(get_relative_import_files(pipeline_source)):
+            files[os.path.basename(sibling)] = sibling
+        for name, component_class in component_classes.items():
+            source = inspect.getfile(component_class)
+            files[f"{name}/{cls._component_code_files.get(name, os.path.basename(source))}"] = source
+        return files
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Save as a self-contained Hub folder: weights, configs, and the code files of :meth:`code_files`.
+
+        ``model_index.json`` gets diffusers' remote-code list form, so the folder loads anywhere with
+        ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.
+        """
+        super().save_pretrained(save_directory, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+        custom = {"dwt_encoder": self.dwt_encoder, "scheduler": self.scheduler}
+        for relative, source in self.code_files({name: type(c) for name, c in custom.items()}).items():
+            shutil.copyfile(source, os.path.join(save_directory, relative))
+            folder, _, file_name = relative.rpartition("/")
+            if folder in custom:
+                index[folder] = [os.path.splitext(file_name)[0], type(custom[folder]).__name__]
+        index["_class_name"] = [os.path.splitext(os.path.basename(inspect.getfile(type(self))))[0], type(self).__name__]
+        tmp_path = index_path + ".tmp"
+        with open(tmp_path, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp_path, index_path)
+
+
+def _group_by_size(items: list[tuple[torch.Tensor, ImageMeta]]) -> Iterator[list[int]]:
+    """Indices of same-size images, batched together; order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (tensor, _) in enumerate(items):
+        groups.setdefault(tuple(tensor.shape[-2:]), []).append(index)
+    yield from groups.values()

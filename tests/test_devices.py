@@ -1,0 +1,69 @@
+"""``--device``: a device this machine lacks, or a name that is no device, is one ``error:`` line that names
+it and the available devices, before any data or model is loaded (upscale, eval, bench, the demo, the API)."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from difiisr_dwt.cli import main
+from difiisr_dwt.errors import UsageError
+from difiisr_dwt.loading import available_devices, load_pipeline, resolve_device
+
+# "cuda:99": no machine has it (a CPU box has no CUDA at all); "foo" names no device type
+MISSING = ["foo", "cuda:99"]
+
+
+def _error_lines(argv, capsys) -> tuple[int, list[str], str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.startswith("error:")], err
+
+
+def _assert_device_error(result, device: str) -> None:
+    code, lines, err = result
+    assert code == 2, err
+    assert len(lines) == 1 and device in lines[0] and "available here: cpu" in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    PIL.Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "a.png")
+    return folder
+
+
+@pytest.mark.parametrize("device", MISSING)
+def test_cli_commands_refuse_a_missing_device_before_loading(device, image_dir, tmp_path, capsys, monkeypatch):
+    # a model that does not exist: reaching the model loader would give a different error
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing_model = tmp_path / "no_model"
+    _assert_device_error(_error_lines(["upscale", image_dir, "-o", tmp_path / "out", "--model", missing_model,
+                                       "--device", device], capsys), device)
+    assert not (tmp_path / "out").exists()  # refused before the output folder was even made
+    _assert_device_error(_error_lines(["eval", "--hr", image_dir, "--model", missing_model, "--device", device],
+                                      capsys), device)
+    _assert_device_error(_error_lines(["bench", "--quick", "--section", "gpu", "--model", missing_model,
+                                       "--device", device], capsys), device)
+
+
+@pytest.mark.parametrize("device", MISSING)
+def test_api_refuses_a_missing_device_before_loading(device, tmp_path):
+    with pytest.raises(UsageError, match="available here: cpu"):
+        resolve_device(device)
+    with pytest.raises(UsageError, match=device):  # the device, not the missing model, is reported
+        load_pipeline(tmp_path / "no_model", device=device)
+
+
+def test_available_devices_are_accepted():
+    assert available_devices()[0] == "cpu"
+    for device in available_devices():
+        assert resolve_device(device).type == device.split(":")[0]
+    assert str(resolve_device("auto")) in {"cpu"} | {d.split(":")[0] for d in available_devices()}
+

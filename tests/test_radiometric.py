@@ -1,0 +1,244 @@
+"""Radiometric files: read in their units, written back in their type with their tags; the fixed intensity
+mapping (``value_range`` / ``--range``) through the pipeline. Fast tests (random-weight model or none);
+the real model's temperature fidelity is in test_radiometric_model.py."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import tifffile
+
+from difiisr_dwt.cli import main
+from difiisr_dwt.errors import UsageError
+from difiisr_dwt.io import ImageReadError
+from difiisr_dwt.metrics import high_frequency_rms
+from difiisr_dwt.radiometric import (
+    is_flir_jpeg,
+    parse_value_range,
+    preview_path,
+    read_radiometric,
+    sequence_value_range,
+    write_radiometric,
+)
+
+DATA = Path(__file__).resolve().parent / "data"
+FLIR_JPEG = DATA / "flir_ax8.jpg"
+# Tags as a thermal camera writes them: make, model, software, serial, a date, a private calibration tag
+CAMERA_TAGS = [
+    (271, 2, 10, "Workswell", True), (272, 2, 10, "WIRIS Pro", True),
+    (36867, 2, 20, "2023:10:15 22:18:41", True), (50735, 2, 16, "1017-WWP-190408", True),
+    (65000, 12, 2, (0.01, -20.0), True),  # a private tag: e.g. a linear calibration, gain and offset
+]
+
+
+def _tags(path: Path) -> dict[str, object]:
+    with tifffile.TiffFile(path) as tif:
+        return {tag.name: tag.value for tag in tif.pages[0].tags.values()}
+
+
+def _camera_tiff(path: Path, array: np.ndarray) -> None:
+    tifffile.imwrite(path, array, extratags=CAMERA_TAGS, software="1.6.51", resolution=(72.0, 72.0),
+                     resolutionunit=2, description="frame 7 of a facade survey", metadata=None)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+def test_tiff_round_trip_keeps_type_units_and_tags(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    values = 3000 + rng.random((12, 16)) * 400 if dtype == np.uint16 else 15 + rng.random((12, 16)) * 10
+    _camera_tiff(tmp_path / "in.tif", values.astype(dtype))
+    image = read_radiometric(tmp_path / "in.tif")
+    assert image.dtype == dtype and image.unit == ("counts" if dtype == np.uint16 else "as input")
+    np.testing.assert_array_equal(image.frames[0], values.astype(dtype))
+    up = np.kron(image.frames[0].astype(np.float64), np.ones((4, 4))) + 0.3  # an "output" off the input grid
+    write_radiometric(tmp_path / "out.tif", [up], image)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        out = tif.pages[0].asarray()
+    assert out.dtype == dtype and out.shape == (48, 64)
+    expected = np.round(up) if dtype == np.uint16 else up
+    np.testing.assert_allclose(out, expected.astype(dtype), rtol=0, atol=1e-4)
+    before, after = _tags(tmp_path / "in.tif"), _tags(tmp_path / "out.tif")
+    for name in ("Make", "Model", "Software", "DateTimeOriginal", "CameraSerialNumber", "ImageDescription", "65000"):
+        assert after[name] == before[name], name
+    assert after["XResolution"] == (288, 1) and after["ResolutionUnit"] == 2  # same area, 4x the pixels
+
+
+def test_exif_entries_are_carried_and_tifffile_shape_description_dropped(tmp_path, shared_dir):
+    source = shared_dir / "data/ir/thermitage16/22-18-41-880-radiometric.tiff"
+    if not source.is_file():
+        pytest.skip(f"{source} not present")
+    image = read_radiometric(source)
+    write_radiometric(tmp_path / "out.tif", [np.zeros((2048, 2560))], image)
+    before, after = _tags(source), _tags(tmp_path / "out.tif")
+    assert before["ExifTag"]  # FocalLength, LensModel... live in the EXIF sub-IFD of the input
+    for name, value in {**before.pop("ExifTag"), **before}.items():
+        if name not in ("ImageWidth", "ImageLength", "StripOffsets", "StripByteCounts", "FillOrder"):  # layout
+            assert after[name] == value, name
+    tifffile.imwrite(tmp_path / "shaped.tif", np.zeros((4, 4), np.uint16))  # '{"shape": [4, 4]}' description
+    write_radiometric(tmp_path / "shaped_x4.tif", [np.zeros((16, 16))], read_radiometric(tmp_path / "shaped.tif"))
+    assert "shape" not in str(_tags(tmp_path / "shaped_x4.tif").get("ImageDescription", ""))
+
+
+def test_lzw_tiff_is_read_without_imagecodecs(shared_dir):
+    source = shared_dir / "data/ir/flirpy/example_radiometric.tiff"  # LZW + predictor, as the camera wrote it
+    if not source.is_file():
+        pytest.skip(f"{source} not present")
+    image = read_radiometric(source)
+    with PIL.Image.open(source) as pil:
+        np.testing.assert_array_equal(image.frames[0], np.asarray(pil))
+    assert image.frames[0].dtype == np.uint16 and (image.frames[0].min(), image.frames[0].max()) == (6743, 7077)
+
+
+def test_ordinary_pictures_are_not_radiometric(tmp_path):
+    PIL.Image.new("L", (8, 8), 7).save(tmp_path / "a.tif")
+    PIL.Image.new("RGB", (8, 8)).save(tmp_path / "b.jpg")
+    tifffile.imwrite(tmp_path / "rgb16.tif", np.zeros((8, 8, 3), np.uint16))
+    for name in ("a.tif", "b.jpg", "rgb16.tif"):
+        assert read_radiometric(tmp_path / name) is None
+    assert not is_flir_jpeg(tmp_path / "b.jpg") and is_flir_jpeg(FLIR_JPEG)
+
+
+def test_bad_radiometric_files_raise_clear_errors(tmp_path):
+    tifffile.imwrite(tmp_path / "nan.tif", np.array([[1.0, np.nan]], np.float32))
+    with pytest.raises(ImageReadError, match="nan.tif: contains NaN"):
+        read_radiometric(tmp_path / "nan.tif")
+    (tmp_path / "cut.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageReadError, match="cut.tif: not a readable TIFF"):
+        read_radiometric(tmp_path / "cut.tif")
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_radiometric(tmp_path / "missing.tif")
+
+
+def test_flir_jpeg_gives_celsius_with_its_calibration():
+    pytest.importorskip("flyr", reason="flyr (the radiometric extra) reads FLIR R-JPEGs")
+    image = read_radiometric(FLIR_JPEG)
+    frame = image.frames[0]
+    assert (image.unit, image.source, frame.dtype, frame.shape) == ("degC", "flir-rjpeg", np.float32, (60, 80))
+    assert 24.0 < frame.min() < frame.max() < 26.0  # an indoor scene at room temperature
+    record = json.loads(image.description)
+    assert record["unit"] == "degC" and record["calibration"]["emissivity"] == pytest.approx(0.95)
+
+
+def test_flir_jpeg_without_flyr_names_the_install(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_flyr(name, *args, **kwargs):
+        if name == "flyr":
+            raise ImportError("No module named 'flyr'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_flyr)
+    with pytest.raises(ImageReadError, match=r'flir_ax8.jpg: .*pip install "difiisr-dwt\[radiometric\]"'):
+        read_radiometric(FLIR_JPEG)
+
+
+def test_sequence_value_range_pools_all_frames():
+    cold, hot = np.full((100, 100), 10.0), np.full((100, 100), 30.0)
+    hot[0, 0] = 1000.0  # one hot pixel must not set the scale
+    low, high = sequence_value_range([cold, hot], percentiles=(0.5, 99.5), margin=0.0)
+    assert low == pytest.approx(10.0) and high == pytest.approx(30.0)
+    assert sequence_value_range([cold], margin=0.1) == (9.5, 10.5)  # flat: a span of 1 around it
+    low, high = sequence_value_range([np.array([0.0, 100.0])], percentiles=(0, 100), margin=0.05)
+    assert (low, high) == pytest.approx((-5.0, 105.0))
+    with pytest.raises(ValueError, match="at least one frame"):
+        sequence_value_range([])
+    with pytest.raises(ValueError, match="NaN"):
+        sequence_value_range([np.array([np.nan, 1.0])])
+
+
+def test_parse_value_range():
+    assert parse_value_range(["290", "310.5"]) == (290.0, 310.5)
+    assert parse_value_range(None) is None
+    for bad in (["5", "5"], ["10", "2"], ["nan", "3"]):
+        with pytest.raises(UsageError, match="--range LOW HIGH"):
+            parse_value_range(bad)
+
+
+def test_high_frequency_rms_sees_texture_not_ramps():
+    ramp = np.add.outer(np.arange(40.0), np.arange(40.0))
+    checker = ramp + 2.0 * (np.indices((40, 40)).sum(0) % 2)
+    assert high_frequency_rms(ramp) < 1e-9
+    assert high_frequency_rms(checker) == pytest.approx(1.0, rel=0.05)  # 0/2 alternation: +-1 about its blur
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+def test_value_range_maps_every_image_alike_and_outputs_in_units(tiny_pipeline):
+    low, high = 3000.0, 5000.0
+    frames = [np.full((8, 8), 3500, np.uint16), np.full((8, 8), 4500, np.uint16)]
+    frames[1][2:5, 2:5] = 3500  # the same temperature in both frames
+    items = tiny_pipeline.image_processor.preprocess(frames, (low, high))
+    assert items[0][0][0, 0, 0] == pytest.approx(items[1][0][0, 2, 2])  # same model input for the same value
+    assert items[0][0][0, 0, 0] == pytest.approx(2 * (3500 - low) / (high - low) - 1)
+    out = tiny_pipeline(frames, num_inference_steps=1, output_type="np", value_range=(low, high))
+    assert out.value_ranges == [(low, high)] * 2 and out.images.dtype == np.float32
+    pil = tiny_pipeline(frames, num_inference_steps=1, value_range=(low, high)).images
+    assert [p.mode for p in pil] == ["I;16", "I;16"]
+
+
+def test_values_outside_the_range_are_kept_not_clipped(tiny_pipeline):
+    lr = np.linspace(-5.0, 45.0, 16 * 16, dtype=np.float32).reshape(16, 16)  # range 10..30 covers the middle
+    out = tiny_pipeline(lr, num_inference_steps=1, output_type="np", value_range=(10.0, 30.0)).images[0, :, :, 0]
+    assert out.min() < 5.0 and out.max() > 35.0  # clipping would hold them at 10 and 30
+    pil = tiny_pipeline(PIL.Image.fromarray(lr, mode="F"), num_inference_steps=1, value_range=(10.0, 30.0)).images[0]
+    assert pil.mode == "F" and np.asarray(pil).max() > 35.0
+
+
+def test_float_pil_image_uses_its_own_range_by_default(tiny_pipeline):
+    lr = PIL.Image.fromarray(np.linspace(290, 300, 64, dtype=np.float32).reshape(8, 8), mode="F")
+    out = tiny_pipeline(lr, num_inference_steps=1)
+    assert out.images[0].mode == "F" and out.value_ranges == [(290.0, 300.0)]
+
+
+@pytest.mark.parametrize("bad", [(5.0, 5.0), (3.0, 1.0), (0.0, float("inf")), (1.0,), "ab"])
+def test_bad_value_range_raises(tiny_pipeline, bad):
+    with pytest.raises(ValueError, match="value_range"):
+        tiny_pipeline(np.zeros((8, 8), np.uint16), num_inference_steps=1, value_range=bad)
+
+
+def test_float_array_outside_unit_range_suggests_value_range(tiny_pipeline):
+    with pytest.raises(ValueError, match=r"pass value_range=\(low, high\)"):
+        tiny_pipeline(np.full((8, 8), 25.0, np.float32), num_inference_steps=1)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_writes_radiometric_tiffs_in_their_type_with_tags(saved_test_model, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    _camera_tiff(folder / "counts.tif", (3000 + rng.random((8, 12)) * 500).astype(np.uint16))
+    _camera_tiff(folder / "celsius.tif", (18 + rng.random((8, 12)) * 3).astype(np.float32))
+    shutil.copy(FLIR_JPEG, folder / "flir.jpg")
+    has_flyr = True
+    try:
+        import flyr  # noqa: F401
+    except ImportError:
+        has_flyr = False
+        (folder / "flir.jpg").unlink()
+    code = main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(saved_test_model),
+                 "--steps", "1", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    counts, celsius = (read_radiometric(tmp_path / "out" / n) for n in ("counts_x4.tif", "celsius_x4.tif"))
+    assert counts.dtype == np.uint16 and celsius.dtype == np.float32
+    assert counts.frames[0].shape == celsius.frames[0].shape == (32, 48)
+    for name in ("counts", "celsius"):
+        before, after = _tags(folder / f"{name}.tif"), _tags(tmp_path / "out" / f"{name}_x4.tif")
+        assert all(after[k] == before[k] for k in ("Make", "Model", "Software", "CameraSerialNumber", "65000"))
+    if has_flyr:
+        temperatures = read_radiometric(tmp_path / "out" / "flir_x4.tif")
+        assert temperatures.dtype == np.float32 and temperatures.frames[0].shape == (240, 320)
+        assert json.loads(temperatures.description)["unit"] == "degC"
+        with PIL.Image.open(preview_path(tmp_path / "out" / "flir_x4.tif")) as preview:
+            assert (preview.mode, preview.size) == ("L", (320, 240))
+
+
+def test_cli_bad_range_fails_before_the_model_loads(tmp_path, capsys):
+    _camera_tiff(tmp_path / "a.tif", np.zeros((8, 8), np.uint16))
+    code = main(["upscale", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "--model",
+                 str(tmp_path / "no-model"), "--range", "300", "290"])
+    assert code == 2
+    assert "error: --range LOW HIGH needs two finite numbers with LOW < HIGH" in capsys.readouterr().err

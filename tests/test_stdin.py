@@ -1,0 +1,101 @@
+"""``upscale -`` reads one image from standard input (output ``stdin_x4.png``), other streams (``/dev/stdin``,
+a named pipe) are read like it, and ``-o -`` writes the one result to standard output, everything else to
+standard error."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from difiisr_dwt.cli import main
+from difiisr_dwt.output_folder import OUTPUT_LOG
+
+
+def _png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+GRAY = (np.random.default_rng(0).random((12, 16)) * 255).astype(np.uint8)
+
+
+def _pipe_in(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def _upscale(model: os.PathLike, *argv) -> int:
+    return main(["upscale", *map(str, argv), "--model", str(model), "--steps", "1", "--device", "cpu"])
+
+
+def test_dash_reads_one_image_from_stdin(saved_test_model, tmp_path, monkeypatch, capsys):
+    _pipe_in(monkeypatch, _png_bytes(GRAY))
+    assert _upscale(saved_test_model, "-", "-o", tmp_path / "out") == 0
+    with PIL.Image.open(tmp_path / "out" / "stdin_x4.png") as result:
+        assert result.size == (64, 48) and result.mode == "L"
+    # a TIFF on stdin gives a TIFF, like a .tif file would
+    _pipe_in(monkeypatch, _png_bytes(GRAY, "TIFF"))
+    assert _upscale(saved_test_model, "-", "-o", tmp_path / "tif") == 0
+    assert sorted(p.name for p in (tmp_path / "tif").iterdir()) == [OUTPUT_LOG, "stdin_x4.tif"]
+    capsys.readouterr()
+
+
+def test_dash_refusals(saved_test_model, tmp_path, monkeypatch, capsys):
+    _pipe_in(monkeypatch, b"")
+    assert _upscale(saved_test_model, "-", "-o", tmp_path / "out") == 2
+    assert "error: standard input: empty" in capsys.readouterr().err
+    _pipe_in(monkeypatch, _png_bytes(GRAY))
+    assert _upscale(saved_test_model, "-", "-", "-o", tmp_path / "out") == 2
+    assert "given twice" in capsys.readouterr().err
+    _pipe_in(monkeypatch, b"not an image")
+    assert _upscale(saved_test_model, "-", "-o", tmp_path / "out") == 1
+    assert "error: <stdin>: not a readable image" in capsys.readouterr().err
+
+
+def test_named_pipe_is_read_as_a_stream(saved_test_model, tmp_path, capsys):
+    """``/dev/stdin`` or ``<(cat a.png)`` is a pipe, not a regular file: read once, not "no such file"."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(_png_bytes(GRAY)))
+    writer.start()
+    try:
+        assert _upscale(saved_test_model, fifo, "-o", tmp_path / "out") == 0
+    finally:
+        writer.join(timeout=60)
+    assert (tmp_path / "out" / "pipe_x4.png").is_file()
+    assert "no such file" not in capsys.readouterr().err
+
+
+def test_dash_o_writes_the_image_to_stdout_and_logs_to_stderr(saved_test_model, tmp_path, monkeypatch,
+                                                              capsysbinary):
+    source = tmp_path / "a.png"
+    source.write_bytes(_png_bytes(GRAY))
+    assert _upscale(saved_test_model, source, "-o", "-") == 0
+    captured = capsysbinary.readouterr()
+    with PIL.Image.open(io.BytesIO(captured.out)) as result:  # stdout holds the PNG and nothing else
+        assert result.format == "PNG" and result.size == (64, 48)
+    assert b"1 written" in captured.err
+    assert list(tmp_path.iterdir()) == [source]  # nothing left beside the input
+    for argv in ([tmp_path], [source, source.with_name("b.png")]):  # a folder, several files
+        assert _upscale(saved_test_model, *argv, "-o", "-") == 2
+        assert b"exactly one INPUT" in capsysbinary.readouterr().err
+
+
+@pytest.mark.slow
+def test_cat_into_the_console_script_and_out_again(saved_test_model, tmp_path):
+    """The shell form, in a child process: ``cat a.png | difiisr-dwt upscale - -o - > b.png``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "difiisr_dwt.cli", "upscale", "-", "-o", "-", "--model", str(saved_test_model),
+         "--steps", "1", "--device", "cpu"],
+        input=_png_bytes(GRAY), capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    with PIL.Image.open(io.BytesIO(result.stdout)) as image:
+        assert image.size == (64, 48)
+    assert b"1 written" in result.stderr
