@@ -2,7 +2,8 @@
 
 ``bicubic`` is the evaluation protocol (PIL bicubic /4, M3FD / DifIISR); ``realesrgan`` is the
 second-order blind degradation of Real-ESRGAN (Wang et al., ICCVW 2021): blur, resize, noise and
-JPEG, twice, then a final resize and sinc filter.
+JPEG, twice, then a final resize and sinc filter; ``thermal`` is what a thermal camera does (optical PSF,
+sensor sampling, Poisson-Gaussian noise, column / row fixed-pattern stripes, 8 bits, sometimes JPEG).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-DEGRADATIONS = ("bicubic", "realesrgan")
+DEGRADATIONS = ("bicubic", "realesrgan", "thermal")
 
 
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
@@ -49,14 +50,16 @@ def degrade(images: torch.Tensor, kind: str, generator: torch.Generator | None =
     """LR images `(B, C, H/scale, W/scale)` in [-1, 1] from HR `(B, C, H, W)` in [-1, 1].
 
     Args:
-        kind: ``"bicubic"`` or ``"realesrgan"``.
-        generator: seeds the random degradation (``realesrgan``), on the images' device.
-        kwargs: fields of :class:`RealESRGANConfig`.
+        kind: ``"bicubic"``, ``"realesrgan"`` or ``"thermal"``.
+        generator: seeds the random degradation (``realesrgan``, ``thermal``), on the images' device.
+        kwargs: fields of :class:`RealESRGANConfig` or :class:`ThermalConfig`.
     """
     if kind == "bicubic":
         return bicubic_downsample(images, scale)
     if kind == "realesrgan":
         return realesrgan_degrade(images, RealESRGANConfig(**kwargs), generator, scale)
+    if kind == "thermal":
+        return thermal_degrade(images, ThermalConfig(**kwargs), generator, scale)
     raise ValueError(f"Unknown degradation {kind!r}; choose one of {DEGRADATIONS}.")
 
 
@@ -265,4 +268,155 @@ def realesrgan_degrade(images: torch.Tensor, cfg: RealESRGANConfig | None = None
     # grey inputs stay grey: JPEG's chroma subsampling would otherwise tint them by a level or two
     grey = (images[:, 1:] == images[:, :1]).flatten(1).all(dim=1)[:, None, None, None]
     x = torch.where(grey, x.mean(dim=1, keepdim=True).expand_as(x), x)
+    return quantize_8bit(x * 2 - 1).to(images.dtype)
+
+
+# ------------------------------------------------------------------------------------------------ thermal camera
+
+
+@dataclass
+class ThermalConfig:
+    """What degrades a real thermal camera frame, each part drawn per sample (probability, then range).
+
+    Pixel values are 8-bit grey levels (0-255) unless said otherwise; the defaults cover the
+    acceptance's "mild" case (Gaussian sigma 2, column offsets sigma 1.5) with room on both sides.
+
+    - ``clean_prob``: the sample is plain PIL bicubic (the evaluation protocol), so that clean inputs stay
+      in the training distribution (with the other probabilities, about 29% of the samples are clean).
+
+    - ``blur_prob``, ``blur_radius``: optical PSF on the HR grid before the sensor samples it: an Airy
+      pattern (diffraction-limited lens, probability ``airy_prob``) with its first dark ring at
+      ``1.22 lambda N`` = ``blur_radius`` LR pixels (LWIR: lambda ~10 um, f/1-f/1.4, 12-17 um pitch gives
+      0.7-1.4 px), or a Gaussian of the same width (sigma = 0.42 x the Airy radius, the usual fit).
+    - ``read_noise``: signal-independent Gaussian sigma (read-out / Johnson noise).
+    - ``shot_noise``: signal-dependent sigma at full scale; the variance is ``a x + b`` (Foi et al., "Practical
+      Poissonian-Gaussian noise modeling and fitting for single-image raw-data", IEEE TIP 2008).
+    - ``column_fpn`` / ``row_fpn``: fixed-pattern stripe offsets, one per column (row), Gaussian with the
+      drawn sigma: the read-out amplifiers of a microbolometer's columns differ (Kuang et al., "Single
+      infrared image stripe noise removal using deep convolutional networks", IEEE Photonics J. 2017).
+    - ``jpeg_prob``, ``jpeg_range``: exported frames saved as JPEG (quality range).
+    Every LR is rounded to 8 bits at the end (what an exported frame holds).
+    """
+
+    clean_prob: float = 0.25
+    blur_prob: float = 0.5
+    airy_prob: float = 0.5
+    blur_radius: tuple[float, float] = (0.5, 1.4)  # Airy first-zero radius, LR pixels
+    noise_prob: float = 0.7
+    read_noise: tuple[float, float] = (0.5, 4.0)
+    shot_noise_prob: float = 0.5
+    shot_noise: tuple[float, float] = (0.5, 3.0)
+    column_fpn_prob: float = 0.5
+    column_fpn: tuple[float, float] = (0.3, 3.0)
+    row_fpn_prob: float = 0.2
+    row_fpn: tuple[float, float] = (0.2, 1.5)
+    jpeg_prob: float = 0.15
+    jpeg_range: tuple[float, float] = (75.0, 95.0)
+
+
+#: Gaussian sigma that best fits an Airy pattern of first-zero radius 1 (0.42 lambda N / 1.22 lambda N).
+AIRY_GAUSSIAN_SIGMA = 0.42 / 1.22
+
+
+def airy_kernels(radius: torch.Tensor, device) -> torch.Tensor:
+    """Airy PSFs `(B, 21, 21)` (intensity ``(2 J1(v) / v)^2``, ``v = 3.8317 r / radius``), summing to 1.
+
+    Args:
+        radius (`(B,)`): radius of the first dark ring in pixels of the grid the kernel is applied on.
+    """
+    y, x = _grid(MAX_KERNEL, device)
+    r = torch.sqrt(x**2 + y**2)[None]
+    v = 3.8317 * r / radius[:, None, None]  # first zero of J1
+    safe_v = torch.where(v == 0, torch.ones_like(v), v)
+    kernels = torch.where(v == 0, torch.ones_like(v), (2 * torch.special.bessel_j1(safe_v) / safe_v) ** 2)
+    return _window(kernels, torch.full_like(radius, MAX_KERNEL, dtype=torch.long))
+
+
+def isotropic_gaussian_kernels(sigma: torch.Tensor, device) -> torch.Tensor:
+    """Isotropic Gaussian PSFs `(B, 21, 21)` with standard deviation ``sigma`` `(B,)` in pixels, summing to 1."""
+    y, x = _grid(MAX_KERNEL, device)
+    kernels = torch.exp(-(x**2 + y**2)[None] / (2 * sigma[:, None, None] ** 2))
+    return _window(kernels, torch.full_like(sigma, MAX_KERNEL, dtype=torch.long))
+
+
+def _chance(prob: float, n: int, generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device) < prob
+
+
+def _drawn_sigma(prob: float, limits: tuple[float, float], n: int, generator, device) -> torch.Tensor:
+    """Per-sample sigma `(B,)`: drawn from ``limits`` with probability ``prob``, else 0 (always two draws)."""
+    use = _chance(prob, n, generator, device)
+    return torch.where(use, _uniform(*limits, n, generator, device), torch.zeros(n, device=device))
+
+
+def sensor_noise(lr: torch.Tensor, read_sigma: torch.Tensor, shot_sigma: torch.Tensor,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Poisson-Gaussian sensor noise (Foi et al. 2008, Gaussian approximation): ``x + sqrt(a x + b) n``.
+
+    Args:
+        lr (`(B, C, H, W)`): images in [0, 1]; channels get the same noise (a thermal frame is grey).
+        read_sigma (`(B,)`): signal-independent sigma ``sqrt(b)`` in 8-bit grey levels.
+        shot_sigma (`(B,)`): signal-dependent sigma at full scale (``sqrt(a)``) in 8-bit grey levels.
+    """
+    b, _, h, w = lr.shape
+    signal = lr.mean(dim=1, keepdim=True).clamp(0, 1)
+    variance = (read_sigma[:, None, None, None] ** 2 + shot_sigma[:, None, None, None] ** 2 * signal) / 255**2
+    noise = torch.randn((b, 1, h, w), generator=generator, device=lr.device) * variance.sqrt()
+    return lr + noise
+
+
+def stripe_noise(lr: torch.Tensor, column_sigma: torch.Tensor, row_sigma: torch.Tensor,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Fixed-pattern offsets: one Gaussian offset per column (sigma ``column_sigma``) and per row
+    (``row_sigma``), both `(B,)` in 8-bit grey levels, added to images `(B, C, H, W)` in [0, 1]."""
+    b, _, h, w = lr.shape
+    columns = torch.randn((b, 1, 1, w), generator=generator, device=lr.device) * column_sigma[:, None, None, None]
+    rows = torch.randn((b, 1, h, 1), generator=generator, device=lr.device) * row_sigma[:, None, None, None]
+    return lr + (columns + rows) / 255
+
+
+@torch.no_grad()
+def thermal_degrade(images: torch.Tensor, cfg: ThermalConfig | None = None,
+                    generator: torch.Generator | None = None, scale: int = 4) -> torch.Tensor:
+    """A thermal camera's degradation of HR `(B, C, H, W)` in [-1, 1] to LR `(B, C, H/scale, W/scale)` in [-1, 1].
+
+    In the order the camera applies them: optical PSF (Airy or Gaussian, on the HR grid), sampling by
+    the sensor (PIL-equivalent bicubic /``scale``, the evaluation protocol), Poisson-Gaussian sensor
+    noise, column / row fixed-pattern offsets, rounding to 8 bits, and JPEG for some exported frames
+    (:class:`ThermalConfig` gives the probabilities, ranges and sources). Every draw is per sample and
+    comes from ``generator`` (a fixed number of draws per call, so the same seed gives the same batch).
+    Grey inputs give grey outputs.
+    """
+    cfg = cfg or ThermalConfig()
+    b, _, h, w = images.shape
+    if h % scale or w % scale:
+        raise ValueError(f"Image size {w}x{h} is not divisible by the scale {scale}.")
+    device = images.device
+    x = (images.float() + 1) / 2
+    clean = _chance(cfg.clean_prob, b, generator, device)
+    # 1. optics: the PSF width is set in LR (sensor) pixels and applied on the HR grid
+    blur = _chance(cfg.blur_prob, b, generator, device)
+    airy = _chance(cfg.airy_prob, b, generator, device)
+    radius = _uniform(*cfg.blur_radius, b, generator, device) * scale
+    kernels = torch.where(airy[:, None, None], airy_kernels(radius, device),
+                          isotropic_gaussian_kernels(radius * AIRY_GAUSSIAN_SIGMA, device))
+    x = torch.where(blur[:, None, None, None], filter2d(x, kernels), x)
+    # 2. sampling by the sensor
+    x = bicubic_downsample(x * 2 - 1, scale, quantize=False).float()
+    x = (x + 1) / 2
+    # 3. temporal noise, 4. fixed-pattern stripes
+    noisy = _chance(cfg.noise_prob, b, generator, device)
+    read = torch.where(noisy, _uniform(*cfg.read_noise, b, generator, device), torch.zeros(b, device=device))
+    shot = torch.where(noisy, _drawn_sigma(cfg.shot_noise_prob, cfg.shot_noise, b, generator, device),
+                       torch.zeros(b, device=device))
+    x = sensor_noise(x, read, shot, generator)
+    columns = _drawn_sigma(cfg.column_fpn_prob, cfg.column_fpn, b, generator, device)
+    rows = _drawn_sigma(cfg.row_fpn_prob, cfg.row_fpn, b, generator, device)
+    x = stripe_noise(x, columns, rows, generator)
+    # 5. an 8-bit frame, 6. sometimes JPEG
+    x = (quantize_8bit(x * 2 - 1) + 1) / 2
+    use_jpeg = _chance(cfg.jpeg_prob, b, generator, device)
+    jpeg = _jpeg(x, cfg.jpeg_range, generator).mean(dim=1, keepdim=True).expand_as(x)  # grey stays grey
+    x = torch.where(use_jpeg[:, None, None, None], jpeg, x)
+    x = torch.where(clean[:, None, None, None], (bicubic_downsample(images.float(), scale) + 1) / 2, x)
     return quantize_8bit(x * 2 - 1).to(images.dtype)

@@ -241,3 +241,34 @@ def test_bad_train_section_arguments(argv, message, capsys):
     assert main(["bench", "--quick", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_decoder_benchmark_rows_and_ceiling(tmp_path):
+    """The decoder comparison: per-size s/MP for each model; the ceiling has a row per model with and without
+    back-projection, two copies of one model measure the same, and back-projection brings the output to the LR."""
+    import numpy as np
+    import PIL.Image
+
+    from difiisr_dwt.benchmarks.decoder import decode_seconds, peak_memory_mb, reconstruction_ceiling
+    from difiisr_dwt.presets import build_vqvae
+
+    torch.manual_seed(0)
+    vq = build_vqvae("test")
+    for name in ("a", "b"):
+        vq.save_pretrained(tmp_path / name)
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        smooth = np.kron(rng.integers(40, 220, (6, 8)), np.ones((8, 8))).astype(np.uint8)  # 48x64
+        PIL.Image.fromarray(smooth).save(hr_dir / f"{index}.png")
+    folders = [str(tmp_path / "a"), str(tmp_path / "b")]
+    cost = decode_seconds(folders, [(8, 8), (16, 12)], repeats=1)
+    assert all(_positive(cost[f][size]) for f in folders for size in ("8x8", "16x12"))
+    memory = peak_memory_mb(folders[0], (16, 12))
+    assert memory is None or memory >= 0
+    ceiling = reconstruction_ceiling(folders, folders[0], hr_dir, metrics=("psnr_y", "ssim_y"))
+    assert set(ceiling) == {"bicubic", "bicubic + BP", *folders, *(f + " + BP" for f in folders)}
+    assert ceiling[folders[0]] == ceiling[folders[1]] and ceiling[folders[0]]["images"] == 2
+    # an untrained decoder is far from the HR; back-projection onto the LR pulls it most of the way back
+    assert ceiling[folders[0] + " + BP"]["psnr_y"] > ceiling[folders[0]]["psnr_y"] + 3

@@ -160,6 +160,40 @@ def test_autoencoder_stage_warms_up_then_quantises(shared_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_new_decoder_keeps_the_latent_space_and_resumes(shared_dir, tmp_path, tiny_components):
+    """``--keep_latent_space --vqvae_mid_block_attention drop``: the attention is gone, the codebook is the
+    teacher's, the encoder starts from (and is pulled towards) the teacher's latents, and a run stopped at
+    step 2 and resumed gives the uninterrupted run's losses and weights."""
+    from diffusers import VQModel
+
+    vq, _ = tiny_components
+    argv = ["--stage", "autoencoder", *_data_args(shared_dir), "--vqvae_model_name_or_path", str(vq),
+            "--keep_latent_space", "--vqvae_mid_block_attention", "drop", "--checkpointing_steps", "2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    _run_in_process([*argv, "--output_dir", str(full), "--max_train_steps", "4"])
+    _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "2"])
+    summary = _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "4",
+                               "--resume_from_checkpoint", "latest"])
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    a, b = _curve(full / "curves.csv"), _curve(part / "curves.csv")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "l1", "lpips", "latent_mse"):
+            assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
+    assert a[0]["latent_mse"] > 0  # the encoder lost its attention: its latents moved, and it is trained back
+
+    teacher, student = VQModel.from_pretrained(vq), VQModel.from_pretrained(full / "vqvae")
+    assert teacher.config.mid_block_add_attention and not student.config.mid_block_add_attention
+    assert not any("attentions" in name for name, _ in student.named_parameters())
+    assert torch.equal(student.quantize.embedding.weight, teacher.quantize.embedding.weight)
+    t_params = dict(teacher.named_parameters())
+    changed = {name for name, p in student.named_parameters() if not torch.equal(p, t_params[name])}
+    assert any(n.startswith("decoder.") for n in changed) and any(n.startswith("encoder.") for n in changed)
+    wa, wb = (load_file(d / "vqvae" / "diffusion_pytorch_model.safetensors") for d in (full, part))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+@pytest.mark.slow
 def test_adapter_stage_trains_only_the_adapter(shared_dir, tmp_path, tiny_components):
     from difiisr_dwt.models.modeling_dwt_encoder import DWTEncoder
 

@@ -171,3 +171,15 @@ def test_missing_local_component_folder_is_named_as_missing(components, tmp_path
         assert code == 2 and len(lines) == 1, err
         assert f"--vqvae_model_name_or_path {missing}: no such folder" in lines[0], err
         assert "huggingface.co" not in err
+
+
+@pytest.mark.parametrize("flags", [("--keep_latent_space",), ("--vqvae_mid_block_attention", "drop")])
+def test_latent_space_flags_need_a_pretrained_autoencoder(flags, tmp_path, capsys):
+    from difiisr_dwt.training.args import parse_args
+
+    argv = ["--stage", "autoencoder", "--preset", "test", "--train_data_dir", str(tmp_path), "--output_dir",
+            str(tmp_path / "out"), *flags]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "need --stage autoencoder and a pretrained --vqvae_model_name_or_path" in capsys.readouterr().err

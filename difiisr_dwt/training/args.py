@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--vq_init_batches", type=int, default=16, help="Autoencoder: batches of encoder outputs for k-means.")
     add("--vq_reseed_steps", type=int, default=100, help="Autoencoder: re-seed unused codes every N steps.")
     add("--commitment_weight", type=float, default=1.0, help="Autoencoder: weight of the quantiser loss.")
+    add("--keep_latent_space", action="store_true",
+        help="Autoencoder: keep the latent space of --vqvae_model_name_or_path (so its adapter and UNet stay "
+             "valid): a frozen copy of it encodes every crop; the decoder learns to reconstruct the HR from those "
+             "latents, the encoder (if its architecture changes) learns to reproduce them; the codebook is frozen.")
+    add("--vqvae_mid_block_attention", choices=("keep", "drop"), default="keep",
+        help="Autoencoder: 'drop' removes the mid-block self-attention of a pretrained VQModel (cost quadratic in "
+             "the image area) and keeps every other weight; use with --keep_latent_space.")
+    add("--latent_distill_weight", type=float, default=1.0,
+        help="Autoencoder with --keep_latent_space: weight of the MSE between the encoder's latents and the "
+             "frozen copy's.")
     # checkpoints, logging, hub
     add("--output_dir", required=True)
     add("--logging_dir", default="logs", help="Tensorboard folder, relative to --output_dir.")
@@ -160,6 +170,10 @@ def _complete(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("Give --train_data_dir (an image folder) or --dataset_name.")
     if args.push_to_hub and args.hub_model_id is None:
         raise ValueError("--push_to_hub needs --hub_model_id.")
+    if (args.keep_latent_space or args.vqvae_mid_block_attention == "drop") and (
+            args.stage != "autoencoder" or args.vqvae_model_name_or_path is None):
+        raise ValueError("--keep_latent_space and --vqvae_mid_block_attention drop need --stage autoencoder and a "
+                         "pretrained --vqvae_model_name_or_path.")
     if not 0 < args.image_loss_batch_fraction <= 1:
         raise ValueError(f"--image_loss_batch_fraction must be in (0, 1], got {args.image_loss_batch_fraction}.")
     return args

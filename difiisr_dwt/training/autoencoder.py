@@ -11,6 +11,13 @@ stalls. What working VQ trainers do, and this stage does:
 4. log **codebook usage** (fraction of codes used in the window, batch perplexity).
 
 Loss: L1 + LPIPS + the quantiser's commitment/codebook loss.
+
+``--keep_latent_space`` trains a new decoder for an existing latent space instead (the adapter and UNet
+trained on it stay valid): a frozen copy of the pretrained model encodes each crop, the decoder learns
+``decode(z_teacher) -> HR`` (L1 + LPIPS), and an encoder whose architecture changed (``--vqvae_mid_block_attention
+drop``) learns to reproduce ``z_teacher`` (MSE, ``--latent_distill_weight``); the codebook stays frozen.
+Dropping the mid-block self-attention makes decode time and memory linear in the pixels: the attention
+runs over every latent pixel, so its cost grows with the square of the image area.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from torch import nn
 from difiisr_dwt.data import build_training_dataset
 from difiisr_dwt.evaluation import image_metrics
 from difiisr_dwt.presets import build_vqvae
-from difiisr_dwt.training.stage import Stage, load_lpips_model, load_vqvae
+from difiisr_dwt.training.stage import Stage, freeze, load_lpips_model, load_vqvae
 from difiisr_dwt.training.validation import (
     load_validation_set,
     save_validation_grid,
@@ -57,6 +64,29 @@ class VQTrainer(nn.Module):
         return recon, latents, vq_loss, indices
 
 
+class LatentKeepingTrainer(nn.Module):
+    """What DDP wraps with ``--keep_latent_space``: decode the teacher's latents, encode the images."""
+
+    def __init__(self, vqvae: VQModel, train_encoder: bool):
+        super().__init__()
+        self.vqvae, self.train_encoder = vqvae, train_encoder
+
+    def forward(self, images: torch.Tensor, teacher_latents: torch.Tensor):
+        """Returns ``(reconstruction of the teacher latents (B, 3, H, W), own latents (B, c, H/4, W/4) or None)``."""
+        recon = self.vqvae.decode(teacher_latents, force_not_quantize=True).sample
+        latents = self.vqvae.encode(images).latents if self.train_encoder else None
+        return recon, latents
+
+
+def without_mid_block_attention(vqvae: VQModel) -> VQModel:
+    """A copy of ``vqvae`` without the mid-block self-attention of its encoder and decoder (diffusers'
+    ``mid_block_add_attention=False``); every other weight is copied (strictly: nothing left at random)."""
+    student = VQModel.from_config({**vqvae.config, "mid_block_add_attention": False})
+    target = student.state_dict().keys()
+    student.load_state_dict({k: v for k, v in vqvae.state_dict().items() if k in target}, strict=True)
+    return student
+
+
 def kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
     """Lloyd's k-means on `(N, D)` points from ``k`` random points; empty clusters take random points.
 
@@ -85,8 +115,22 @@ class AutoencoderStage(Stage):
     def __init__(self, args: argparse.Namespace, accelerator):
         super().__init__(args, accelerator)
         self.component = load_vqvae(args) if args.vqvae_model_name_or_path else build_vqvae(args.preset)
+        self.teacher: VQModel | None = None
+        if args.vqvae_mid_block_attention == "drop":
+            teacher, self.component = self.component, without_mid_block_attention(self.component)
+            if args.keep_latent_space:
+                self.teacher = teacher.to(accelerator.device)
+                freeze(self.teacher)
         self.component.train()
-        self.module = VQTrainer(self.component)
+        if args.keep_latent_space:
+            vq = self.component
+            # unchanged encoder: it is its own teacher, frozen; changed: the unchanged copy teaches it
+            freeze(vq.quantize, *(() if self.teacher is not None else (vq.encoder, vq.quant_conv)))
+            if self.teacher is None:
+                self.teacher = vq
+            self.module = LatentKeepingTrainer(vq, train_encoder=self.teacher is not vq)
+        else:
+            self.module = VQTrainer(self.component)
         self.lpips = load_lpips_model(args, accelerator.device) if args.lpips_weight > 0 else None
         self.num_codes = self.component.config.num_vq_embeddings
         self.usage = torch.zeros(self.num_codes, dtype=torch.long)
@@ -99,6 +143,8 @@ class AutoencoderStage(Stage):
 
     def training_step(self, module, batch, generator, step):
         hr = batch["hr"]
+        if self.args.keep_latent_space:
+            return self._latent_keeping_step(module, hr)
         recon, latents, vq_loss, indices = module(hr, quantize=self.quantizing(step))
         losses = {"l1": F.l1_loss(recon.float(), hr.float())}
         if self.lpips is not None:
@@ -110,7 +156,22 @@ class AutoencoderStage(Stage):
             self.usage += torch.bincount(indices.reshape(-1).cpu(), minlength=self.num_codes)
         return losses
 
+    def _latent_keeping_step(self, module, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            teacher_latents = self.teacher.encode(hr).latents
+        recon, latents = module(hr, teacher_latents)
+        losses = {"l1": F.l1_loss(recon.float(), hr.float())}
+        if self.lpips is not None:
+            losses["lpips"] = self.args.lpips_weight * self.lpips(recon.float(), hr.float()).mean()
+        if latents is not None:
+            losses["latent_mse"] = self.args.latent_distill_weight * F.mse_loss(latents.float(),
+                                                                                teacher_latents.float())
+        losses["loss"] = sum(losses.values())
+        return losses
+
     def after_optimizer_step(self, module, optimizer, batch, step):
+        if self.args.keep_latent_space:  # frozen codebook: nothing to initialise or re-seed
+            return {}
         extra = {"quantized": float(self.quantizing(step - 1))}
         codebook = self.component.quantize.embedding.weight
         if step == self.warmup_steps and self.warmup_steps > 0:
