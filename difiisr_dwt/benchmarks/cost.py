@@ -111,7 +111,8 @@ def whole_process(config: BenchConfig, work: Path) -> dict:
             order = ("ours", "realesrgan") if repeat % 2 == 0 else ("realesrgan", "ours")
             for name in order:
                 runs[name].append(_run_measured(command(name, str(repeat)), env, config.cost_timeout_s))
-                outputs = sorted(p.name for p in (work / f"{name}_{count}_{repeat}").iterdir())
+                # hidden files (the upscaler's output log) are not outputs
+                outputs = sorted(p.name for p in (work / f"{name}_{count}_{repeat}").iterdir() if not p.name.startswith("."))
                 if len(outputs) != count:  # a run that wrote nothing measured nothing
                     raise RuntimeError(f"{name} wrote {len(outputs)} outputs for {count} frames: {outputs}")
                 logger.info("cost: %d frame(s), %s: %.1f s CPU", count, name, runs[name][-1]["cpu_s"])
