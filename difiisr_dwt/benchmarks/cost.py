@@ -112,7 +112,8 @@ def whole_process(config: BenchConfig, work: Path) -> dict:
             for name in order:
                 runs[name].append(_run_measured(command(name, str(repeat)), env, config.cost_timeout_s))
                 # hidden files (the upscaler's output log) are not outputs
-                outputs = sorted(p.name for p in (work / f"{name}_{count}_{repeat}").iterdir() if not p.name.startswith("."))
+                folder = work / f"{name}_{count}_{repeat}"
+                outputs = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
                 if len(outputs) != count:  # a run that wrote nothing measured nothing
                     raise RuntimeError(f"{name} wrote {len(outputs)} outputs for {count} frames: {outputs}")
                 logger.info("cost: %d frame(s), %s: %.1f s CPU", count, name, runs[name][-1]["cpu_s"])
