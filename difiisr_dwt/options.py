@@ -50,6 +50,19 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _noise_level(text: str) -> str | float:
+    """``auto`` or a finite sigma >= 0 (grey levels), for ``--input-noise-level``."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a noise sigma >= 0 in grey levels, got {text!r}")
+    return value
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """How the pipeline samples, for ``upscale`` and ``eval``: ``--steps``, ``--noise-scale``,
     ``--prior-noise-scale``, ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``, ``--range``.
@@ -71,6 +84,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", "--tile_overlap", type=int_at_least(0), default=16,
                         help="overlap of UNet tiles in LR pixels (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
+    parser.add_argument("--input-noise-level", "--input_noise_level", type=_noise_level, default=None,
+                        metavar="auto|SIGMA",
+                        help="the input's sensor noise in 8-bit grey levels, taken out of the fidelity target "
+                        "instead of copied into the output: auto estimates it per image (for noisy camera "
+                        "frames); default 0, the input is clean and is reproduced exactly")
     parser.add_argument("--range", dest="value_range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="fixed intensity mapping in the input's units (counts, kelvin, degrees Celsius): "
                         "LOW..HIGH maps to the model's input for every image, and outputs keep the input's units; "
@@ -96,6 +114,8 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
         kwargs["num_inference_steps"] = args.steps
     if args.noise_scale is not None:
         kwargs["noise_scale"] = args.noise_scale
+    if getattr(args, "input_noise_level", None) is not None:
+        kwargs["input_noise_level"] = None if args.input_noise_level == "auto" else args.input_noise_level
     if getattr(args, "prior_noise_scale", None) is not None:
         kwargs["prior_noise_scale"] = args.prior_noise_scale
     return kwargs

@@ -93,14 +93,16 @@ def test_input_noise_level_zero_is_the_clean_fidelity_step(tiny_pipeline):
         tiny_pipeline(PIL.Image.new("L", (16, 16), 100), num_inference_steps=1, input_noise_level=-1.0)
 
 
-def _upscale(pipe, image: PIL.Image.Image) -> np.ndarray:
+def _upscale(pipe, image: PIL.Image.Image, input_noise_level: float | None = None) -> np.ndarray:
     generator = torch.Generator().manual_seed(0)
-    return np.asarray(pipe(image, num_inference_steps=2, generator=generator).images[0], np.float64)
+    images = pipe(image, num_inference_steps=2, generator=generator, input_noise_level=input_noise_level).images
+    return np.asarray(images[0], np.float64)
 
 
-def test_clean_input_keeps_exact_consistency(tiny_pipeline):
+@pytest.mark.parametrize("input_noise_level", [0.0, None], ids=["default-clean", "estimated"])
+def test_clean_input_keeps_exact_consistency(tiny_pipeline, input_noise_level):
     lr = PIL.Image.fromarray(np.round(smooth_scene(32, 40)).astype(np.uint8))
-    out = _upscale(tiny_pipeline, lr)
+    out = _upscale(tiny_pipeline, lr, input_noise_level)
     error = np.abs(np.asarray(bicubic_down(PIL.Image.fromarray(out.astype(np.uint8))), np.float64)
                    - np.asarray(lr, np.float64)).mean()
     assert error <= 0.5
@@ -112,7 +114,7 @@ def test_noisy_flat_input_comes_back_no_noisier_than_bicubic(tiny_pipeline):
     rng = np.random.default_rng(4)
     noisy = 100 + rng.normal(0, 3.0, (40, 48)) + rng.normal(0, 1.5, 48)[None, :]
     lr = PIL.Image.fromarray(np.clip(np.round(noisy), 0, 255).astype(np.uint8))
-    out = _upscale(tiny_pipeline, lr)
+    out = _upscale(tiny_pipeline, lr, input_noise_level=None)  # estimated, as --input-noise-level auto
     bicubic = np.asarray(bicubic_up(lr), np.float64)
     inner = (slice(8, -8), slice(8, -8))
     assert out[inner].std() <= bicubic[inner].std()
@@ -125,3 +127,24 @@ def test_back_projection_rounds_per_image():
     both = back_project(sr, lr, torch.tensor([1, 3]))
     torch.testing.assert_close(both[:1], back_project(sr[:1], lr[:1], 1))
     torch.testing.assert_close(both[1:], back_project(sr[1:], lr[1:], 3))
+
+
+def test_input_noise_level_option_maps_auto_to_estimation():
+    import argparse
+
+    from difiisr_dwt.options import add_sampling_arguments, apply_sampling_arguments
+
+    parser = argparse.ArgumentParser()
+    add_sampling_arguments(parser)
+
+    class Pipe:  # no tiling asked: apply_sampling_arguments only reads the options
+        pass
+
+    assert "input_noise_level" not in apply_sampling_arguments(Pipe(), parser.parse_args([]))
+    assert apply_sampling_arguments(Pipe(), parser.parse_args(["--input-noise-level", "auto"]))[
+        "input_noise_level"] is None
+    assert apply_sampling_arguments(Pipe(), parser.parse_args(["--input-noise-level", "2.5"]))[
+        "input_noise_level"] == 2.5
+    for bad in ("-1", "nan", "loud"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--input-noise-level", bad])

@@ -114,10 +114,9 @@ def test_values_outside_the_range_are_restored(pipe, thermitage):
     assert np.abs(bicubic_down(sr) - lr).mean() <= 0.02
 
 
-@pytest.mark.xfail(strict=True, reason="the fidelity step does not yet estimate the input's noise: the noisy crop "
-                   "keeps more detail than the model adds on clean inputs (noise-aware back-projection, issue 19)")
 def test_noisy_flat_crop_gets_no_more_detail_than_on_clean_inputs(pipe, thermitage, shared_dir):
-    """The flirpy frame's 48-count crop (x 240..400, y 200..328), with the frame's sequence-default range.
+    """The flirpy frame's 48-count crop (x 240..400, y 200..328), with the frame's sequence-default range and
+    the noise-aware fidelity step (``input_noise_level=None``, the CLI's ``--input-noise-level auto``).
 
     Measure: :func:`high_frequency_rms` (RMS of the output minus its Gaussian blur, sigma 2 px), in counts.
     The model's clean-input share: its detail over bicubic's, ``share = rms(SR) / rms(bicubic)``, on clean LR
@@ -130,7 +129,8 @@ def test_noisy_flat_crop_gets_no_more_detail_than_on_clean_inputs(pipe, thermita
     frame = read_radiometric(source).frames[0]
     crop = frame[200:328, 240:400]
     assert int(crop.max()) - int(crop.min()) == 48
-    sr = pipe(crop, output_type="np", value_range=sequence_value_range([frame])).images[0, :, :, 0]
+    sr = pipe(crop, output_type="np", value_range=sequence_value_range([frame]),
+              input_noise_level=None).images[0, :, :, 0]
     clean = [read_radiometric(p).frames[0][128:384, 160:480].astype(np.float64) for p in thermitage[:2]]
     clean_range = sequence_value_range(clean)
     ratios = []

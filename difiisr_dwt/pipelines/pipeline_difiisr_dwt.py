@@ -368,7 +368,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         quantize: bool | None = None,
-        input_noise_level: float | None = None,
+        input_noise_level: float | None = 0.0,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         value_range: tuple[float, float] | None = None,
@@ -401,8 +401,11 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 to the pipeline config's ``quantize_decode``.
             input_noise_level (`float`, *optional*): the input's sensor noise sigma in 8-bit grey levels
                 (of the image as the pipeline reads it: 16-bit inputs stretched to their range), removed
-                from the fidelity target; ``None`` (default) estimates it per image and removes only what
-                exceeds :attr:`clean_noise_level`; 0 treats the input as clean.
+                from the fidelity target. 0 (default) treats the input as clean: exact back-projection onto
+                it, so a radiometric or clean input is reproduced to float rounding. ``None`` estimates the
+                noise per image (Immerkaer 1996, plus column offsets) and removes only what exceeds
+                :attr:`clean_noise_level`: for noisy camera frames, where exact consistency would copy the
+                noise into the output (the output's bicubic x1/4 then reproduces the denoised input).
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step.
             callback_on_step_end_tensor_inputs: keys of ``callback_kwargs`` (``"latents"``: the
                 wavelet state ``s_t``; ``"pred_vq_latents"``: ``z0_hat``; ``"lr_condition"``: ``s_lr``).
