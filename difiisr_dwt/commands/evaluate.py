@@ -170,15 +170,8 @@ def _model_upscaler(args: argparse.Namespace):
     """LR PIL image -> x4 PIL image with the pipeline of ``--model``; every image starts from ``--seed``."""
     import torch
 
-    from difiisr_dwt.errors import UsageError
-    from difiisr_dwt.loading import load_pipeline_from_args
 
-    pipe = load_pipeline_from_args(args)
-    pipe.set_progress_bar_config(disable=True)
-    try:
-        sampling = apply_sampling_arguments(pipe, args)
-    except ValueError as error:  # a tile size the UNet cannot take
-        raise UsageError(str(error)) from error
+    pipe, sampling = _pipeline_and_sampling(args)
 
     def upscale(image):
         generator = torch.Generator("cpu").manual_seed(args.seed)
@@ -203,8 +196,6 @@ def _run_radiometric(args: argparse.Namespace, hr_paths: list[Path], methods: li
 
     from difiisr_dwt import evaluation as ev
     from difiisr_dwt import radiometric_eval as rev
-    from difiisr_dwt.errors import UsageError
-    from difiisr_dwt.loading import load_pipeline_from_args
     from difiisr_dwt.radiometric import parse_value_range
 
     if args.sr is not None or args.lr is not None:
@@ -216,12 +207,7 @@ def _run_radiometric(args: argparse.Namespace, hr_paths: list[Path], methods: li
     value_range = parse_value_range(args.value_range)
     upscale = None
     if "model" in methods:
-        pipe = load_pipeline_from_args(args)
-        pipe.set_progress_bar_config(disable=True)
-        try:
-            sampling = apply_sampling_arguments(pipe, args)
-        except ValueError as error:  # a tile size the UNet cannot take
-            raise UsageError(str(error)) from error
+        pipe, sampling = _pipeline_and_sampling(args)
         sampling.pop("value_range", None)
         upscale = rev.pipeline_upscaler(pipe, args.seed, **sampling)
     results, unit = rev.evaluate_radiometric(
@@ -240,3 +226,16 @@ def _run_radiometric(args: argparse.Namespace, hr_paths: list[Path], methods: li
         write_text_atomic(ev.to_csv(results), args.csv)
         print(f"wrote {args.csv}")
     return 0
+
+
+def _pipeline_and_sampling(args: argparse.Namespace):
+    """The ``--model`` pipeline (no progress bar) and the ``__call__`` keywords of the sampling options."""
+    from difiisr_dwt.errors import UsageError
+    from difiisr_dwt.loading import load_pipeline_from_args
+
+    pipe = load_pipeline_from_args(args)
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        return pipe, apply_sampling_arguments(pipe, args)
+    except ValueError as error:  # a tile size the UNet cannot take
+        raise UsageError(str(error)) from error
