@@ -211,7 +211,7 @@ def checked_range(value_range) -> tuple[float, float] | None:
     Raises:
         UploadError: one field empty, or not ``low < high``.
     """
-    if value_range is None or all(v is None or v == "" for v in value_range):
+    if value_range is None or all(v is None or str(v).strip() == "" for v in value_range):
         return None
     try:
         low, high = (float(v) for v in value_range)
@@ -318,9 +318,10 @@ def build_demo(pipe, max_pixels: int = MAX_INPUT_PIXELS, output_root: Path | Non
                 palette = gr.Dropdown(list(PALETTES), value=PALETTES[0], label="Display palette (display only)",
                                       elem_id="palette")
                 with gr.Row():  # the fixed intensity mapping (the pipeline's value_range, the CLI's --range)
-                    range_low = gr.Number(None, label="Range low (input units; empty: the image's own)",
-                                          elem_id="range_low")
-                    range_high = gr.Number(None, label="Range high", elem_id="range_high")
+                    # text, not gr.Number: the browser sends an empty number field as 0, not as "no range"
+                    range_low = gr.Textbox("", label="Range low (input units; empty: the image's own)",
+                                           elem_id="range_low")
+                    range_high = gr.Textbox("", label="Range high", elem_id="range_high")
                 button = gr.Button("Upscale x4", variant="primary", elem_id="run")
                 if examples:
                     gr.Examples([[p] for p in examples], inputs=[upload], label="Example IR frames")
