@@ -226,6 +226,14 @@ def _jpeg(images: torch.Tensor, quality_range, generator) -> torch.Tensor:
     return jpeg_codec_differentiable(images.clamp(0, 1), quality)
 
 
+def _unit_batch(images: torch.Tensor, scale: int) -> tuple[torch.Tensor, int, torch.device]:
+    """HR ``(B, C, H, W)`` in [-1, 1] -> ([0, 1] float copy, B, device); H and W must be multiples of ``scale``."""
+    b, _, h, w = images.shape
+    if h % scale or w % scale:
+        raise ValueError(f"Image size {w}x{h} is not divisible by the scale {scale}.")
+    return (images.float() + 1) / 2, b, images.device
+
+
 @torch.no_grad()
 def realesrgan_degrade(images: torch.Tensor, cfg: RealESRGANConfig | None = None,
                        generator: torch.Generator | None = None, scale: int = 4) -> torch.Tensor:
@@ -234,11 +242,7 @@ def realesrgan_degrade(images: torch.Tensor, cfg: RealESRGANConfig | None = None
     and modes per batch (as in Real-ESRGAN); every draw comes from ``generator``. Grey inputs (equal
     channels) give grey outputs."""
     cfg = cfg or RealESRGANConfig()
-    b, _, h, w = images.shape
-    if h % scale or w % scale:
-        raise ValueError(f"Image size {w}x{h} is not divisible by the scale {scale}.")
-    device = images.device
-    x = (images.float() + 1) / 2
+    x, b, device = _unit_batch(images, scale)
     # first order
     x = filter2d(x, random_kernels(b, cfg.kernel_probs, cfg.sinc_prob, cfg.blur_sigma, cfg.betag_range,
                                    cfg.betap_range, generator, device))
@@ -261,7 +265,7 @@ def realesrgan_degrade(images: torch.Tensor, cfg: RealESRGANConfig | None = None
     jpeg_first = bool(torch.rand(1, generator=generator, device=device) < 0.5)
     if jpeg_first:
         x = _jpeg(x, cfg.jpeg_range, generator)
-    x = _resize(x, (h // scale, w // scale), mode)
+    x = _resize(x, (images.shape[-2] // scale, images.shape[-1] // scale), mode)
     x = torch.where(final_sinc[:, None, None, None], filter2d(x, sinc_kernels(cutoff, sizes, device)), x)
     if not jpeg_first:
         x = _jpeg(x, cfg.jpeg_range, generator)
@@ -388,11 +392,7 @@ def thermal_degrade(images: torch.Tensor, cfg: ThermalConfig | None = None,
     Grey inputs give grey outputs.
     """
     cfg = cfg or ThermalConfig()
-    b, _, h, w = images.shape
-    if h % scale or w % scale:
-        raise ValueError(f"Image size {w}x{h} is not divisible by the scale {scale}.")
-    device = images.device
-    x = (images.float() + 1) / 2
+    x, b, device = _unit_batch(images, scale)
     clean = _chance(cfg.clean_prob, b, generator, device)
     # 1. optics: the PSF width is set in LR (sensor) pixels and applied on the HR grid
     blur = _chance(cfg.blur_prob, b, generator, device)
