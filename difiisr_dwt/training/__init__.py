@@ -1,4 +1,4 @@
-"""Training of the three DifIISR-DWT stages with accelerate (entry point: ``train_accelerate.py``)."""
+"""Training of the four DifIISR-DWT stages with accelerate (entry point: ``train_accelerate.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ STAGE_CLASSES = {
     "autoencoder": "difiisr_dwt.training.autoencoder:AutoencoderStage",
     "adapter": "difiisr_dwt.training.adapter:AdapterStage",
     "diffusion": "difiisr_dwt.training.diffusion:DiffusionStage",
+    "decoder": "difiisr_dwt.training.decoder:DecoderStage",
 }
 
 

@@ -14,7 +14,7 @@ from difiisr_dwt.degradations import DEGRADATIONS
 from difiisr_dwt.errors import ArgumentParser
 from difiisr_dwt.options import add_lpips_backbone_dir
 
-STAGES = ("autoencoder", "adapter", "diffusion")
+STAGES = ("autoencoder", "adapter", "diffusion", "decoder")
 
 # Defaults for the flags left at None: what a preset sets for every stage, what a stage sets for every
 # preset, then what each (preset, stage) pair sets on top (see :data:`DEFAULTS`).
@@ -22,15 +22,18 @@ _PRESET_DEFAULTS = {
     "tiny": dict(resolution=64, train_batch_size=8, lpips_net="alex", ema_decay=0.999),
     "full": dict(resolution=256, train_batch_size=8, lpips_net="vgg", ema_decay=0.999),
 }
-_STAGE_DEFAULTS = {"autoencoder": dict(lpips_weight=0.1), "adapter": {}, "diffusion": {}}
+_STAGE_DEFAULTS = {"autoencoder": dict(lpips_weight=0.1), "adapter": {}, "diffusion": {},
+                   "decoder": dict(lpips_weight=0.1, validation_inference_steps=3)}
 _PAIR_DEFAULTS = {
     ("tiny", "autoencoder"): dict(learning_rate=4e-4, lr_warmup_steps=100, max_train_steps=3000, vq_warmup_steps=500),
     ("tiny", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=50, max_train_steps=1000),
     ("tiny", "diffusion"): dict(learning_rate=2e-4, lr_warmup_steps=200, max_train_steps=4000),
+    ("tiny", "decoder"): dict(learning_rate=5e-5, lr_warmup_steps=50, max_train_steps=2000),
     ("full", "autoencoder"): dict(learning_rate=1e-4, lr_warmup_steps=1000, max_train_steps=200_000,
                                   vq_warmup_steps=5000),
     ("full", "adapter"): dict(learning_rate=1e-3, lr_warmup_steps=500, max_train_steps=20_000, train_batch_size=16),
     ("full", "diffusion"): dict(learning_rate=5e-5, lr_warmup_steps=5000, max_train_steps=500_000),
+    ("full", "decoder"): dict(learning_rate=2e-5, lr_warmup_steps=500, max_train_steps=50_000),
 }
 #: (preset, stage) -> defaults of the flags left at None. "test" is the unit-test preset: the tiny defaults,
 #: the test model sizes.
@@ -45,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description="Train DifIISR-DWT: autoencoder, adapter or diffusion stage.")
     add = p.add_argument
     # what to train
-    add("--stage", choices=STAGES, required=True, help="Which component to train.")
+    add("--stage", choices=STAGES, required=True,
+        help="Which component to train: decoder fine-tunes the VQ decoder on the sampler's latents, judged "
+             "after the fidelity step (needs the VQ model, DWT encoder and UNet of a trained pipeline).")
     add("--preset", choices=("test", "tiny", "full"), default="tiny", help="Model sizes (difiisr_dwt.presets).")
     add("--vqvae_model_name_or_path", default=None,
         help="VQModel folder or Hub repo (the autoencoder stage's output, or CompVis/ldm-super-resolution-4x-"
@@ -78,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num_validation_images", type=int, default=4, help="Validation images used (the first N).")
     add("--validation_crop", type=int, default=256, help="Centre crop of each validation HR image (pixels).")
     add("--validation_steps", type=int, default=500, help="Validate every N steps (and at the end).")
-    add("--validation_inference_steps", type=int, default=15, help="Sampling steps of diffusion validation.")
+    add("--validation_inference_steps", type=int, default=None,
+        help="Sampling steps of diffusion and decoder validation (default 15; decoder: 3, the pipeline's).")
     # optimisation
     add("--train_batch_size", type=int, default=None, help="Batch size per process.")
     add("--max_train_steps", type=int, default=None, help="Optimiser steps.")
@@ -127,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--latent_distill_weight", type=float, default=1.0,
         help="Autoencoder with --keep_latent_space: weight of the MSE between the encoder's latents and the "
              "frozen copy's.")
+    # decoder stage
+    add("--raw_decoder_l1_weight", type=float, default=0.25,
+        help="Decoder: weight of the L1 between the decoder's own output (before the fidelity step) and the HR.")
     # checkpoints, logging, hub
     add("--output_dir", required=True)
     add("--logging_dir", default="logs", help="Tensorboard folder, relative to --output_dir.")
@@ -156,16 +165,20 @@ def _complete(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in DEFAULTS[(args.preset, args.stage)].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if args.validation_inference_steps is None:
+        args.validation_inference_steps = 15
     if args.lpips_weight is None:
         args.lpips_weight = 0.1
     if args.lpips_ramp_steps is None:
         args.lpips_ramp_steps = args.max_train_steps // 2
     if args.resolution % 16:
         raise ValueError(f"--resolution must be a multiple of 16 (LR crop a multiple of 4), got {args.resolution}.")
-    if args.stage in ("adapter", "diffusion") and args.vqvae_model_name_or_path is None:
+    if args.stage in ("adapter", "diffusion", "decoder") and args.vqvae_model_name_or_path is None:
         raise ValueError(f"--stage {args.stage} needs --vqvae_model_name_or_path (the autoencoder stage's output).")
-    if args.stage == "diffusion" and args.dwt_encoder_model_name_or_path is None:
-        raise ValueError("--stage diffusion needs --dwt_encoder_model_name_or_path (the adapter stage's output).")
+    if args.stage in ("diffusion", "decoder") and args.dwt_encoder_model_name_or_path is None:
+        raise ValueError(f"--stage {args.stage} needs --dwt_encoder_model_name_or_path (the adapter stage's output).")
+    if args.stage == "decoder" and args.unet_model_name_or_path is None:
+        raise ValueError("--stage decoder needs --unet_model_name_or_path (the diffusion stage's UNet, kept frozen).")
     if args.dataset_name is None and args.train_data_dir is None:
         raise ValueError("Give --train_data_dir (an image folder) or --dataset_name.")
     if args.push_to_hub and args.hub_model_id is None:

@@ -1,0 +1,97 @@
+"""``train_accelerate.py --stage decoder``: the decoder is fine-tuned on the sampler's latents, judged on
+exactly the output a user gets (after the fidelity step); nothing but the decoder moves; exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.test_training import _curve, _data_args, _run_in_process
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_folders(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Freshly initialised tiny VQ, DWT-encoder and UNet folders."""
+    from difiisr_dwt.presets import build_dwt_encoder, build_unet, build_vqvae
+
+    root = tmp_path_factory.mktemp("pipeline_parts")
+    torch.manual_seed(0)
+    encoder = build_dwt_encoder("tiny")
+    build_vqvae("tiny").save_pretrained(root / "vq")
+    encoder.save_pretrained(root / "enc")
+    build_unet("tiny", encoder).save_pretrained(root / "unet")
+    return root / "vq", root / "enc", root / "unet"
+
+
+def _argv(shared: Path, parts: tuple[Path, Path, Path]) -> list[str]:
+    vq, enc, unet = parts
+    return ["--stage", "decoder", *_data_args(shared), "--vqvae_model_name_or_path", str(vq),
+            "--dwt_encoder_model_name_or_path", str(enc), "--unet_model_name_or_path", str(unet)]
+
+
+def test_decoder_stage_needs_the_unet(tmp_path):
+    from difiisr_dwt.training.args import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--stage", "decoder", "--train_data_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"),
+                    "--vqvae_model_name_or_path", "vq", "--dwt_encoder_model_name_or_path", "enc"])
+
+
+def test_decoder_loss_is_measured_on_the_pipelines_output(shared_dir, tmp_path, tiny_pipeline_folders):
+    """The stage's L1 is the L1 of what ``pipe(lr)`` returns with the same generator (its default steps, prior
+    noise and fidelity step), so the decoder is trained for the user's output, not for its raw decode."""
+    from accelerate import Accelerator
+
+    from difiisr_dwt.training.args import parse_args
+    from difiisr_dwt.training.decoder import DecoderStage
+
+    args = parse_args([*_argv(shared_dir, tiny_pipeline_folders), "--output_dir", str(tmp_path / "o")])
+    stage = DecoderStage(args, Accelerator(cpu=True))
+    hr_u8 = np.array(Image.open(shared_dir / "data" / "ir" / "tno" / "01.png").convert("L"))[100:164, 100:164]
+    lr_u8 = np.array(Image.fromarray(hr_u8).resize((16, 16), Image.BICUBIC))
+    hr = torch.from_numpy(hr_u8).float().div(127.5).sub(1)[None, None].expand(1, 3, -1, -1)
+    lr = torch.from_numpy(lr_u8).float().div(127.5).sub(1)[None, None].expand(1, 3, -1, -1)
+    losses = stage.training_step(stage.module, {"hr": hr, "lr": lr}, torch.Generator().manual_seed(3), 0)
+
+    out = stage.pipeline(Image.fromarray(lr_u8), generator=torch.Generator().manual_seed(3), output_type="np")
+    sr = torch.from_numpy(out.images[0][..., 0]).float() * 2 - 1  # grey in, grey out
+    expected = (sr - hr[0, 0]).abs().mean()
+    assert float(losses["l1"].detach()) == pytest.approx(float(expected), abs=2e-3)  # the pipeline clamps to [-1, 1]
+    assert {"l1", "raw_l1", "lpips", "loss"} <= set(losses)
+    losses["loss"].backward()
+    grads = {n for n, p in stage.vqvae.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(n.startswith(("decoder.", "post_quant_conv.")) for n in grads)
+    assert not any(p.requires_grad for p in stage.unet.parameters())
+
+
+@pytest.mark.slow
+def test_decoder_stage_trains_only_the_decoder_and_resumes(shared_dir, tmp_path, tiny_pipeline_folders):
+    """Stopped at step 2 and resumed = the uninterrupted run; encoder, codebook, adapter and UNet unchanged."""
+    from diffusers import UNet2DModel, VQModel
+
+    argv = [*_argv(shared_dir, tiny_pipeline_folders), "--checkpointing_steps", "2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    _run_in_process([*argv, "--output_dir", str(full), "--max_train_steps", "3"])
+    _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "2"])
+    summary = _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "3",
+                               "--resume_from_checkpoint", "latest"])
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    a, b = _curve(full / "curves.csv"), _curve(part / "curves.csv")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "l1", "raw_l1", "lpips"):
+            assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
+
+    vq, _, unet = tiny_pipeline_folders
+    before, after = VQModel.from_pretrained(vq), VQModel.from_pretrained(full / "vqvae")
+    old = dict(before.named_parameters())
+    changed = {n for n, p in after.named_parameters() if not torch.equal(p, old[n])}
+    assert changed and all(n.startswith(("decoder.", "post_quant_conv.")) for n in changed)
+    saved_unet, start_unet = UNet2DModel.from_pretrained(full / "pipeline" / "unet"), UNet2DModel.from_pretrained(unet)
+    assert all(torch.equal(p, q) for p, q in zip(saved_unet.parameters(), start_unet.parameters()))
+    resumed = VQModel.from_pretrained(part / "vqvae")
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(after.parameters(), resumed.parameters()))
