@@ -45,7 +45,7 @@ DEFAULTS.update({("test", stage): DEFAULTS[("tiny", stage)] for stage in STAGES}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="Train DifIISR-DWT: autoencoder, adapter or diffusion stage.")
+    p = ArgumentParser(description="Train DifIISR-DWT: autoencoder, adapter, diffusion or decoder stage.")
     add = p.add_argument
     # what to train
     add("--stage", choices=STAGES, required=True,

@@ -1,4 +1,4 @@
-"""The training loop shared by the three stages: accelerate setup, optimiser, EMA, exact resume,
+"""The training loop shared by the four stages: accelerate setup, optimiser, EMA, exact resume,
 logging, checkpoints and validation.
 
 Exact resume rests on three things: the model, optimiser, LR schedule and EMA come back from the
