@@ -60,13 +60,14 @@ class ImageLosses(nn.Module):
     Args:
         lpips_model: a frozen LPIPS network taking `[-1, 1]` images (``difiisr_dwt.metrics.load_lpips``),
             or ``None`` to drop the term.
-        edge_weight, fft_weight: weights of the Sobel and FFT terms (0 drops a term).
+        edge_weight, fft_weight, l1_weight: weights of the Sobel, FFT and pixel L1 terms (0 drops a term).
     """
 
-    def __init__(self, lpips_model: nn.Module | None, edge_weight: float = 0.1, fft_weight: float = 0.0):
+    def __init__(self, lpips_model: nn.Module | None, edge_weight: float = 0.1, fft_weight: float = 0.0,
+                 l1_weight: float = 0.0):
         super().__init__()
         self.lpips = lpips_model
-        self.edge_weight, self.fft_weight = edge_weight, fft_weight
+        self.edge_weight, self.fft_weight, self.l1_weight = edge_weight, fft_weight, l1_weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-sample, unweighted terms `{name: (B,)}` for `(B, 3, H, W)` images in [-1, 1]."""
@@ -77,7 +78,14 @@ class ImageLosses(nn.Module):
             terms["edge"] = sobel_edge_loss(pred, target)
         if self.fft_weight > 0:
             terms["fft"] = fft_loss(pred, target)
+        if self.l1_weight > 0:
+            terms["l1"] = per_sample_mean((pred.float() - target.float()).abs())
         return terms
+
+    @property
+    def active(self) -> bool:
+        """Whether any term needs the decoded images."""
+        return self.lpips is not None or any(w > 0 for w in (self.edge_weight, self.fft_weight, self.l1_weight))
 
 
 def diffusion_loss(

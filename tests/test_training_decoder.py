@@ -95,3 +95,40 @@ def test_decoder_stage_trains_only_the_decoder_and_resumes(shared_dir, tmp_path,
     assert all(torch.equal(p, q) for p, q in zip(saved_unet.parameters(), start_unet.parameters()))
     resumed = VQModel.from_pretrained(part / "vqvae")
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(after.parameters(), resumed.parameters()))
+
+
+def test_diffusion_image_terms_after_fidelity_are_measured_on_the_fidelity_output(shared_dir, tmp_path,
+                                                                                   tiny_pipeline_folders):
+    """``--image_loss_after_fidelity``: the image terms see ``apply_lr_consistency(D(z0_hat), y)`` (the user's
+    output), not the raw decode; the L1 term is that output's per-sample L1 to the HR luma, timestep-weighted."""
+    from accelerate import Accelerator
+
+    from difiisr_dwt.losses import timestep_weights
+    from difiisr_dwt.training.args import parse_args
+    from difiisr_dwt.training.diffusion import DiffusionStage
+
+    vq, enc, unet = tiny_pipeline_folders
+    args = parse_args(["--stage", "diffusion", *_data_args(shared_dir), "--vqvae_model_name_or_path", str(vq),
+                       "--dwt_encoder_model_name_or_path", str(enc), "--unet_model_name_or_path", str(unet),
+                       "--image_loss_after_fidelity", "--image_l1_weight", "0.5", "--lpips_weight", "0",
+                       "--edge_weight", "0", "--output_dir", str(tmp_path / "o")])
+    stage = DiffusionStage(args, Accelerator(cpu=True))
+    seen = {}
+    original = stage.pipeline.apply_lr_consistency
+
+    def spy(sr, lr, input_noise_level=None):
+        seen["out"] = original(sr, lr, input_noise_level)
+        seen["lr"] = lr
+        return seen["out"]
+
+    stage.pipeline.apply_lr_consistency = spy
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 1, 64, 64, generator=g).mul(2).sub(1).expand(-1, 3, -1, -1)
+    lr = torch.nn.functional.avg_pool2d(hr, 4)
+    generator = torch.Generator().manual_seed(1)
+    losses = stage.training_step(stage.module, {"hr": hr, "lr": lr}, generator, 0)
+    assert seen["out"].shape == (2, 1, 64, 64) and torch.allclose(seen["lr"], lr[:, :1])
+    timesteps = torch.randint(0, 15, (2,), generator=torch.Generator().manual_seed(1))  # the step's first draw
+    per_sample = (seen["out"].detach() - hr[:, :1]).abs().flatten(1).mean(1)
+    expected = (0.5 * timestep_weights(timesteps, 15) * per_sample).mean()
+    assert float(losses["l1"].detach()) == pytest.approx(float(expected), rel=1e-4)

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lpips_ramp_steps", type=int, default=None, help="Diffusion: steps of the LPIPS ramp (default half).")
     add("--edge_weight", type=float, default=0.1, help="Diffusion: Sobel edge loss weight (0 = off).")
     add("--fft_weight", type=float, default=0.0, help="Diffusion: FFT loss weight (0 = off).")
+    add("--image_l1_weight", type=float, default=0.0, help="Diffusion: pixel L1 weight of the decoded estimate.")
+    add("--image_loss_after_fidelity", action="store_true",
+        help="Diffusion: measure the image-space terms after the pipeline's fidelity step (back-projection onto "
+             "the LR), on the output a user gets.")
     add("--image_loss_batch_fraction", type=float, default=1.0,
         help="Diffusion: decode only this fraction of the batch for the image-space terms (saves time).")
     # autoencoder stage

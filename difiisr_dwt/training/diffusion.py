@@ -7,8 +7,13 @@ For an HR crop ``x`` and its LR ``y``:
 - clean state ``s_0 = A(z_0)`` with ``z_0 = Enc(x)`` (VQ encoder and adapter frozen);
 - ``s_t = s_0 + eta_t (s_lr - s_0) + kappa sqrt(eta_t) noise`` (``scheduler.add_noise``);
 - ``z0_hat = UNet(cat(scale(s_t), s_lr), t)``;
-- loss: ``||z0_hat - z_0||^2`` plus, on ``D(z0_hat)``, LPIPS (weight ramped), Sobel edges and FFT,
+- loss: ``||z0_hat - z_0||^2`` plus, on ``D(z0_hat)``, LPIPS (weight ramped), Sobel edges, FFT and pixel L1,
   each scaled by the timestep weight.
+
+With ``--image_loss_after_fidelity`` the image-space terms are measured on ``F(D(z0_hat), y)``, the output of
+the pipeline's own fidelity step (:meth:`DifIISRDWTPipeline.apply_lr_consistency` with its default
+``input_noise_level``; linear in the decoded image, so the gradient passes): the UNet is judged on what the
+user gets after back-projection, which keeps the low frequencies of the input whatever the UNet predicts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from diffusers import UNet2DModel
 
 from difiisr_dwt.degradations import degrade
 from difiisr_dwt.evaluation import image_metrics
+from difiisr_dwt.loading import pipeline_call_defaults
 from difiisr_dwt.losses import ImageLosses, diffusion_loss, ramp
 from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
 from difiisr_dwt.presets import build_scheduler, build_unet
@@ -71,22 +77,24 @@ class DiffusionStage(Stage):
                              f"multiple of {self.pipeline.unet_size_multiple} (use a multiple of "
                              f"{self.pipeline.unet_size_multiple * self.pipeline.upscale_factor}).")
         lpips = load_lpips_model(args, device) if args.lpips_weight > 0 else None
-        self.image_losses = ImageLosses(lpips, edge_weight=args.edge_weight, fft_weight=args.fft_weight)
+        self.image_losses = ImageLosses(lpips, edge_weight=args.edge_weight, fft_weight=args.fft_weight,
+                                        l1_weight=args.image_l1_weight)
+        self.input_noise_level = pipeline_call_defaults()["input_noise_level"]
         self.num_train_timesteps = self.scheduler.config.num_train_timesteps
         self._bicubic_scores: dict[str, float] | None = None
 
     @torch.no_grad()
     def prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """``(hr, z_0, s_0, s_lr)`` of a batch: LR made by the degradation unless paired LR is given."""
+        """``(hr, lr, z_0, s_0, s_lr)`` of a batch: LR made by the degradation unless paired LR is given."""
         hr = batch["hr"]
         lr = batch["lr"] if "lr" in batch else degrade(hr, self.args.degradation, generator)
         _, s_lr = self.pipeline.prepare_condition(lr)
         z0 = self.vqvae.encode(hr).latents.float()
         s0 = self.dwt_encoder.project_latent(z0).float()
-        return hr, z0, s0, s_lr
+        return hr, lr, z0, s0, s_lr
 
     def training_step(self, module, batch, generator, step):
-        hr, z0, s0, s_lr = self.prepare(batch, generator)
+        hr, lr, z0, s0, s_lr = self.prepare(batch, generator)
         device = s0.device
         timesteps = torch.randint(0, self.num_train_timesteps, (s0.shape[0],), generator=generator, device=device)
         noise = torch.randn(s0.shape, generator=generator, device=device)
@@ -95,13 +103,18 @@ class DiffusionStage(Stage):
         z0_hat = module(model_input, timesteps).sample.float()
 
         terms = {}
-        if self.image_losses.lpips is not None or self.image_losses.edge_weight or self.image_losses.fft_weight:
+        if self.image_losses.active:
             n = max(1, round(self.args.image_loss_batch_fraction * z0_hat.shape[0]))
             decoded = self.vqvae.decode(z0_hat[:n], force_not_quantize=True).sample
+            if self.args.image_loss_after_fidelity:
+                luma = self.pipeline.apply_lr_consistency(decoded.float().clamp(-1, 1).mean(dim=1, keepdim=True),
+                                                          lr[:n].float().mean(dim=1, keepdim=True),
+                                                          self.input_noise_level)
+                decoded, hr = luma.expand(-1, 3, -1, -1), hr[:n].float().mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
             terms = self.image_losses(decoded, hr[:n])
         args = self.args
         weights = {"lpips": ramp(step, args.lpips_weight_start, args.lpips_weight, args.lpips_ramp_steps),
-                   "edge": args.edge_weight, "fft": args.fft_weight}
+                   "edge": args.edge_weight, "fft": args.fft_weight, "l1": args.image_l1_weight}
         return diffusion_loss(z0_hat, z0, timesteps, self.num_train_timesteps, terms, weights)
 
     @torch.no_grad()
