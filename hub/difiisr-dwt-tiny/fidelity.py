@@ -75,6 +75,10 @@ _IMMERKAER_MASK = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
 #: the true sigma on white Gaussian noise (measured: 0.895 at 16 px blocks and the 10th percentile; the
 #: calibrated estimate is within 1% of sigma from 160x128 to 640x512 images, about 6% high at 40x40).
 NOISE_BLOCK, NOISE_QUANTILE, NOISE_CALIBRATION = 16, 0.1, 0.895
+#: rows of each band whose column offsets are compared (:func:`estimate_column_offsets`)
+MIN_BAND_ROWS = 8
+#: column offsets beyond this many robust standard deviations of the frame's offsets are scene, not sensor
+OFFSET_OUTLIER = 4.0
 
 
 def estimate_noise_level(lr: torch.Tensor) -> torch.Tensor:
@@ -101,7 +105,14 @@ def estimate_noise_level(lr: torch.Tensor) -> torch.Tensor:
     response = F.conv2d(luma, mask).abs()
     block = max(1, min(NOISE_BLOCK, *response.shape[-2:]))
     per_block = F.avg_pool2d(response, block, stride=block).flatten(1) * (math.sqrt(math.pi / 2) / 6)
-    return torch.quantile(per_block, NOISE_QUANTILE, dim=1) / NOISE_CALIBRATION
+    # mostly clipped blocks (black or white 8-bit) hold no measurable noise: they would read as the flattest
+    clipped = (luma[..., 1:-1, 1:-1].abs() >= 1 - 0.5 / 127.5).to(luma.dtype)
+    clipped = F.avg_pool2d(clipped, block, stride=block).flatten(1)
+    sigma = []
+    for blocks, bad in zip(per_block, clipped > 0.5):
+        kept = blocks[~bad] if int((~bad).sum()) >= max(1, bad.numel() // 4) else blocks
+        sigma.append(torch.quantile(kept, NOISE_QUANTILE))
+    return torch.stack(sigma) / NOISE_CALIBRATION
 
 
 def estimate_column_offsets(lr: torch.Tensor, noise_level: torch.Tensor, radius: int = 3) -> torch.Tensor:
@@ -131,9 +142,22 @@ def estimate_column_offsets(lr: torch.Tensor, noise_level: torch.Tensor, radius:
     right = 2 * luma[..., -1:] - luma[..., -radius - 1 : -1].flip(-1)
     window = F.avg_pool2d(torch.cat([left, luma, right], dim=-1), (1, 2 * radius + 1), stride=1)
     neighbours = (window * (2 * radius + 1) - luma) / (2 * radius)
-    offsets = (luma - neighbours).median(dim=-2, keepdim=True).values
+    high_pass = luma - neighbours
+    if height >= 2 * MIN_BAND_ROWS:  # one estimate per half: a fixed-pattern offset is the same in both
+        half = height // 2
+        top = high_pass[..., :half, :].median(dim=-2, keepdim=True).values
+        bottom = high_pass[..., half:, :].median(dim=-2, keepdim=True).values
+        # minmod, the conservative limiter: the smaller estimate where both agree in sign, else none
+        offsets = torch.where(top * bottom > 0, torch.sign(top) * torch.minimum(top.abs(), bottom.abs()),
+                              torch.zeros_like(top))
+        rows = half
+    else:
+        offsets, rows = high_pass.median(dim=-2, keepdim=True).values, height
     offsets = offsets - offsets.mean(dim=-1, keepdim=True)
-    tau = 2 * 1.2533 * math.sqrt(1 + 1 / (2 * radius)) / math.sqrt(height) * noise_level.view(-1, 1, 1, 1)
+    # sensor offsets are many and alike; a few columns far beyond the rest are scene (a pole, a road edge)
+    scale = 1.4826 * offsets.abs().median(dim=-1, keepdim=True).values
+    offsets = torch.where(offsets.abs() <= OFFSET_OUTLIER * scale, offsets, torch.zeros_like(offsets))
+    tau = 2 * 1.2533 * math.sqrt(1 + 1 / (2 * radius)) / math.sqrt(rows) * noise_level.view(-1, 1, 1, 1)
     return offsets * offsets.square() / (offsets.square() + tau.square()).clamp_min(1e-12)
 
 
@@ -186,16 +210,19 @@ def noise_free_target(
         clean_noise_level (`float`): in the input's units; sigma at or below it is not treated as noise.
         noise_level (`torch.Tensor` of shape `(B,)`, *optional*): the noise to remove, per image (a
             known sensor noise; ``excess`` is then this, with no clean floor, 0 leaves ``lr`` unchanged);
-            estimated (:func:`estimate_noise_level`) when not given.
+            estimated (:func:`estimate_noise_level`) when not given, and for the images where it is NaN.
 
     Returns:
         ``(target, noise model)``: the target like ``lr`` (float32; ``lr`` itself where the excess is 0).
     """
-    if noise_level is None:
-        sigma = estimate_noise_level(lr)
-        excess = (sigma.square() - clean_noise_level**2).clamp_min(0).sqrt()
-    else:
-        sigma = excess = noise_level.float().to(lr.device)
+    given = None if noise_level is None else noise_level.float().to(lr.device)
+    sigma = excess = given
+    if given is None or torch.isnan(given).any():  # NaN: this image's noise is estimated
+        estimate = estimate_noise_level(lr)
+        estimated_excess = (estimate.square() - clean_noise_level**2).clamp_min(0).sqrt()
+        unknown = torch.ones_like(estimate, dtype=torch.bool) if given is None else torch.isnan(given)
+        sigma = estimate if given is None else torch.where(unknown, estimate, given)
+        excess = estimated_excess if given is None else torch.where(unknown, estimated_excess, given)
     weight = (excess.square() / (excess.square() + clean_noise_level**2 + 1e-12)).view(-1, 1, 1, 1)
     offsets = estimate_column_offsets(lr, sigma) * weight
     target = wiener_denoise(lr.float() - offsets, excess)
