@@ -98,6 +98,9 @@ def test_input_noise_level_zero_is_the_clean_fidelity_step(tiny_pipeline):
     expected = back_project(shrink_flat_detail(sr, lr, tiny_pipeline.detail_noise_level / GREY), lr,
                             tiny_pipeline.back_projection_iterations)
     torch.testing.assert_close(tiny_pipeline.apply_lr_consistency(sr, lr, input_noise_level=0.0), expected)
+    # training passes __call__'s default to the step itself: "auto" there is the estimate
+    torch.testing.assert_close(tiny_pipeline.apply_lr_consistency(sr, lr, "auto"),
+                               tiny_pipeline.apply_lr_consistency(sr, lr, None))
     for bad in (-1.0, float("nan"), "loud"):
         with pytest.raises(ValueError, match="input_noise_level"):
             tiny_pipeline(PIL.Image.new("L", (16, 16), 100), num_inference_steps=1, input_noise_level=bad)

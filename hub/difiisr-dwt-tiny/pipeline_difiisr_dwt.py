@@ -348,7 +348,7 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         return torch.tensor([level(meta) for meta in metas], dtype=torch.float32)
 
     def apply_lr_consistency(
-        self, sr: torch.Tensor, lr: torch.Tensor, input_noise_level: float | torch.Tensor | None = None
+        self, sr: torch.Tensor, lr: torch.Tensor, input_noise_level: float | str | torch.Tensor | None = None
     ) -> torch.Tensor:
         """The fidelity step: agree with the input, not with its noise.
 
@@ -367,13 +367,16 @@ class DifIISRDWTPipeline(DiffusionPipeline):
             sr (`torch.Tensor` of shape `(B, 1, sH, sW)`): the decoded luma, [-1, 1].
             lr (`torch.Tensor` of shape `(B, 1, H, W)`): the input luma, [-1, 1].
             input_noise_level (`float` or `torch.Tensor` of shape `(B,)`, *optional*): the input's noise sigma
-                in grey levels, one for all images or one per image; ``None`` or NaN: estimated.
+                in grey levels, one for all images or one per image; ``None``, NaN or ``"auto"`` (the default
+                of :meth:`__call__`, as training passes it): estimated. Which images of a call are
+                radiometric (exact under ``"auto"``) is known only to :meth:`__call__`
+                (:meth:`input_noise_levels`); here every image is taken as an 8-bit one.
 
         Returns:
             `torch.Tensor` like ``sr`` (float32, not clamped).
         """
         given = None
-        if input_noise_level is not None:
+        if input_noise_level is not None and not (isinstance(input_noise_level, str) and input_noise_level == "auto"):
             given = torch.as_tensor(input_noise_level, dtype=torch.float32).expand(lr.shape[0]) / 127.5
         target, noise = noise_free_target(lr, self.clean_noise_level / 127.5, given)
         removed = noise.excess_noise_level.cpu()
