@@ -51,15 +51,16 @@ def _unit_interval(text: str) -> float:
 
 
 def _noise_level(text: str) -> str | float:
-    """``auto`` or a finite sigma >= 0 (grey levels), for ``--input-noise-level``."""
-    if text == "auto":
+    """``auto``, ``estimate`` or a finite sigma >= 0 (grey levels), for ``--input-noise-level``."""
+    if text in ("auto", "estimate"):
         return text
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a noise sigma >= 0 in grey levels, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'estimate' or a noise sigma >= 0 in grey levels, got {text!r}")
     return value
 
 
@@ -85,10 +86,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="overlap of UNet tiles in LR pixels (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
     parser.add_argument("--input-noise-level", "--input_noise_level", type=_noise_level, default=None,
-                        metavar="auto|SIGMA",
+                        metavar="auto|estimate|SIGMA",
                         help="the input's sensor noise in 8-bit grey levels, taken out of the fidelity target "
-                        "instead of copied into the output: auto estimates it per image (for noisy camera "
-                        "frames); default 0, the input is clean and is reproduced exactly")
+                        "instead of copied into the output (default {pipeline:input_noise_level}): auto estimates "
+                        "it per 8-bit image and reproduces radiometric (16-bit, --range) inputs exactly; estimate "
+                        "estimates it for every image; 0 reproduces every input exactly, its noise included")
     parser.add_argument("--range", dest="value_range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="fixed intensity mapping in the input's units (counts, kelvin, degrees Celsius): "
                         "LOW..HIGH maps to the model's input for every image, and outputs keep the input's units; "
@@ -115,7 +117,7 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
     if args.noise_scale is not None:
         kwargs["noise_scale"] = args.noise_scale
     if getattr(args, "input_noise_level", None) is not None:
-        kwargs["input_noise_level"] = None if args.input_noise_level == "auto" else args.input_noise_level
+        kwargs["input_noise_level"] = None if args.input_noise_level == "estimate" else args.input_noise_level
     if getattr(args, "prior_noise_scale", None) is not None:
         kwargs["prior_noise_scale"] = args.prior_noise_scale
     return kwargs
