@@ -184,8 +184,8 @@ def use_channels_last(pipe) -> None:
 
     On CPU, oneDNN runs convolutions in NHWC; with NCHW weights every convolution reorders its input and
     output. Measured on the embedded model (160x128 LR, default call, CPU time, same process): 0.83-0.89x
-    per call (``python -m difiisr_dwt.benchmarks.speedups``), outputs within 0.003 grey levels (float
-    rounding of a different summation order). Activations follow the weights' format by themselves.
+    per call (``difiisr-dwt bench --section cost`` measures it again for any model), outputs within 0.003 grey
+    levels (float rounding of a different summation order). Activations follow the weights' format by themselves.
     """
     import torch
 

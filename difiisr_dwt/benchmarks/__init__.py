@@ -74,6 +74,8 @@ class BenchConfig:
     cost_whole_process: bool = True
     cost_isolate: bool = True  # one fresh process per size (honest peaks)
     cost_timeout_s: float = 7200.0  # per child process
+    cost_size_timeout_s: float = 1800.0  # per size without tiling: beyond it the row says so (attention decoders)
+    cost_startup: bool = True  # the start-up stages of a fresh process and the channels_last comparison
 
 
 FULL = BenchConfig()
