@@ -5,7 +5,8 @@ same pipeline started from the VQ encoder and diffusers' LDM x4 pipeline), ``til
 against output size). On request: ``train`` (samples/s of the diffusion training stage; needs training data)
 ``gpu`` (a trained pipeline's accelerator path: determinism, CPU/device agreement, half precision, offload)
 and ``cost`` (a trained pipeline's CPU cost: whole-process CPU time against Real-ESRGAN x4plus, the
-per-component split, decode time per output megapixel and peak memory without tiling).
+per-component split, decode time per output megapixel and peak memory without tiling, the start-up
+stages of a fresh process, channels_last against contiguous weights).
 
 :func:`run_benchmarks` runs the chosen sections in this process (tiling starts one child process per size)
 and returns a JSON-ready dict; :func:`difiisr_dwt.benchmarks.report.format_markdown` renders it. Every

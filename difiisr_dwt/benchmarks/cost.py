@@ -1,6 +1,6 @@
 """What a trained pipeline's default call costs on CPU (``difiisr-dwt bench --section cost --model DIR``).
 
-Three measurements of one model folder (any: ``--model``; default the embedded model), all at
+Five measurements of one model folder (any: ``--model``; default the embedded model), all at
 ``cost_threads`` threads (2: a laptop's share):
 
 1. **Whole process against Real-ESRGAN x4plus**, side by side in this run: CPU time (user + system, from
