@@ -299,7 +299,7 @@ def test_two_accelerate_cpu_processes_share_the_work_and_match_one(saved_test_mo
 def test_streaming_and_downloaded_datasets_name_outputs_alike(tmp_path):
     """One naming rule for both modes: a stream cannot see later rows, so neither mode uses them."""
     pytest.importorskip("datasets")
-    from difiisr_dwt.archive import dataset_jobs
+    from difiisr_dwt.dataset_input import dataset_jobs
 
     folder = tmp_path / "frames"
     for sub, name in [("day", "a.png"), ("night", "a.png"), ("day", "b.png"), ("night", "B.png"), ("day", "c.gif"),

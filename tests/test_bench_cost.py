@@ -76,9 +76,33 @@ def test_cost_section_measures_a_model_folder_against_another_upscaler(saved_tes
         medians = folder["median"]
         assert folder["cpu_ratio"] == pytest.approx(medians["ours"]["cpu_s"] / medians["realesrgan"]["cpu_s"])
         assert medians["ours"]["cpu_s"] > 0 and medians["realesrgan"]["cpu_s"] > 0
+    from difiisr_dwt.benchmarks.startup import STAGES
+
+    startup = result["startup"]["median"]
+    assert set(startup) == {*STAGES, "total"} and all(startup[stage] > 0 for stage in STAGES)
+    assert startup["total"] == pytest.approx(sum(startup[stage] for stage in STAGES))
+    channels_last = result["channels_last"]
+    assert channels_last["cpu_ratio"] > 0 and channels_last["max_abs_diff_grey"] < 0.05
     text = format_markdown({"meta": {"date_utc": "now", "torch": "x", "torch_threads": 2}, "cost": result})
     assert "CPU ratio" in text and "decode CPU s/MP" in text
+    assert "Start-up of a fresh process" in text and "channels_last" in text
     json.dumps(result)  # JSON-ready
+
+
+def test_a_size_past_its_time_cap_is_reported_as_capped(tmp_path):
+    """A size whose child process outruns ``cost_size_timeout_s`` (an attention decoder on a large frame) gives a
+    row that says so, and the table shows the cap instead of figures."""
+    from difiisr_dwt.benchmarks import cost
+    from difiisr_dwt.benchmarks.report import format_markdown
+
+    config = replace(QUICK, cost_isolate=True, cost_sizes=((16, 16),), cost_size_timeout_s=0.2)
+    rows = cost.sizes(config)
+    assert rows == [{"lr_size": [16, 16], "timed_out_s": 0.2}]
+    section = {"settings": {"model": "m", "threads": 2}, "sizes": rows,
+               "components": {"size": [16, 16], "repeats": 1, "per_call": {
+                   clock: dict.fromkeys((*cost.CATEGORIES, "total"), 1.0) for clock in ("cpu_s", "wall_s")}}}
+    text = format_markdown({"meta": {"date_utc": "now", "torch": "x", "torch_threads": 2}, "cost": section})
+    assert "not finished within 0 s (capped)" in text
 
 
 def test_cost_section_without_the_realesrgan_runner_says_so(tmp_path):

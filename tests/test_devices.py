@@ -67,3 +67,21 @@ def test_available_devices_are_accepted():
         assert resolve_device(device).type == device.split(":")[0]
     assert str(resolve_device("auto")) in {"cpu"} | {d.split(":")[0] for d in available_devices()}
 
+
+
+def test_cpu_pipeline_runs_in_channels_last_with_the_contiguous_output(saved_test_model):
+    """On CPU the loader holds the UNet's and the VQ model's weights in channels_last (oneDNN's own layout);
+    the output is the contiguous-format pipeline's to float rounding."""
+    import torch
+
+    pipe = load_pipeline(str(saved_test_model), device="cpu")
+    reference = load_pipeline(str(saved_test_model), device="cpu")
+    for name in ("unet", "vqvae"):
+        weights = [p for p in getattr(pipe, name).parameters() if p.dim() == 4]
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+        getattr(reference, name).to(memory_format=torch.contiguous_format)
+    assert not reference.vqvae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32), dtype=np.uint8))
+    outputs = [p(image, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+               for p in (pipe, reference)]
+    assert np.abs(outputs[0] - outputs[1]).max() * 255 < 0.05

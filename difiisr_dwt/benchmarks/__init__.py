@@ -5,7 +5,8 @@ same pipeline started from the VQ encoder and diffusers' LDM x4 pipeline), ``til
 against output size). On request: ``train`` (samples/s of the diffusion training stage; needs training data)
 ``gpu`` (a trained pipeline's accelerator path: determinism, CPU/device agreement, half precision, offload)
 and ``cost`` (a trained pipeline's CPU cost: whole-process CPU time against Real-ESRGAN x4plus, the
-per-component split, decode time per output megapixel and peak memory without tiling).
+per-component split, decode time per output megapixel and peak memory without tiling, the start-up
+stages of a fresh process, channels_last against contiguous weights).
 
 :func:`run_benchmarks` runs the chosen sections in this process (tiling starts one child process per size)
 and returns a JSON-ready dict; :func:`difiisr_dwt.benchmarks.report.format_markdown` renders it. Every
@@ -74,6 +75,8 @@ class BenchConfig:
     cost_whole_process: bool = True
     cost_isolate: bool = True  # one fresh process per size (honest peaks)
     cost_timeout_s: float = 7200.0  # per child process
+    cost_size_timeout_s: float = 1800.0  # per size without tiling: beyond it the row says so (attention decoders)
+    cost_startup: bool = True  # the start-up stages of a fresh process and the channels_last comparison
 
 
 FULL = BenchConfig()

@@ -1,6 +1,6 @@
 """What a trained pipeline's default call costs on CPU (``difiisr-dwt bench --section cost --model DIR``).
 
-Three measurements of one model folder (any: ``--model``; default the embedded model), all at
+Five measurements of one model folder (any: ``--model``; default the embedded model), all at
 ``cost_threads`` threads (2: a laptop's share):
 
 1. **Whole process against Real-ESRGAN x4plus**, side by side in this run: CPU time (user + system, from
@@ -17,6 +17,16 @@ Three measurements of one model folder (any: ``--model``; default the embedded m
    with decode and UNet tiling off, each size in a fresh process (run as ``python -m
    difiisr_dwt.benchmarks.cost '<json spec>'``): the process's resident high-water mark over the call
    (:func:`~difiisr_dwt.benchmarks.timing.measure_peak_rss`) after a warm-up call on a small crop.
+
+4. **Start-up**: CPU seconds of each stage of a fresh process (imports, load, first and second call;
+   :mod:`difiisr_dwt.benchmarks.startup`), median of ``cost_repeats`` processes: what the whole-process
+   figure of part 1 is made of.
+5. **channels_last**: the loaded pipeline (UNet and VQ model in ``channels_last`` on CPU,
+   :func:`~difiisr_dwt.loading.use_channels_last`) against a copy in the default contiguous format, calls
+   alternating in this process: CPU ratio of the medians and the largest output difference in grey levels.
+
+A size whose child process runs longer than ``cost_size_timeout_s`` (a quadratic attention over the latent
+of a large frame) is reported as ``timed_out_s`` instead of figures: measured with a cap.
 
 The frames are the package's example LR frames (``examples/images``, 160x128 grey); the folder of six is
 those four plus the first two mirrored left-right. Figures to report, not assertions.
@@ -208,16 +218,22 @@ def _size_child(spec: dict) -> dict:
 
 
 def sizes(config: BenchConfig) -> list[dict]:
-    """Part 3: :func:`_size_child` per LR size of ``config.cost_sizes``, each in a fresh process."""
+    """Part 3: :func:`_size_child` per LR size of ``config.cost_sizes``, each in a fresh process (a row with
+    ``timed_out_s`` where the child ran past ``config.cost_size_timeout_s``)."""
     rows = []
     for lr_size in config.cost_sizes:
         spec = {"model": config.gpu_model, "threads": config.cost_threads, "lr_size": list(lr_size),
                 "seed": config.seed}
         if config.cost_isolate:
-            proc = subprocess.run(
-                [sys.executable, "-m", "difiisr_dwt.benchmarks.cost", json.dumps(spec)], capture_output=True,
-                text=True, env=_child_env(config.cost_threads), timeout=config.cost_timeout_s, check=False,
-            )
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "difiisr_dwt.benchmarks.cost", json.dumps(spec)], capture_output=True,
+                    text=True, env=_child_env(config.cost_threads), timeout=config.cost_size_timeout_s, check=False,
+                )
+            except subprocess.TimeoutExpired:
+                rows.append({"lr_size": list(lr_size), "timed_out_s": config.cost_size_timeout_s})
+                logger.info("cost: size %s timed out after %.0f s", lr_size, config.cost_size_timeout_s)
+                continue
             if proc.returncode != 0:
                 raise RuntimeError(f"cost benchmark at LR {lr_size} failed (exit {proc.returncode}):\n"
                                    f"{proc.stderr[-2000:]}")
@@ -228,12 +244,60 @@ def sizes(config: BenchConfig) -> list[dict]:
     return rows
 
 
+def startup(config: BenchConfig) -> dict:
+    """Part 4: per-stage CPU seconds of a fresh process (:func:`difiisr_dwt.benchmarks.startup.measure`),
+    median of ``cost_repeats`` processes."""
+    from difiisr_dwt.benchmarks.startup import STAGES, measure
+
+    runs = [measure(REPO, config.gpu_model, config.cost_threads, config.cost_timeout_s)
+            for _ in range(config.cost_repeats)]
+    return {"runs": runs, "median": {stage: statistics.median(r[stage] for r in runs) for stage in (*STAGES, "total")}}
+
+
+def channels_last(config: BenchConfig) -> dict:
+    """Part 5: the loaded pipeline (``channels_last`` on CPU) against a contiguous-format copy, in this process:
+    CPU seconds per call (medians of ``cost_component_repeats`` alternating calls after a warm-up each), their
+    ratio, and the largest difference of the outputs (float, in 8-bit grey levels)."""
+    import numpy as np
+    import torch
+
+    from difiisr_dwt.loading import load_pipeline
+
+    pipes = {"channels_last": load_pipeline(config.gpu_model, device="cpu"),
+             "contiguous": load_pipeline(config.gpu_model, device="cpu")}
+    for name in ("unet", "vqvae"):
+        getattr(pipes["contiguous"], name).to(memory_format=torch.contiguous_format)
+    image = example_frames(1)[0]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.cost_threads)
+    outputs, seconds = {}, {name: [] for name in pipes}
+    try:
+        def call(name: str) -> None:
+            pipes[name].set_progress_bar_config(disable=True)
+            generator = torch.Generator().manual_seed(config.seed)
+            outputs[name] = pipes[name](image, generator=generator, output_type="np").images[0] * 255.0
+
+        for name in pipes:  # warm-up
+            call(name)
+        for repeat in range(config.cost_component_repeats):
+            for name in (list(pipes) if repeat % 2 == 0 else list(pipes)[::-1]):
+                start = time.process_time()
+                call(name)
+                seconds[name].append(time.process_time() - start)
+    finally:
+        torch.set_num_threads(previous)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    return {"cpu_s": seconds, "median_cpu_s": median, "cpu_ratio": median["channels_last"] / median["contiguous"],
+            "max_abs_diff_grey": float(np.abs(outputs["channels_last"] - outputs["contiguous"]).max())}
+
+
 def bench_cost(config: BenchConfig) -> dict:
     """All three parts for ``config.gpu_model`` (``None``: the embedded model); see the module docstring.
 
     Returns:
-        ``{"settings", "components", "sizes", "process"}`` (``process`` has ``skipped`` when the Real-ESRGAN
-        runner is missing, or is absent when ``cost_whole_process`` is off).
+        ``{"settings", "components", "sizes", "process", "startup", "channels_last"}`` (``process`` has
+        ``skipped`` when the Real-ESRGAN runner is missing, or is absent when ``cost_whole_process`` is off;
+        ``startup`` and ``channels_last`` are absent when ``cost_startup`` is off).
     """
     from difiisr_dwt import DEFAULT_MODEL
 
@@ -241,6 +305,7 @@ def bench_cost(config: BenchConfig) -> dict:
         "model": str(config.gpu_model or DEFAULT_MODEL), "threads": config.cost_threads,
         "repeats": config.cost_repeats, "component_repeats": config.cost_component_repeats,
         "sizes": [list(s) for s in config.cost_sizes], "folder_sizes": list(config.cost_folder_sizes),
+        "size_timeout_s": config.cost_size_timeout_s,
     }
     # Each part is logged as JSON when done: the 640x512 run without tiling can take long on a busy machine.
     result: dict = {"settings": settings}
@@ -251,6 +316,12 @@ def bench_cost(config: BenchConfig) -> dict:
     result["components"] = components(config)
     logger.info("cost: components %s", json.dumps(result["components"]))
     result["sizes"] = sizes(config)
+    logger.info("cost: sizes %s", json.dumps(result["sizes"]))
+    if config.cost_startup:
+        result["startup"] = startup(config)
+        logger.info("cost: startup %s", json.dumps(result["startup"]["median"]))
+        result["channels_last"] = channels_last(config)
+        logger.info("cost: channels_last %s", json.dumps(result["channels_last"]))
     return result
 
 

@@ -180,7 +180,9 @@ def _cost(section: dict) -> list[str]:
     lines += _table(["clock", *parts], [[clock.replace("_s", ""), *(f"{split[clock][p]:.3g}" for p in parts)]
                                           for clock in ("cpu_s", "wall_s")])
     lines += ["", "Without tiling, one fresh process per size (seconds per call; decode per output megapixel):", ""]
-    rows = [[f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{r['output_megapixels']:.3g}",
+    rows = [[f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{16 * r['lr_size'][0] * r['lr_size'][1] / 1e6:.3g}",
+             f"not finished within {r['timed_out_s']:.0f} s (capped)", *[""] * 5] if "timed_out_s" in r else
+            [f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{r['output_megapixels']:.3g}",
              f"{r['split']['cpu_s']['total']:.3g}", f"{r['split']['cpu_s']['decode']:.3g}",
              f"{r['decode_cpu_s_per_mp']:.3g}", f"{r['decode_wall_s_per_mp']:.3g}", _mb(r["peak_rss_mb"]),
              _mb(r["peak_over_start_mb"])] for r in section["sizes"]]
@@ -202,6 +204,16 @@ def _cost(section: dict) -> list[str]:
                              f"{f['wall_ratio']:.2f}"])
             lines += _table(["frames", "ours CPU s", "Real-ESRGAN CPU s", "CPU ratio", "ours wall s",
                              "Real-ESRGAN wall s", "wall ratio"], rows)
+    if "startup" in section:
+        median, processes = section["startup"]["median"], len(section["startup"]["runs"])
+        lines += ["", f"Start-up of a fresh process, CPU seconds per stage (median of {processes} processes):", ""]
+        lines += _table(list(median), [[f"{value:.3g}" for value in median.values()]])
+    if "channels_last" in section:
+        cl = section["channels_last"]
+        lines += ["", f"channels_last (the loaded pipeline) vs contiguous weights, same process: CPU ratio "
+                  f"**{cl['cpu_ratio']:.2f}** ({cl['median_cpu_s']['channels_last']:.3g} vs "
+                  f"{cl['median_cpu_s']['contiguous']:.3g} s per call), outputs within {cl['max_abs_diff_grey']:.2g} "
+                  "grey levels."]
     return lines
 
 

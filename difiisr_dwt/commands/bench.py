@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="cost section: torch threads of every measured run (default 2)")
     gpu.add_argument("--no-whole-process", dest="whole_process", action="store_false",
                      help="cost section: skip the whole-process comparison with Real-ESRGAN")
+    gpu.add_argument("--size-timeout", type=int_at_least(1), default=None, metavar="S",
+                     help="cost section: seconds one LR size without tiling may run before its row reports the cap "
+                     "instead of figures (default 1800)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
                      cost_realesrgan=args.realesrgan, cost_whole_process=args.whole_process)
     if args.cost_threads is not None:
         config = replace(config, cost_threads=args.cost_threads)
+    if args.size_timeout is not None:
+        config = replace(config, cost_size_timeout_s=float(args.size_timeout))
     # Progress on stderr: the full run takes minutes; the tables go to stdout at the end.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[bench %(asctime)s] %(message)s", "%H:%M:%S"))
