@@ -20,7 +20,13 @@ from difiisr_dwt.evaluation import METRICS as METRIC_INFO
 DEFAULT_TAGS = ["super-resolution", "image-super-resolution", "infrared", "thermal", "diffusion", "resshift",
                 "wavelet", "difiisr-dwt"]
 # ``eval --json``: method key -> row label, in table order.
-METHODS = {"bicubic": "Bicubic x4", "model": "DifIISR-DWT (this model)", "sr": "SR outputs"}
+# row order of the tables; ``back_projection`` is ``eval --back-projection`` (classical, no model)
+METHODS = {
+    "bicubic": "Bicubic x4",
+    "back_projection": "Back-projection (10 rounds from bicubic, no model)",
+    "model": "DifIISR-DWT (this model)",
+    "sr": "SR outputs",
+}
 # metric key -> (column header, format, higher is better), from the one definition in evaluation.METRICS
 METRICS = {key: (info.heading, info.fmt, info.higher_is_better) for key, info in METRIC_INFO.items()}
 EVAL_PROTOCOL = (

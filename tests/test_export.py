@@ -49,11 +49,15 @@ print(json.dumps({"modules": [type(pipe).__module__, type(pipe.dwt_encoder).__mo
 """
 
 
-def _eval_file(path: Path, bicubic: list[float], model: list[float]) -> Path:
-    """An ``eval --json`` file written by the evaluation module itself (two images per method)."""
+def _eval_file(path: Path, bicubic: list[float], model: list[float],
+               back_projection: list[float] | None = None) -> Path:
+    """An ``eval --json`` file written by the evaluation module itself (two images per method; the model
+    first, as ``eval --json`` writes it, so the card's row order is its own)."""
     keys = ("psnr_y", "ssim_y", "lpips_alex", "lpips_vgg")
     results = {}
-    for method, means in (("bicubic", bicubic), ("model", model)):
+    rows = [("model", model), ("bicubic", bicubic)]
+    rows += [("back_projection", back_projection)] if back_projection else []
+    for method, means in rows:
         spread = (-0.5, 0.5)  # two images whose mean is `means`
         per_image = {f"img{i}.png": {k: v + d * 0.01 for k, v in zip(keys, means)} for i, d in enumerate(spread)}
         results[method] = evaluation.method_summary(per_image)
@@ -71,7 +75,7 @@ def exported(tmp_path_factory):
     source = root / "train-output" / "pipeline"
     pipe.save_pretrained(source)
     _eval_file(root / "val.json", [30.2812, 0.80241, 0.46139, 0.42491], [29.7311, 0.80291, 0.45541, 0.41])
-    _eval_file(root / "tno.json", [27.5, 0.7, 0.5, 0.45], [27.9, 0.71, 0.4, 0.39])
+    _eval_file(root / "tno.json", [27.5, 0.7, 0.5, 0.45], [27.9, 0.71, 0.4, 0.39], [28.1, 0.72, 0.48, 0.44])
     meta = {
         "model_id": "org/difiisr-dwt-test", "datasets": ["hanna-xu/RoadScene"], "tags": ["flir"],
         "training_data": "RoadScene `roadscene_train.txt` (181 images).",
@@ -177,6 +181,14 @@ def test_model_card_metrics_and_yaml(exported):
         assert rows["DifIISR-DWT (this model)"] == [f.format(model[k]) for f, k in zip(formats, keys)] + ["2"]
         diffs = rows["difference to bicubic"][:4]
         assert [float(d) for d in diffs] == pytest.approx([model[k] - bicubic[k] for k in keys], abs=1e-4)
+        order = [line.split(" | ")[0].lstrip("| ") for line in section.splitlines()[2:]]
+        if "back_projection" in data:  # `eval --back-projection`: the classical row, between bicubic and ours
+            projection = data["back_projection"]["mean"]
+            label_bp = "Back-projection (10 rounds from bicubic, no model)"
+            assert rows[label_bp] == [f.format(projection[k]) for f, k in zip(formats, keys)] + ["2"]
+            assert order == ["Bicubic x4", label_bp, "DifIISR-DWT (this model)", "difference to bicubic"]
+        else:
+            assert order == ["Bicubic x4", "DifIISR-DWT (this model)", "difference to bicubic"]
 
 
 def test_export_is_atomic(exported, monkeypatch, tmp_path):
