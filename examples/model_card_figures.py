@@ -28,8 +28,8 @@ from difiisr_dwt import evaluation as ev
 from difiisr_dwt.io import read_image, save_image_atomic
 from difiisr_dwt.loading import load_pipeline
 from difiisr_dwt.metrics import high_frequency_rms, psnr_y
-from difiisr_dwt.pipelines.image_processor import bicubic_resize
 from difiisr_dwt.radiometric import read_radiometric
+from difiisr_dwt.radiometric_eval import bicubic_up
 
 # (set folder, file, HR crop box (left, top)): a flat sky / road next to edges, where noise shows
 NOISY_ROWS = (("tno", "01.png", (320, 96)), ("tno", "14.png", (256, 256)), ("roadscene", "FLIR_08954.png", (256, 192)))
@@ -86,7 +86,7 @@ def flirpy_crops(pipe, shared: Path) -> PIL.Image.Image:
         else:
             lr = np.asarray(read_image(path).convert("L"))[FLIRPY_BOX]
         lr_float = lr.astype(np.float64)
-        columns = {"LR (nearest x4)": np.kron(lr_float, np.ones((4, 4))), "bicubic x4": _bicubic_x4(lr_float)}
+        columns = {"LR (nearest x4)": np.kron(lr_float, np.ones((4, 4))), "bicubic x4": bicubic_up(lr_float)}
         for label, level in (("exact (0)", 0.0), ("estimate (None)", None)):
             # a PIL output comes back in the input's type and units (counts for the 16-bit frame)
             out = pipe(PIL.Image.fromarray(lr), input_noise_level=level, generator=torch.Generator().manual_seed(0))
@@ -96,12 +96,6 @@ def flirpy_crops(pipe, shared: Path) -> PIL.Image.Image:
         low, high = lr_float.min(), lr_float.max()
         rows.append([_grey(array, low, high) for array in columns.values()])
     return _grid(rows, list(columns))
-
-
-def _bicubic_x4(lr: np.ndarray) -> np.ndarray:
-    """PIL-style bicubic x4 of a float array (the pipeline's own resize, as the fidelity step uses it)."""
-    tensor = torch.from_numpy(lr)[None, None]
-    return bicubic_resize(tensor, (lr.shape[0] * 4, lr.shape[1] * 4))[0, 0].numpy()
 
 
 def main() -> None:

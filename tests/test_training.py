@@ -60,6 +60,25 @@ def _curve(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def _resumed_run_matches(argv: list[str], tmp_path: Path, steps: int,
+                         keys: tuple[str, ...]) -> tuple[Path, Path, list[dict[str, float]]]:
+    """``argv`` (checkpointing every 2 steps) run to ``steps`` uninterrupted (``full``), and to step 2 then
+    resumed to ``steps`` (``part``); asserts the resumed run's curve is the uninterrupted one's for ``keys``
+    (1e-5). Returns the two output folders and the uninterrupted curve."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    _run_in_process([*argv, "--output_dir", str(full), "--max_train_steps", str(steps)])
+    _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "2"])
+    summary = _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", str(steps),
+                               "--resume_from_checkpoint", "latest"])
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    a, b = _curve(full / "curves.csv"), _curve(part / "curves.csv")
+    assert [r["step"] for r in b] == list(range(1, steps + 1))
+    for ra, rb in zip(a, b):
+        for key in keys:
+            assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
+    return full, part, a
+
+
 @pytest.fixture(scope="module")
 def tiny_components(tmp_path_factory) -> tuple[Path, Path]:
     """Freshly initialised tiny VQ and DWT-encoder folders (``save_pretrained``)."""
@@ -169,17 +188,7 @@ def test_new_decoder_keeps_the_latent_space_and_resumes(shared_dir, tmp_path, ti
     vq, _ = tiny_components
     argv = ["--stage", "autoencoder", *_data_args(shared_dir), "--vqvae_model_name_or_path", str(vq),
             "--keep_latent_space", "--vqvae_mid_block_attention", "drop", "--checkpointing_steps", "2"]
-    full, part = tmp_path / "full", tmp_path / "part"
-    _run_in_process([*argv, "--output_dir", str(full), "--max_train_steps", "4"])
-    _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "2"])
-    summary = _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "4",
-                               "--resume_from_checkpoint", "latest"])
-    assert summary["resumed_from"].endswith("checkpoint-2")
-    a, b = _curve(full / "curves.csv"), _curve(part / "curves.csv")
-    assert [r["step"] for r in b] == [1, 2, 3, 4]
-    for ra, rb in zip(a, b):
-        for key in ("loss", "l1", "lpips", "latent_mse"):
-            assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
+    full, part, a = _resumed_run_matches(argv, tmp_path, 4, ("loss", "l1", "lpips", "latent_mse"))
     assert a[0]["latent_mse"] > 0  # the encoder lost its attention: its latents moved, and it is trained back
 
     teacher, student = VQModel.from_pretrained(vq), VQModel.from_pretrained(full / "vqvae")

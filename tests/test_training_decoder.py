@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.test_training import _curve, _data_args, _run_in_process
+from tests.test_training import _data_args, _resumed_run_matches
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +74,7 @@ def test_decoder_stage_trains_only_the_decoder_and_resumes(shared_dir, tmp_path,
     from diffusers import UNet2DModel, VQModel
 
     argv = [*_argv(shared_dir, tiny_pipeline_folders), "--checkpointing_steps", "2"]
-    full, part = tmp_path / "full", tmp_path / "part"
-    _run_in_process([*argv, "--output_dir", str(full), "--max_train_steps", "3"])
-    _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "2"])
-    summary = _run_in_process([*argv, "--output_dir", str(part), "--max_train_steps", "3",
-                               "--resume_from_checkpoint", "latest"])
-    assert summary["resumed_from"].endswith("checkpoint-2")
-    a, b = _curve(full / "curves.csv"), _curve(part / "curves.csv")
-    assert [r["step"] for r in b] == [1, 2, 3]
-    for ra, rb in zip(a, b):
-        for key in ("loss", "l1", "raw_l1", "lpips"):
-            assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
+    full, part, _ = _resumed_run_matches(argv, tmp_path, 3, ("loss", "l1", "raw_l1", "lpips"))
 
     vq, _, unet = tiny_pipeline_folders
     before, after = VQModel.from_pretrained(vq), VQModel.from_pretrained(full / "vqvae")

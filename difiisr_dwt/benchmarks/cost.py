@@ -247,11 +247,10 @@ def sizes(config: BenchConfig) -> list[dict]:
 def startup(config: BenchConfig) -> dict:
     """Part 4: per-stage CPU seconds of a fresh process (:func:`difiisr_dwt.benchmarks.startup.measure`),
     median of ``cost_repeats`` processes."""
-    from difiisr_dwt.benchmarks.startup import STAGES, measure
+    from difiisr_dwt.benchmarks.startup import compare
 
-    runs = [measure(REPO, config.gpu_model, config.cost_threads, config.cost_timeout_s)
-            for _ in range(config.cost_repeats)]
-    return {"runs": runs, "median": {stage: statistics.median(r[stage] for r in runs) for stage in (*STAGES, "total")}}
+    result = compare([REPO], config.gpu_model, config.cost_threads, config.cost_repeats, config.cost_timeout_s)
+    return {"runs": result["runs"][str(REPO)], "median": result["median"][str(REPO)]}
 
 
 def channels_last(config: BenchConfig) -> dict:

@@ -79,13 +79,14 @@ def measure(root: str | os.PathLike, model: str | None = None, threads: int = 2,
     return {**stages, "total": sum(stages.values())}
 
 
-def compare(roots: list[str], model: str | None = None, threads: int = 2, repeats: int = 3) -> dict:
+def compare(roots: list[str], model: str | None = None, threads: int = 2, repeats: int = 3,
+            timeout: float = 3600.0) -> dict:
     """:func:`measure` ``repeats`` times per checkout, the checkouts taking turns (order reversed every round);
     per-stage medians, and each checkout's medians over the first one's (``ratio``)."""
     runs: dict[str, list[dict]] = {str(root): [] for root in roots}
     for repeat in range(repeats):
         for root in (roots if repeat % 2 == 0 else roots[::-1]):
-            runs[str(root)].append(measure(root, model, threads))
+            runs[str(root)].append(measure(root, model, threads, timeout))
     medians = {root: {stage: statistics.median(run[stage] for run in values) for stage in (*STAGES, "total")}
                for root, values in runs.items()}
     first = medians[str(roots[0])]

@@ -77,8 +77,8 @@ class DecoderStage(DiffusionStage):
         self.pipeline = DifIISRDWTPipeline(self.dwt_encoder, unet, self.vqvae, self.scheduler, quantize_decode=False)
         self.pipeline.set_progress_bar_config(disable=True)
         defaults = pipeline_call_defaults()
-        self.sampling = {key: defaults[key] for key in ("num_inference_steps", "noise_scale", "prior_noise_scale",
-                                                        "input_noise_level")}
+        self.sampling = {key: defaults[key] for key in ("num_inference_steps", "noise_scale", "prior_noise_scale")}
+        self.input_noise_level = defaults["input_noise_level"]
         self.lpips = load_lpips_model(args, device) if args.lpips_weight > 0 else None
         self._bicubic_scores: dict[str, float] | None = None
 
@@ -101,9 +101,7 @@ class DecoderStage(DiffusionStage):
         z0_hat = self.sample_latents(lr, generator)
         raw = module(z0_hat).float()
         hr_luma = hr.float().mean(dim=1, keepdim=True)
-        sr = self.pipeline.apply_lr_consistency(raw.clamp(-1, 1).mean(dim=1, keepdim=True),
-                                                lr.float().mean(dim=1, keepdim=True),
-                                                self.sampling["input_noise_level"])
+        sr = self.fidelity_luma(raw, lr)
         losses = {"l1": F.l1_loss(sr, hr_luma)}
         if self.args.raw_decoder_l1_weight > 0:
             losses["raw_l1"] = self.args.raw_decoder_l1_weight * F.l1_loss(raw, hr.float())

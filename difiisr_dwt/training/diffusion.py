@@ -83,6 +83,13 @@ class DiffusionStage(Stage):
         self.num_train_timesteps = self.scheduler.config.num_train_timesteps
         self._bicubic_scores: dict[str, float] | None = None
 
+    def fidelity_luma(self, decoded: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """``F(D(z), y)``: the pipeline's fidelity step (its default ``input_noise_level``) on the luma of the
+        decoded images `(B, 3, 4h, 4w)` (clamped to [-1, 1]) against the LR `(B, 3, h, w)`; `(B, 1, 4h, 4w)`.
+        Linear in ``decoded``, so the gradient passes."""
+        return self.pipeline.apply_lr_consistency(decoded.float().clamp(-1, 1).mean(dim=1, keepdim=True),
+                                                  lr.float().mean(dim=1, keepdim=True), self.input_noise_level)
+
     @torch.no_grad()
     def prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """``(hr, lr, z_0, s_0, s_lr)`` of a batch: LR made by the degradation unless paired LR is given."""
@@ -107,10 +114,8 @@ class DiffusionStage(Stage):
             n = max(1, round(self.args.image_loss_batch_fraction * z0_hat.shape[0]))
             decoded = self.vqvae.decode(z0_hat[:n], force_not_quantize=True).sample
             if self.args.image_loss_after_fidelity:
-                luma = self.pipeline.apply_lr_consistency(decoded.float().clamp(-1, 1).mean(dim=1, keepdim=True),
-                                                          lr[:n].float().mean(dim=1, keepdim=True),
-                                                          self.input_noise_level)
-                decoded, hr = luma.expand(-1, 3, -1, -1), hr[:n].float().mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+                decoded = self.fidelity_luma(decoded, lr[:n]).expand(-1, 3, -1, -1)
+                hr = hr[:n].float().mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
             terms = self.image_losses(decoded, hr[:n])
         args = self.args
         weights = {"lpips": ramp(step, args.lpips_weight_start, args.lpips_weight, args.lpips_ramp_steps),
