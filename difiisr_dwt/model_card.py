@@ -8,8 +8,10 @@ JSON file (``export --card-meta``) and command-line flags; metrics come from ``d
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
+import os
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
@@ -223,7 +225,9 @@ def render_model_card(pipe, folder: str | Path, info: ReleaseInfo, evaluations: 
     if info.summary:
         parts.append(info.summary)
     parts.append(_component_table(pipe, folder))
-    parts.append(_usage(model_id, steps, info, variant))
+    code = sorted(type(pipe).code_files({}))  # the pipeline file and its sibling files (folder root)
+    siblings = [name for name in code if name != os.path.basename(inspect.getfile(type(pipe)))]
+    parts.append(_usage(model_id, steps, info, variant, siblings, pipe.config.get("unet_attention_window")))
     parts.append(_training(info))
     parts.append(_evaluation(evaluations, info))
     parts.append(_limitations(info))
@@ -233,7 +237,8 @@ def render_model_card(pipe, folder: str | Path, info: ReleaseInfo, evaluations: 
     return ModelCard("\n\n".join(parts) + "\n")
 
 
-def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None) -> str:
+def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None, siblings: list[str],
+           attention_window: int | None) -> str:
     install = f'pip install "difiisr-dwt @ git+{info.code_url}"' if info.code_url else "pip install -e .  # in a clone"
     lines = [
         "## Use it",
@@ -252,13 +257,16 @@ def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None) ->
         "```",
         "",
         "`trust_remote_code=True` runs the code files of this repository: the pipeline (`pipeline_difiisr_dwt.py` "
-        "with its sibling files `image_processor.py`, `tiling.py` and `fidelity.py`), "
+        f"with its sibling files {_and_list([f'`{name}`' for name in siblings])}), "
         "the DWT encoder (`dwt_encoder/modeling_dwt_encoder.py`) and the scheduler "
         "(`scheduler/scheduler_resshift.py`); read them first, or install `difiisr-dwt` and load with "
         f'`difiisr_dwt.loading.load_pipeline("{model_id}")`, which uses the installed classes and runs no code '
         f"from the model. `num_inference_steps` goes from 1 to {steps}; `noise_scale` (0 to 1) draws more of the "
         "posterior's noise; `lr_consistency=True` (default) back-projects the output onto its input; "
-        "`pipe.enable_unet_tiling(64)` bounds memory on large images (tiles share GroupNorm statistics).",
+        "`pipe.enable_unet_tiling(64)` bounds memory on large images (tiles share GroupNorm statistics)"
+        + (f"; the UNet's self-attention runs within windows of {attention_window}x{attention_window} LR pixels "
+           "(`unet_attention_window` in `model_index.json`: cost linear in the image's area; "
+           "`pipe.disable_unet_window_attention()` for global attention)." if attention_window else "."),
     ]
     if variant:
         lines += [
@@ -367,3 +375,8 @@ autoencoder design of latent diffusion:
   year      = {2022}
 }
 ```"""
+
+
+def _and_list(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

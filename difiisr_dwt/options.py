@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from difiisr_dwt.commands import int_at_least
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.radiometric import parse_value_range
 
 LPIPS_BACKBONE_DIR_HELP = (
@@ -64,9 +65,22 @@ def _noise_level(text: str) -> str | float:
     return value
 
 
+def _attention_window(text: str) -> int | str:
+    if text == "global":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a window size >= 1 (LR pixels) or 'global', got {text!r}")
+    return value
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """How the pipeline samples, for ``upscale`` and ``eval``: ``--steps``, ``--noise-scale``,
-    ``--prior-noise-scale``, ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--seed``, ``--range``.
+    ``--prior-noise-scale``, ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--attention-window``,
+    ``--seed``, ``--range``.
     Unset values keep the pipeline's defaults (:func:`apply_sampling_arguments`)."""
     parser.add_argument("--steps", type=int_at_least(1), default=None,
                         help="sampling steps, 1..T (default: the pipeline's, {pipeline:num_inference_steps})")
@@ -84,6 +98,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="UNet tile size in LR pixels (default: none; tiles share GroupNorm statistics)")
     parser.add_argument("--tile-overlap", "--tile_overlap", type=int_at_least(0), default=16,
                         help="overlap of UNet tiles in LR pixels (default 16)")
+    parser.add_argument("--attention-window", type=_attention_window, default=None, metavar="N|global",
+                        help="the UNet's self-attention within windows of N x N LR pixels (cost linear in the "
+                        "image's area; a multiple of the UNet's size multiple), or 'global' over each whole attention "
+                        "map (default: the model folder's unet_attention_window; 32 for the embedded model)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
     parser.add_argument("--input-noise-level", "--input_noise_level", type=_noise_level, default=None,
                         metavar="auto|estimate|SIGMA",
@@ -99,7 +117,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
-    """Set ``args.tile`` on ``pipe`` (:meth:`enable_unet_tiling`) and return the ``__call__`` keyword
+    """Set ``args.tile`` (:meth:`enable_unet_tiling`) and ``args.attention_window``
+    (:meth:`enable_unet_window_attention`) on ``pipe`` and return the ``__call__`` keyword
     arguments of :func:`add_sampling_arguments`' options (without ``generator``).
 
     Raises:
@@ -108,6 +127,14 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
     """
     if args.tile is not None:
         pipe.enable_unet_tiling(tile_size=args.tile, tile_overlap=args.tile_overlap)
+    window = getattr(args, "attention_window", None)
+    if window is not None and not hasattr(pipe, "enable_unet_window_attention"):
+        raise UsageError("--attention-window: this model folder's pipeline code has no window attention "
+                         "(older code run with --trust-remote-code); leave the option out")
+    if window == "global":
+        pipe.disable_unet_window_attention()
+    elif window is not None:
+        pipe.enable_unet_window_attention(window)
     kwargs = {"lr_consistency": args.lr_consistency}
     value_range = parse_value_range(getattr(args, "value_range", None))
     if value_range is not None:

@@ -251,6 +251,8 @@ def test_diffusion_resumes_exactly_after_kill(shared_dir, tmp_path, tiny_compone
             assert rb[key] == pytest.approx(ra[key], abs=1e-5), (ra["step"], key)
     wa, wb = (load_file(d / "unet" / "diffusion_pytorch_model.safetensors") for d in (full, killed))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    # the saved pipeline attends within windows of the crops' LR side (64 / 4): what the UNet saw in training
+    assert json.loads((full / "pipeline" / "model_index.json").read_text())["unet_attention_window"] == 16
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # Every sibling file is imported here, directly: loading a local folder, diffusers copies the pipeline
 # file's own relative imports beside it, not theirs (tests/test_hub_loading.py checks).
-from .fidelity import back_project, noise_free_target, shrink_flat_detail
+from .attention import set_unet_attention_window
+from .fidelity import LRConsistencyMixin
 from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
 from .tiling import TilingConfig, tiled_with_shared_norms
 
@@ -56,7 +57,7 @@ class DifIISRDWTPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
     value_ranges: list[tuple[float, float]]
 
-class DifIISRDWTPipeline(DiffusionPipeline):
+class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
     r"""x4 super-resolution of infrared images: ResShift sampling in wavelet space, VQ-f4 decoding,
     back-projection onto the input.
 
@@ -68,44 +69,27 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         scheduler ([`ResShiftScheduler`]): the residual-shifting schedule.
         quantize_decode (`bool`): snap the predicted latent to the codebook before decoding (default
             of ``__call__``'s ``quantize``).
+        unet_attention_window (`int`, *optional*): the UNet's self-attention runs within windows of this many
+            LR pixels on a side (:meth:`enable_unet_window_attention`) from loading on; ``None``: global attention
+            over each whole attention map (cost grows with the square of the image's area).
 
     Memory features (state, as diffusers' ``enable_vae_tiling``): :meth:`enable_decode_tiling`
     (on by default for latents larger than 160 x 160 LR pixels; whole-image decoding below) and
     :meth:`enable_unet_tiling` (off by default). Both share GroupNorm statistics across tiles, so
-    tiling moves no grey level.
+    tiling moves no grey level. :meth:`enable_unet_window_attention` (the config's ``unet_attention_window``)
+    makes the UNet's attention cost linear in the image's area.
     """
 
     model_cpu_offload_seq = "dwt_encoder->unet->vqvae"
     _callback_tensor_inputs = ["latents", "pred_vq_latents", "lr_condition"]
     _deprecated_tensor_inputs = {"pred_latents": "pred_vq_latents", "lr_latents": "lr_condition"}
-    #: rounds of iterative back-projection under ``lr_consistency=True``.
-    back_projection_iterations = 10
-    #: input noise level (8-bit grey levels) below which ``lr_consistency=True`` keeps no invented
-    #: detail (:func:`shrink_flat_detail`), added in quadrature to the noise found in the input.
-    detail_noise_level = 1.0
-    #: estimated noise sigma (8-bit grey levels) that clean frames show (fine texture, the scene's own noise):
-    #: only the noise above it is removed from the fidelity target (:func:`noise_free_target`).
-    clean_noise_level = 1.5
-    #: on a noisy input the model's departure from bicubic carries the noise sharpened: the flat-detail
-    #: threshold is ``hypot(detail_noise_level, detail_noise_gain x removed noise)``.
-    detail_noise_gain = 3.0
-    #: back-projection rounds on a noisy input: each round restores more of the target's high frequencies,
-    #: where what is left of the noise lives. Measured on training frames (default model, 6 RoadScene
-    #: train frames with the noise of ``eval --noisy-lr``, 8 mixed-train frames whose clean LR the estimate
-    #: finds noisy): 1 / 3 / 10 rounds give +0.68 / +0.65 / +0.62 dB over bicubic on the noisy frames, and
-    #: leave up to 0.63 / 0.37 / 0.29 grey level of mean LR error on the clean ones: 3 keeps clean inputs
-    #: well within 0.5 for 0.03 dB.
-    noisy_back_projection_iterations = 3
-    #: removed noise (8-bit grey levels) at which the remaining rounds count half: the output is
-    #: ``x_n + w (x_N - x_n)``, ``w = 1 / (1 + (removed / this)^4)``, so that a frame whose estimate is barely
-    #: above :attr:`clean_noise_level` keeps nearly exact consistency and nothing jumps between video frames.
-    noisy_rounds_noise_level = 0.5
     #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
     #: ``.py``): the released names, whatever the module is called where the class came from (the
     #: ``difiisr_dwt`` package names the scheduler's module ``scheduling_resshift``, in diffusers' style).
     _component_code_files = {"dwt_encoder": "modeling_dwt_encoder.py", "scheduler": "scheduler_resshift.py"}
 
-    def __init__(self, dwt_encoder, unet: UNet2DModel, vqvae: VQModel, scheduler, quantize_decode: bool = True):
+    def __init__(self, dwt_encoder, unet: UNet2DModel, vqvae: VQModel, scheduler, quantize_decode: bool = True,
+                 unet_attention_window: int | None = None):
         super().__init__()
         state_channels = dwt_encoder.out_channels
         if unet.config.in_channels != 2 * state_channels:
@@ -124,10 +108,13 @@ class DifIISRDWTPipeline(DiffusionPipeline):
                 f"The VQ model downsamples by {vq_factor} but the DWT encoder by {dwt_encoder.downsample_factor}."
             )
         self.register_modules(dwt_encoder=dwt_encoder, unet=unet, vqvae=vqvae, scheduler=scheduler)
-        self.register_to_config(quantize_decode=quantize_decode)
+        self.register_to_config(quantize_decode=quantize_decode, unet_attention_window=unet_attention_window)
         self.image_processor = IRImageProcessor(scale_factor=dwt_encoder.downsample_factor)
         self.decode_tiling: TilingConfig | None = TilingConfig(160, 16)
         self.unet_tiling: TilingConfig | None = None
+        self.unet_attention_window: int | None = None
+        if unet_attention_window is not None:
+            self.enable_unet_window_attention(unet_attention_window)
 
     @property
     def upscale_factor(self) -> int:
@@ -187,6 +174,24 @@ class DifIISRDWTPipeline(DiffusionPipeline):
     def disable_unet_tiling(self) -> None:
         """Run the UNet on the whole image (the default)."""
         self.unet_tiling = None
+
+    def enable_unet_window_attention(self, window_size: int = 32) -> None:
+        """Run the UNet's self-attention layers within windows of ``window_size`` x ``window_size`` LR pixels
+        (:class:`~.attention.WindowAttnProcessor`: ``window_size / 2^i`` tokens in a layer at ``1 / 2^i`` of the
+        LR size): time and memory grow linearly with the image's area instead of with its square. A window of the
+        training crops' LR side (32 for 128 x 128 HR crops) attends over what the UNet saw in training: each of its
+        attention maps then was one window. GroupNorm statistics stay global: no grey level moves.
+
+        Raises:
+            ValueError: ``window_size`` not a positive multiple of :attr:`unet_size_multiple`.
+        """
+        set_unet_attention_window(self.unet, window_size)
+        self.unet_attention_window = window_size
+
+    def disable_unet_window_attention(self) -> None:
+        """Global self-attention in the UNet (diffusers' ``AttnProcessor2_0``)."""
+        set_unet_attention_window(self.unet, None)
+        self.unet_attention_window = None
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(
@@ -334,61 +339,6 @@ class DifIISRDWTPipeline(DiffusionPipeline):
         if "decode_tile_size" in options:
             self.enable_decode_tiling(options["decode_tile_size"], options.get("decode_tile_overlap", 16))
         return saved
-
-    @staticmethod
-    def input_noise_levels(input_noise_level: float | str | None, metas: list[ImageMeta]) -> torch.Tensor:
-        """The ``input_noise_level`` of :meth:`__call__` per image: `(B,)` sigma in grey levels, NaN where it is
-        estimated. ``"auto"`` estimates it on 8-bit frames and takes radiometric frames (16-bit, or in the
-        units of a ``value_range``) as exact (0); ``None`` estimates it everywhere."""
-        def level(meta: ImageMeta) -> float:
-            if input_noise_level == "auto":
-                return 0.0 if meta.bit16 or meta.in_units else float("nan")
-            return float("nan") if input_noise_level is None else float(input_noise_level)
-
-        return torch.tensor([level(meta) for meta in metas], dtype=torch.float32)
-
-    def apply_lr_consistency(
-        self, sr: torch.Tensor, lr: torch.Tensor, input_noise_level: float | str | torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The fidelity step: agree with the input, not with its noise.
-
-        1. The noise-free target (:func:`noise_free_target`): the input less the estimated noise above
-           :attr:`clean_noise_level` (column offsets, then a local Wiener filter); a clean input is its
-           own target.
-        2. :func:`shrink_flat_detail` onto the target with the noise level
-           ``hypot(detail_noise_level, detail_noise_gain x removed noise)``: where the target is flat, the
-           output is its smooth bicubic surface, not the model's sharpened grain.
-        3. :func:`back_project` onto the target: :attr:`back_projection_iterations` rounds on a clean
-           input (exact consistency), :attr:`noisy_back_projection_iterations` where noise was removed, and
-           in between a blend of the two that is continuous in the removed noise
-           (:attr:`noisy_rounds_noise_level`).
-
-        Args:
-            sr (`torch.Tensor` of shape `(B, 1, sH, sW)`): the decoded luma, [-1, 1].
-            lr (`torch.Tensor` of shape `(B, 1, H, W)`): the input luma, [-1, 1].
-            input_noise_level (`float` or `torch.Tensor` of shape `(B,)`, *optional*): the input's noise sigma
-                in grey levels, one for all images or one per image; ``None``, NaN or ``"auto"`` (the default
-                of :meth:`__call__`, as training passes it): estimated. Which images of a call are
-                radiometric (exact under ``"auto"``) is known only to :meth:`__call__`
-                (:meth:`input_noise_levels`); here every image is taken as an 8-bit one.
-
-        Returns:
-            `torch.Tensor` like ``sr`` (float32, not clamped).
-        """
-        given = None
-        if input_noise_level is not None and not (isinstance(input_noise_level, str) and input_noise_level == "auto"):
-            given = torch.as_tensor(input_noise_level, dtype=torch.float32).expand(lr.shape[0]) / 127.5
-        target, noise = noise_free_target(lr, self.clean_noise_level / 127.5, given)
-        removed = noise.excess_noise_level.cpu()
-        detail_noise = torch.hypot(self.detail_noise_gain * removed, torch.tensor(self.detail_noise_level / 127.5))
-        sr = shrink_flat_detail(sr, target, detail_noise)
-        few = back_project(sr, target, self.noisy_back_projection_iterations)
-        weight = 1 / (1 + (removed * 127.5 / self.noisy_rounds_noise_level) ** 4)
-        if bool((weight < 1e-6).all()):  # every image noisy: the remaining rounds would not count
-            return few
-        rounds = self.back_projection_iterations - self.noisy_back_projection_iterations
-        full = back_project(few, target, rounds)
-        return few.lerp_(full, weight.view(-1, 1, 1, 1).to(few.device))
 
     @torch.no_grad()
     def __call__(

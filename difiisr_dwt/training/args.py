@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dwt_encoder_subfolder", default=None, help="Subfolder of --dwt_encoder_model_name_or_path.")
     add("--no_quantize_decode", action="store_true",
         help="Diffusion: the saved pipeline (and validation) decode without snapping to the codebook.")
+    add("--unet_attention_window", type=int, default=None,
+        help="Diffusion, decoder: the saved pipeline (and validation) runs the UNet's self-attention within windows "
+        "of this many LR pixels (cost linear in the image's area); 0: global attention. Default: diffusion, the LR "
+        "side of the training crops (--resolution / 4: each window is what the UNet attended over in training); "
+        "decoder, global (the UNet's crops are not known there: give the diffusion stage's).")
     add("--unet_model_name_or_path", default=None, help="Start the diffusion stage from this UNet2DModel folder.")
     add("--revision", default=None, help="Hub revision of the pretrained components.")
     # data

@@ -76,6 +76,11 @@ class DiffusionStage(Stage):
             raise ValueError(f"--resolution {args.resolution} gives {lr_size}-pixel LR crops; the UNet needs a "
                              f"multiple of {self.pipeline.unet_size_multiple} (use a multiple of "
                              f"{self.pipeline.unet_size_multiple * self.pipeline.upscale_factor}).")
+        # windows of the crops' LR side: at training size each attention map is one window (the same as global)
+        window = lr_size if args.unet_attention_window is None else args.unet_attention_window or None
+        if window is not None:
+            self.pipeline.enable_unet_window_attention(window)
+        self.pipeline.register_to_config(unet_attention_window=window)
         lpips = load_lpips_model(args, device) if args.lpips_weight > 0 else None
         self.image_losses = ImageLosses(lpips, edge_weight=args.edge_weight, fft_weight=args.fft_weight,
                                         l1_weight=args.image_l1_weight)
