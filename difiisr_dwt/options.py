@@ -100,7 +100,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="overlap of UNet tiles in LR pixels (default 16)")
     parser.add_argument("--attention-window", type=_attention_window, default=None, metavar="N|global",
                         help="the UNet's self-attention within windows of N x N LR pixels (cost linear in the "
-                        "image's area; a multiple of the UNet's size multiple), or 'global' over each whole attention "
+                        "image's area; a multiple of the UNet's deepest stride, 4 for the embedded model), or 'global' "
+                        "over each whole attention "
                         "map (default: the model folder's unet_attention_window; 32 for the embedded model)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
     parser.add_argument("--input-noise-level", "--input_noise_level", type=_noise_level, default=None,
@@ -134,7 +135,10 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
     if window == "global":
         pipe.disable_unet_window_attention()
     elif window is not None:
-        pipe.enable_unet_window_attention(window)
+        try:
+            pipe.enable_unet_window_attention(window)
+        except ValueError as error:
+            raise UsageError(f"--attention-window {window}: {error}") from None
     kwargs = {"lr_consistency": args.lr_consistency}
     value_range = parse_value_range(getattr(args, "value_range", None))
     if value_range is not None:

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -155,8 +156,10 @@ def load_pipeline_folder(folder: str | os.PathLike, torch_dtype: torch.dtype | N
     config = {key: value for key, value in index.items() if not key.startswith("_") and key not in COMPONENTS}
     accepted = inspect.signature(DifIISRDWTPipeline.__init__).parameters
     unknown = sorted(set(config) - set(accepted))
-    if unknown:
-        raise ReleaseError(f"{folder}/model_index.json: the current pipeline code does not take {unknown}")
+    if unknown:  # settings of a newer release (e.g. unet_attention_window): this code runs without them
+        warnings.warn(f"{folder}/model_index.json: {unknown} not known to this version of difiisr-dwt; ignored "
+                      "(upgrade difiisr-dwt to use them)", stacklevel=2)
+        config = {key: value for key, value in config.items() if key not in unknown}
     pipe = DifIISRDWTPipeline(
         dwt_encoder=DWTEncoder.from_pretrained(folder, subfolder="dwt_encoder", torch_dtype=torch_dtype),
         unet=UNet2DModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch_dtype),

@@ -153,3 +153,31 @@ def test_cli_attention_window_option(tiny_pipeline, saved_test_model, tmp_path, 
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(saved_test_model),
                  "--steps", "1", "--device", "cpu", "--attention-window", "2"]) == 0
     assert PIL.Image.open(tmp_path / "out" / "a_x4.png").size == (112, 80)
+
+
+def test_integer_types_are_taken_and_a_bad_config_value_is_named(tiny_pipeline, tmp_path):
+    import numpy as np
+
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
+
+    tiny_pipeline.enable_unet_window_attention(np.int64(8))
+    assert tiny_pipeline.unet_attention_window == 8 and type(tiny_pipeline.unet_attention_window) is int
+    components = {name: getattr(tiny_pipeline, name) for name in ("dwt_encoder", "unet", "vqvae", "scheduler")}
+    with pytest.raises(ValueError, match="unet_attention_window .*multiple of 2"):
+        DifIISRDWTPipeline(**components, unet_attention_window=3)
+
+
+def test_a_newer_config_key_is_ignored_with_a_warning(saved_test_model, tmp_path):
+    """A release written by a newer version (a config key this code does not know) still loads."""
+    import json
+    import shutil
+
+    from difiisr_dwt.loading import load_pipeline
+
+    folder = tmp_path / "newer"
+    shutil.copytree(saved_test_model, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "a_future_setting": 1}))
+    with pytest.warns(UserWarning, match="a_future_setting"):
+        pipe = load_pipeline(str(folder), device="cpu")
+    assert "a_future_setting" not in pipe.config

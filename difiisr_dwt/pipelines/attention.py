@@ -6,6 +6,8 @@ A sibling file of ``pipeline_difiisr_dwt.py`` (also in the Hub folder); it impor
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
@@ -33,9 +35,7 @@ class WindowAttnProcessor:
     """
 
     def __init__(self, window_size: int):
-        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
-            raise ValueError(f"`window_size` must be a positive integer, got {window_size!r}.")
-        self.window_size = int(window_size)
+        self.window_size = _positive_int(window_size, "`window_size` (tokens)")
         self.global_processor = AttnProcessor2_0()
 
     def __call__(
@@ -79,6 +79,17 @@ class WindowAttnProcessor:
         return out / attn.rescale_output_factor
 
 
+def _positive_int(value, what: str) -> int:
+    """``value`` as an ``int`` (any integer type: Python, numpy, torch), or a ValueError naming ``what``."""
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
+    return number
+
+
 def _to_windows(x: torch.Tensor, size: int) -> torch.Tensor:
     """`(B, C, H, W)` (sides multiples of ``size``) -> `(B * H/size * W/size, size^2, C)`, windows row-major."""
     batch, channels, height, width = x.shape
@@ -103,9 +114,11 @@ def set_unet_attention_window(unet: torch.nn.Module, window_size: int | None) ->
         ValueError: ``window_size`` not a positive multiple of ``2^(levels - 1)``.
     """
     deepest = 2 ** (len(unet.down_blocks) - 1)
-    if window_size is not None and (isinstance(window_size, bool) or not isinstance(window_size, int)
-                                    or window_size <= 0 or window_size % deepest):
-        raise ValueError(f"`window_size` must be a positive multiple of {deepest} (input pixels), got {window_size!r}.")
+    if window_size is not None:
+        window_size = _positive_int(window_size, "`window_size` (LR pixels)")
+        if window_size % deepest:
+            raise ValueError(f"`window_size` (LR pixels) must be a multiple of {deepest}, the UNet's deepest stride, "
+                             f"got {window_size}.")
     levels = [(block, 2**i) for i, block in enumerate(unet.down_blocks)] + [(unet.mid_block, deepest)]
     levels += [(block, deepest // 2**i) for i, block in enumerate(unet.up_blocks)]
     count = 0

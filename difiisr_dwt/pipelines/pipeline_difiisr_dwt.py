@@ -114,7 +114,10 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         self.unet_tiling: TilingConfig | None = None
         self.unet_attention_window: int | None = None
         if unet_attention_window is not None:
-            self.enable_unet_window_attention(unet_attention_window)
+            try:
+                self.enable_unet_window_attention(unet_attention_window)
+            except ValueError as error:
+                raise ValueError(f"unet_attention_window (model_index.json / the pipeline's config): {error}") from None
 
     @property
     def upscale_factor(self) -> int:
@@ -180,13 +183,15 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         (:class:`~.attention.WindowAttnProcessor`: ``window_size / 2^i`` tokens in a layer at ``1 / 2^i`` of the
         LR size): time and memory grow linearly with the image's area instead of with its square. A window of the
         training crops' LR side (32 for 128 x 128 HR crops) attends over what the UNet saw in training: each of its
-        attention maps then was one window. GroupNorm statistics stay global: no grey level moves.
+        attention maps then was one window. GroupNorm statistics stay global. The output differs from global
+        attention's by a few grey levels at most (the embedded model: no measurable change of PSNR or LPIPS on
+        the evaluation sets, README).
 
         Raises:
-            ValueError: ``window_size`` not a positive multiple of :attr:`unet_size_multiple`.
+            ValueError: ``window_size`` not a positive integer multiple of :attr:`unet_size_multiple`.
         """
         set_unet_attention_window(self.unet, window_size)
-        self.unet_attention_window = window_size
+        self.unet_attention_window = int(window_size)
 
     def disable_unet_window_attention(self) -> None:
         """Global self-attention in the UNet (diffusers' ``AttnProcessor2_0``)."""

@@ -188,6 +188,9 @@ def _complete(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--stage {args.stage} needs --dwt_encoder_model_name_or_path (the adapter stage's output).")
     if args.stage == "decoder" and args.unet_model_name_or_path is None:
         raise ValueError("--stage decoder needs --unet_model_name_or_path (the diffusion stage's UNet, kept frozen).")
+    if args.unet_attention_window is not None and args.unet_attention_window < 0:
+        raise ValueError(f"--unet_attention_window must be 0 (global attention) or a positive number of LR pixels, "
+                         f"got {args.unet_attention_window}.")
     if args.dataset_name is None and args.train_data_dir is None:
         raise ValueError("Give --train_data_dir (an image folder) or --dataset_name.")
     if args.push_to_hub and args.hub_model_id is None:

@@ -79,7 +79,10 @@ class DiffusionStage(Stage):
         # windows of the crops' LR side: at training size each attention map is one window (the same as global)
         window = lr_size if args.unet_attention_window is None else args.unet_attention_window or None
         if window is not None:
-            self.pipeline.enable_unet_window_attention(window)
+            try:
+                self.pipeline.enable_unet_window_attention(window)
+            except ValueError as error:
+                raise ValueError(f"--unet_attention_window {window} (default: --resolution / 4): {error}") from None
         self.pipeline.register_to_config(unet_attention_window=window)
         lpips = load_lpips_model(args, device) if args.lpips_weight > 0 else None
         self.image_losses = ImageLosses(lpips, edge_weight=args.edge_weight, fft_weight=args.fft_weight,
