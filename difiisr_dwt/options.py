@@ -66,15 +66,8 @@ def _noise_level(text: str) -> str | float:
 
 
 def _attention_window(text: str) -> int | str:
-    if text == "global":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a window size >= 1 (LR pixels) or 'global', got {text!r}")
-    return value
+    """``--attention-window``: ``global`` or a window side in LR pixels (>= 1)."""
+    return text if text == "global" else int_at_least(1)(text)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

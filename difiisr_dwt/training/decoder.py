@@ -76,12 +76,9 @@ class DecoderStage(DiffusionStage):
         # unquantised decode, as the pipelines this project ships (quantize_decode=False)
         self.pipeline = DifIISRDWTPipeline(self.dwt_encoder, unet, self.vqvae, self.scheduler, quantize_decode=False)
         self.pipeline.set_progress_bar_config(disable=True)
-        if args.unet_attention_window:  # the UNet's training crops are not known here: global unless given
-            try:
-                self.pipeline.enable_unet_window_attention(args.unet_attention_window)
-            except ValueError as error:
-                raise ValueError(f"--unet_attention_window {args.unet_attention_window}: {error}") from None
-            self.pipeline.register_to_config(unet_attention_window=args.unet_attention_window)
+        # the UNet's training crops are not known here: global attention unless given
+        self.use_attention_window(args.unet_attention_window or None,
+                                  f"--unet_attention_window {args.unet_attention_window}")
         defaults = pipeline_call_defaults()
         self.sampling = {key: defaults[key] for key in ("num_inference_steps", "noise_scale", "prior_noise_scale")}
         self.input_noise_level = defaults["input_noise_level"]

@@ -78,18 +78,23 @@ class DiffusionStage(Stage):
                              f"{self.pipeline.unet_size_multiple * self.pipeline.upscale_factor}).")
         # windows of the crops' LR side: at training size each attention map is one window (the same as global)
         window = lr_size if args.unet_attention_window is None else args.unet_attention_window or None
-        if window is not None:
-            try:
-                self.pipeline.enable_unet_window_attention(window)
-            except ValueError as error:
-                raise ValueError(f"--unet_attention_window {window} (default: --resolution / 4): {error}") from None
-        self.pipeline.register_to_config(unet_attention_window=window)
+        self.use_attention_window(window, f"--unet_attention_window {window} (default: --resolution / 4)")
         lpips = load_lpips_model(args, device) if args.lpips_weight > 0 else None
         self.image_losses = ImageLosses(lpips, edge_weight=args.edge_weight, fft_weight=args.fft_weight,
                                         l1_weight=args.image_l1_weight)
         self.input_noise_level = pipeline_call_defaults()["input_noise_level"]
         self.num_train_timesteps = self.scheduler.config.num_train_timesteps
         self._bicubic_scores: dict[str, float] | None = None
+
+    def use_attention_window(self, window: int | None, option: str) -> None:
+        """UNet window attention of ``window`` LR pixels for validation and the saved pipeline (``None``: global;
+        the pipeline records it in its config); a bad size raises a ValueError naming ``option``."""
+        if window is None:
+            return
+        try:
+            self.pipeline.enable_unet_window_attention(window)
+        except ValueError as error:
+            raise ValueError(f"{option}: {error}") from None
 
     def fidelity_luma(self, decoded: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """``F(D(z), y)``: the pipeline's fidelity step (its default ``input_noise_level``) on the luma of the
