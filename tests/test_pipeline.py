@@ -145,6 +145,26 @@ def test_decode_tiling_runs_and_stays_close(tiny_pipeline):
     assert psnr(whole, tiled) > 20.0
 
 
+def test_cpu_decode_runs_channels_last_and_matches_default_layout(tiny_pipeline):
+    """The decoder gets its input in channels-last layout on the CPU (oneDNN's fast path), and the pixels
+    are those of the default layout to float rounding."""
+    channels = tiny_pipeline.vqvae.config.latent_channels
+    latents = torch.randn(1, channels, 12, 10, generator=torch.Generator().manual_seed(0))
+    seen = []
+    decode = tiny_pipeline.vqvae.decode
+
+    def spy(z, **kwargs):
+        seen.append(z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous())
+        return decode(z, **kwargs)
+
+    tiny_pipeline.vqvae.decode = spy
+    with torch.no_grad():
+        out = tiny_pipeline.decode_vq_latents(latents, quantize=False)
+        reference = decode(latents, force_not_quantize=True).sample
+    assert seen == [True] and out.is_contiguous() and out.shape == (1, 3, 48, 40)
+    assert torch.allclose(out, reference, atol=1e-4) and not torch.equal(out, torch.zeros_like(out))
+
+
 @pytest.mark.parametrize("steps", [1, 4, 15])
 def test_step_counts_and_callback(tiny_pipeline, steps):
     calls = []

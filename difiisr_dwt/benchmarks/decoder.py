@@ -43,6 +43,7 @@ from difiisr_dwt.evaluation import (
     modcrop,
     to_rgb_array,
 )
+from difiisr_dwt.pipelines.pipeline_difiisr_dwt import channels_last_on_cpu
 
 CEILING_METRICS = ("psnr_y", "ssim_y", "lpips_alex")
 
@@ -55,7 +56,8 @@ def _load(folder: str):
 
 @torch.no_grad()
 def _decode(vqvae, latents: torch.Tensor) -> torch.Tensor:
-    return vqvae.decode(latents, force_not_quantize=True).sample
+    # in the memory layout the pipeline decodes in
+    return vqvae.decode(channels_last_on_cpu(latents), force_not_quantize=True).sample.contiguous()
 
 
 def decode_seconds(folders: list[str], lr_sizes: list[tuple[int, int]], repeats: int = 3, seed: int = 0

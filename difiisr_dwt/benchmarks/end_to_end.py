@@ -73,7 +73,7 @@ def component_times(pipe, lr_size: tuple[int, int], repeats: int, seconds: float
         "vq_encoder": lambda: pipe.vqvae.encode(image).latents,
         "adapter": lambda: pipe.dwt_encoder.project_latent(latents),
         "unet": lambda: pipe.unet(unet_input, timestep).sample,
-        "decoder": lambda: pipe.vqvae.decode(latents, force_not_quantize=not quantize).sample,
+        "decoder": lambda: pipe.decode_vq_latents(latents, quantize),
     }
     wall, cpu = {}, {}
     for name, fn in calls.items():

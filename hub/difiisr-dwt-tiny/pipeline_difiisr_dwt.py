@@ -57,6 +57,17 @@ class DifIISRDWTPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list
     value_ranges: list[tuple[float, float]]
 
+def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
+    """`x` (`(B, C, H, W)`) in channels-last memory layout when it is on the CPU, else unchanged.
+
+    The decoder's input only (its weights stay as loaded): oneDNN's CPU convolutions then run in NHWC without
+    reordering each layer's input, and the VQ decoder, convolutions at the full output resolution, takes about
+    0.8x the CPU time (160x128 LR, 1-2 threads). Outputs agree with the default layout to float rounding. Not
+    used for the UNet (its attention's reshapes made it slower) nor on GPUs (not measured).
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
+
+
 class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
     r"""x4 super-resolution of infrared images: ResShift sampling in wavelet space, VQ-f4 decoding,
     back-projection onto the input.
@@ -289,7 +300,8 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         tiled under :meth:`enable_decode_tiling` when larger than one tile."""
 
         def run(z: torch.Tensor) -> torch.Tensor:
-            return self.vqvae.decode(z.to(self.vqvae.dtype), force_not_quantize=not quantize).sample.float()
+            z = channels_last_on_cpu(z.to(self.vqvae.dtype))
+            return self.vqvae.decode(z, force_not_quantize=not quantize).sample.float().contiguous()
 
         if self.decode_tiling is None:
             return run(vq_latents)
