@@ -63,7 +63,8 @@ def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     The decoder's input only (its weights stay as loaded): oneDNN's CPU convolutions then run in NHWC without
     reordering each layer's input, and the VQ decoder, convolutions at the full output resolution, takes about
     0.8x the CPU time (160x128 LR, 1-2 threads). Outputs agree with the default layout to float rounding. Not
-    used for the UNet (its attention's reshapes made it slower) nor on GPUs (not measured).
+    used for the UNet (its attention's reshapes made it slower), in training (forward + backward was slower) nor
+    on GPUs (not measured).
     """
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
 
