@@ -132,8 +132,8 @@ def load_pipeline_from_args(args: argparse.Namespace):
 
 def load_pipeline(model: str | os.PathLike | None = None, device: str | None = None, dtype: str = "float32",
                   trust_remote_code: bool = False):
-    """A ``DifIISRDWTPipeline`` of ``model`` on ``device``, its progress bar on; on CPU its UNet and VQ model
-    in ``channels_last`` memory format (:func:`use_channels_last`).
+    """A ``DifIISRDWTPipeline`` of ``model`` on ``device``, its progress bar on (on the CPU it decodes in
+    channels-last layout by itself: ``DifIISRDWTPipeline.decode_channels_last``).
 
     Args:
         model: a folder in the Hub layout (``model_index.json`` + component folders) or a Hub repo id
@@ -173,26 +173,7 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
     except (OSError, ValueError, KeyError, TypeError) as error:  # diffusers/hub errors name what is missing
         raise ModelLoadError(f"cannot load the model {model}: {error}") from error
     pipe.set_progress_bar_config()  # diffusers' default (a bar per call); commands may turn it off
-    pipe = pipe.to(target)
-    if target.type == "cpu":
-        use_channels_last(pipe)
-    return pipe
-
-
-def use_channels_last(pipe) -> None:
-    """Hold the UNet's and the VQ model's weights in ``channels_last`` (NHWC) memory format.
-
-    On CPU, oneDNN runs convolutions in NHWC; with NCHW weights every convolution reorders its input and
-    output. Measured on the embedded model (160x128 LR, default call, CPU time, same process): 0.83-0.89x
-    per call (``difiisr-dwt bench --section cost`` measures it again for any model), outputs within 0.003 grey
-    levels (float rounding of a different summation order). Activations follow the weights' format by themselves.
-    """
-    import torch
-
-    for name in ("unet", "vqvae"):
-        module = getattr(pipe, name, None)
-        if module is not None:
-            module.to(memory_format=torch.channels_last)
+    return pipe.to(target)
 
 
 def could_be_repo_id(name: str) -> bool:

@@ -85,7 +85,7 @@ def test_cost_section_measures_a_model_folder_against_another_upscaler(saved_tes
     assert channels_last["cpu_ratio"] > 0 and channels_last["max_abs_diff_grey"] < 0.05
     text = format_markdown({"meta": {"date_utc": "now", "torch": "x", "torch_threads": 2}, "cost": result})
     assert "CPU ratio" in text and "decode CPU s/MP" in text
-    assert "Start-up of a fresh process" in text and "channels_last" in text
+    assert "Start-up of a fresh process" in text and "channels-last latents" in text
     json.dumps(result)  # JSON-ready
 
 

@@ -6,7 +6,7 @@ against output size). On request: ``train`` (samples/s of the diffusion training
 ``gpu`` (a trained pipeline's accelerator path: determinism, CPU/device agreement, half precision, offload)
 and ``cost`` (a trained pipeline's CPU cost: whole-process CPU time against Real-ESRGAN x4plus, the
 per-component split, decode time per output megapixel and peak memory without tiling, the start-up
-stages of a fresh process, channels_last against contiguous weights).
+stages of a fresh process, the decode's channels-last layout against the contiguous one).
 
 :func:`run_benchmarks` runs the chosen sections in this process (tiling starts one child process per size)
 and returns a JSON-ready dict; :func:`difiisr_dwt.benchmarks.report.format_markdown` renders it. Every
@@ -76,7 +76,7 @@ class BenchConfig:
     cost_isolate: bool = True  # one fresh process per size (honest peaks)
     cost_timeout_s: float = 7200.0  # per child process
     cost_size_timeout_s: float = 1800.0  # per size without tiling: beyond it the row says so (attention decoders)
-    cost_startup: bool = True  # the start-up stages of a fresh process and the channels_last comparison
+    cost_startup: bool = True  # the start-up stages of a fresh process and the decode-layout comparison
 
 
 FULL = BenchConfig()

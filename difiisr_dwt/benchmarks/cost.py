@@ -21,8 +21,8 @@ Five measurements of one model folder (any: ``--model``; default the embedded mo
 4. **Start-up**: CPU seconds of each stage of a fresh process (imports, load, first and second call;
    :mod:`difiisr_dwt.benchmarks.startup`), median of ``cost_repeats`` processes: what the whole-process
    figure of part 1 is made of.
-5. **channels_last**: the loaded pipeline (UNet and VQ model in ``channels_last`` on CPU,
-   :func:`~difiisr_dwt.loading.use_channels_last`) against a copy in the default contiguous format, calls
+5. **channels_last**: the pipeline decoding from channels-last latents on CPU (its default,
+   ``decode_channels_last``) against the same pipeline decoding in the default contiguous layout, calls
    alternating in this process: CPU ratio of the medians and the largest output difference in grey levels.
 
 A size whose child process runs longer than ``cost_size_timeout_s`` (a quadratic attention over the latent
@@ -254,32 +254,31 @@ def startup(config: BenchConfig) -> dict:
 
 
 def channels_last(config: BenchConfig) -> dict:
-    """Part 5: the loaded pipeline (``channels_last`` on CPU) against a contiguous-format copy, in this process:
-    CPU seconds per call (medians of ``cost_component_repeats`` alternating calls after a warm-up each), their
-    ratio, and the largest difference of the outputs (float, in 8-bit grey levels)."""
+    """Part 5: the default call with ``decode_channels_last`` on (the pipeline's default) and off, one pipeline, in
+    this process: CPU seconds per call (medians of ``cost_component_repeats`` alternating calls after a warm-up
+    each), their ratio, and the largest difference of the outputs (float, in 8-bit grey levels)."""
     import numpy as np
     import torch
 
     from difiisr_dwt.loading import load_pipeline
 
-    pipes = {"channels_last": load_pipeline(config.gpu_model, device="cpu"),
-             "contiguous": load_pipeline(config.gpu_model, device="cpu")}
-    for name in ("unet", "vqvae"):
-        getattr(pipes["contiguous"], name).to(memory_format=torch.contiguous_format)
+    pipe = load_pipeline(config.gpu_model, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    layouts = {"channels_last": True, "contiguous": False}
     image = example_frames(1)[0]
     previous = torch.get_num_threads()
     torch.set_num_threads(config.cost_threads)
-    outputs, seconds = {}, {name: [] for name in pipes}
+    outputs, seconds = {}, {name: [] for name in layouts}
     try:
         def call(name: str) -> None:
-            pipes[name].set_progress_bar_config(disable=True)
+            pipe.decode_channels_last = layouts[name]
             generator = torch.Generator().manual_seed(config.seed)
-            outputs[name] = pipes[name](image, generator=generator, output_type="np").images[0] * 255.0
+            outputs[name] = pipe(image, generator=generator, output_type="np").images[0] * 255.0
 
-        for name in pipes:  # warm-up
+        for name in layouts:  # warm-up
             call(name)
         for repeat in range(config.cost_component_repeats):
-            for name in (list(pipes) if repeat % 2 == 0 else list(pipes)[::-1]):
+            for name in (list(layouts) if repeat % 2 == 0 else list(layouts)[::-1]):
                 start = time.process_time()
                 call(name)
                 seconds[name].append(time.process_time() - start)

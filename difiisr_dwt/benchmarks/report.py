@@ -210,7 +210,7 @@ def _cost(section: dict) -> list[str]:
         lines += _table(list(median), [[f"{value:.3g}" for value in median.values()]])
     if "channels_last" in section:
         cl = section["channels_last"]
-        lines += ["", f"channels_last (the loaded pipeline) vs contiguous weights, same process: CPU ratio "
+        lines += ["", f"Decode from channels-last latents (default) vs contiguous ones, same process: CPU ratio "
                   f"**{cl['cpu_ratio']:.2f}** ({cl['median_cpu_s']['channels_last']:.3g} vs "
                   f"{cl['median_cpu_s']['contiguous']:.3g} s per call), outputs within {cl['max_abs_diff_grey']:.2g} "
                   "grey levels."]

@@ -60,11 +60,11 @@ class DifIISRDWTPipelineOutput(BaseOutput):
 def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     """`x` (`(B, C, H, W)`) in channels-last memory layout when it is on the CPU, else unchanged.
 
-    The decoder's input only (its weights stay as loaded): oneDNN's CPU convolutions then run in NHWC without
-    reordering each layer's input, and the VQ decoder, convolutions at the full output resolution, takes about
-    0.8x the CPU time (160x128 LR, 1-2 threads). Outputs agree with the default layout to float rounding. Not
-    used for the UNet (its attention's reshapes made it slower), in training (forward + backward was slower) nor
-    on GPUs (not measured).
+    The decoder's input only (its weights stay as loaded): oneDNN's CPU convolutions follow the input into NHWC
+    without reordering each layer's input, and the VQ decoder, convolutions at the full output resolution, takes
+    about 0.8x the CPU time (160x128 LR, 1-2 threads, same process); the whole default call 0.84-0.87x. Outputs
+    agree with the default layout to float rounding (<= 0.005 grey level). Not used for the UNet (no gain measured:
+    its attention reshapes), in training (forward + backward was slower) nor on GPUs (not measured).
     """
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
 
@@ -93,6 +93,9 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "dwt_encoder->unet->vqvae"
+    #: on the CPU, decode from channels-last latents (:func:`channels_last_on_cpu`: about 0.8x the decoder's CPU
+    #: time, the pixels to float rounding); ``False`` decodes in the default layout.
+    decode_channels_last = True
     _callback_tensor_inputs = ["latents", "pred_vq_latents", "lr_condition"]
     _deprecated_tensor_inputs = {"pred_latents": "pred_vq_latents", "lr_latents": "lr_condition"}
     #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
@@ -301,7 +304,8 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         tiled under :meth:`enable_decode_tiling` when larger than one tile."""
 
         def run(z: torch.Tensor) -> torch.Tensor:
-            z = channels_last_on_cpu(z.to(self.vqvae.dtype))
+            z = z.to(self.vqvae.dtype)
+            z = channels_last_on_cpu(z) if self.decode_channels_last else z
             return self.vqvae.decode(z, force_not_quantize=not quantize).sample.float().contiguous()
 
         if self.decode_tiling is None:
