@@ -66,13 +66,14 @@ def _noise_level(text: str) -> str | float:
 
 
 def _attention_window(text: str) -> int | str:
-    """``--attention-window``: ``global`` or a window side in LR pixels (>= 1)."""
+    """``--attention-window`` / ``--decoder-attention-window``: ``global`` or a window side in LR pixels (>= 1)."""
     return text if text == "global" else int_at_least(1)(text)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """How the pipeline samples, for ``upscale`` and ``eval``: ``--steps``, ``--noise-scale``,
     ``--prior-noise-scale``, ``--no-lr-consistency``, ``--tile`` / ``--tile-overlap``, ``--attention-window``,
+    ``--decoder-attention-window``,
     ``--seed``, ``--range``.
     Unset values keep the pipeline's defaults (:func:`apply_sampling_arguments`)."""
     parser.add_argument("--steps", type=int_at_least(1), default=None,
@@ -96,6 +97,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         "image's area; a multiple of the UNet's deepest stride, 4 for the embedded model), or 'global' "
                         "over each whole attention "
                         "map (default: the model folder's unet_attention_window; 32 for the embedded model)")
+    parser.add_argument("--decoder-attention-window", type=_attention_window, default=None, metavar="N|global",
+                        help="the VQ decoder's self-attention within windows of N x N LR pixels (decode cost linear in "
+                        "the image's area), or 'global' (default: the model folder's decoder_attention_window; global "
+                        "for the embedded model, whose RoadScene LPIPS windows make worse)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, the same for every image (default 0)")
     parser.add_argument("--input-noise-level", "--input_noise_level", type=_noise_level, default=None,
                         metavar="auto|estimate|SIGMA",
@@ -111,9 +116,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
-    """Set ``args.tile`` (:meth:`enable_unet_tiling`) and ``args.attention_window``
-    (:meth:`enable_unet_window_attention`) on ``pipe`` and return the ``__call__`` keyword
-    arguments of :func:`add_sampling_arguments`' options (without ``generator``).
+    """Set ``args.tile`` (:meth:`enable_unet_tiling`), ``args.attention_window`` (:meth:`enable_unet_window_attention`)
+    and ``args.decoder_attention_window`` (:meth:`enable_decoder_window_attention`) on ``pipe`` and return the
+    ``__call__`` keyword arguments of :func:`add_sampling_arguments`' options (without ``generator``).
 
     Raises:
         ValueError: a tile size the UNet cannot take (the pipeline's message).
@@ -121,17 +126,18 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
     """
     if args.tile is not None:
         pipe.enable_unet_tiling(tile_size=args.tile, tile_overlap=args.tile_overlap)
-    window = getattr(args, "attention_window", None)
-    if window is not None and not hasattr(pipe, "enable_unet_window_attention"):
-        raise UsageError("--attention-window: this model folder's pipeline code has no window attention "
-                         "(older code run with --trust-remote-code); leave the option out")
-    if window == "global":
-        pipe.disable_unet_window_attention()
-    elif window is not None:
-        try:
-            pipe.enable_unet_window_attention(window)
-        except ValueError as error:
-            raise UsageError(f"--attention-window {window}: {error}") from None
+    for option, model in (("attention_window", "unet"), ("decoder_attention_window", "decoder")):
+        window, flag = getattr(args, option, None), "--" + option.replace("_", "-")
+        if window is not None and not hasattr(pipe, f"enable_{model}_window_attention"):
+            raise UsageError(f"{flag}: this model folder's pipeline code has no window attention for the {model} "
+                             "(older code run with --trust-remote-code); leave the option out")
+        if window == "global":
+            getattr(pipe, f"disable_{model}_window_attention")()
+        elif window is not None:
+            try:
+                getattr(pipe, f"enable_{model}_window_attention")(window)
+            except ValueError as error:
+                raise UsageError(f"{flag} {window}: {error}") from None
     kwargs = {"lr_consistency": args.lr_consistency}
     value_range = parse_value_range(getattr(args, "value_range", None))
     if value_range is not None:

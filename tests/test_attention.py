@@ -1,4 +1,5 @@
-"""Window attention for the UNet (difiisr_dwt.pipelines.attention): what it computes and how the pipeline sets it."""
+"""Window attention for the UNet and the VQ decoder (difiisr_dwt.pipelines.attention): what it computes and how the
+pipeline sets it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from difiisr_dwt.pipelines.attention import WindowAttnProcessor, set_unet_attention_window
+from difiisr_dwt.pipelines.attention import (
+    WindowAttnProcessor,
+    set_decoder_attention_window,
+    set_unet_attention_window,
+)
 
 
 def _layer(group_norm: bool) -> Attention:
@@ -137,21 +142,25 @@ def test_cli_attention_window_option(tiny_pipeline, saved_test_model, tmp_path, 
     parser = argparse.ArgumentParser()
     add_sampling_arguments(parser)
     apply_sampling_arguments(tiny_pipeline, parser.parse_args(["--attention-window", "4"]))
-    assert tiny_pipeline.unet_attention_window == 4
+    assert tiny_pipeline.unet_attention_window == 4 and tiny_pipeline.decoder_attention_window is None
+    apply_sampling_arguments(tiny_pipeline, parser.parse_args(["--decoder-attention-window", "6"]))
+    assert tiny_pipeline.decoder_attention_window == 6 and tiny_pipeline.unet_attention_window == 4
     with pytest.raises(ValueError, match="multiple of 2"):  # the pipeline's check, by name
         apply_sampling_arguments(tiny_pipeline, parser.parse_args(["--attention-window", "3"]))
-    apply_sampling_arguments(tiny_pipeline, parser.parse_args(["--attention-window", "global"]))
-    assert tiny_pipeline.unet_attention_window is None
-    assert all(isinstance(m.processor, AttnProcessor2_0) for m in tiny_pipeline.unet.modules()
-               if isinstance(m, Attention))
-    for bad in ("0", "-2", "wide"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["--attention-window", bad])
-        assert "--attention-window" in capsys.readouterr().err
+    apply_sampling_arguments(tiny_pipeline, parser.parse_args(["--attention-window", "global",
+                                                               "--decoder-attention-window", "global"]))
+    assert tiny_pipeline.unet_attention_window is None and tiny_pipeline.decoder_attention_window is None
+    assert all(isinstance(m.processor, AttnProcessor2_0) for model in (tiny_pipeline.unet, tiny_pipeline.vqvae)
+               for m in model.modules() if isinstance(m, Attention))
+    for flag in ("--attention-window", "--decoder-attention-window"):
+        for bad in ("0", "-2", "wide"):
+            with pytest.raises(SystemExit):
+                parser.parse_args([flag, bad])
+            assert flag in capsys.readouterr().err
 
     PIL.Image.fromarray((np.random.RandomState(0).rand(20, 28) * 255).astype(np.uint8)).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(saved_test_model),
-                 "--steps", "1", "--device", "cpu", "--attention-window", "2"]) == 0
+                 "--steps", "1", "--device", "cpu", "--attention-window", "2", "--decoder-attention-window", "4"]) == 0
     assert PIL.Image.open(tmp_path / "out" / "a_x4.png").size == (112, 80)
 
 
@@ -181,3 +190,54 @@ def test_a_newer_config_key_is_ignored_with_a_warning(saved_test_model, tmp_path
     with pytest.warns(UserWarning, match="a_future_setting"):
         pipe = load_pipeline(str(folder), device="cpu")
     assert "a_future_setting" not in pipe.config
+
+
+def test_decoder_windows_per_level_and_pipeline_state(tiny_pipeline, tmp_path):
+    """The VQ decoder's mid-block works at the latent size (window = N tokens), an attention up block ``i`` at 2^i
+    of it (N * 2^i); the pipeline's state follows, is saved in its config and named when wrong."""
+    from diffusers import VQModel
+
+    from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
+
+    vq = VQModel(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2, norm_num_groups=4,
+                 up_block_types=("AttnUpDecoderBlock2D",) * 2, latent_channels=3, num_vq_embeddings=16)
+    assert set_decoder_attention_window(vq.decoder, 5) == 1 + 2 * 2  # mid-block, two layers per up block
+    tokens = {name: m.processor.window_size for name, m in vq.decoder.named_modules() if isinstance(m, Attention)}
+    assert tokens["mid_block.attentions.0"] == 5 and tokens["up_blocks.0.attentions.0"] == 5
+    assert tokens["up_blocks.1.attentions.0"] == 10
+    assert set_decoder_attention_window(vq.decoder, None) == 5
+    assert all(isinstance(m.processor, AttnProcessor2_0) for m in vq.decoder.modules() if isinstance(m, Attention))
+
+    layers = [m for m in tiny_pipeline.vqvae.decoder.modules() if isinstance(m, Attention)]
+    assert layers and tiny_pipeline.decoder_attention_window is None
+    tiny_pipeline.enable_decoder_window_attention(6)
+    assert all(m.processor.window_size == 6 for m in layers) and tiny_pipeline.config.decoder_attention_window == 6
+    for bad in (0, 2.5, "8"):
+        with pytest.raises(ValueError, match="window_size"):
+            tiny_pipeline.enable_decoder_window_attention(bad)
+    tiny_pipeline.save_pretrained(tmp_path)
+    loaded = DifIISRDWTPipeline.from_pretrained(tmp_path, trust_remote_code=True)
+    assert loaded.decoder_attention_window == 6
+    assert all(m.processor.window_size == 6 for m in loaded.vqvae.decoder.modules() if isinstance(m, Attention))
+    components = {name: getattr(tiny_pipeline, name) for name in ("dwt_encoder", "unet", "vqvae", "scheduler")}
+    with pytest.raises(ValueError, match="decoder_attention_window .*positive integer"):
+        DifIISRDWTPipeline(**components, decoder_attention_window=0)
+    tiny_pipeline.disable_decoder_window_attention()
+    assert tiny_pipeline.decoder_attention_window is None
+    assert all(isinstance(m.processor, AttnProcessor2_0) for m in layers)
+
+
+def test_windowed_decoder_matches_global_where_one_window_covers_the_latent(tiny_pipeline):
+    """A 10x14 latent: a window of 16 covers it (the global decode, to float rounding); one of 4 (the latent padded
+    to 12x16) gives a different, finite decode of the right size."""
+    channels = tiny_pipeline.vqvae.config.latent_channels
+    latents = torch.randn(1, channels, 10, 14, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = tiny_pipeline.decode_vq_latents(latents, quantize=False)
+        tiny_pipeline.enable_decoder_window_attention(16)
+        torch.testing.assert_close(tiny_pipeline.decode_vq_latents(latents, quantize=False), reference,
+                                   atol=1e-5, rtol=0)
+        tiny_pipeline.enable_decoder_window_attention(4)
+        windowed = tiny_pipeline.decode_vq_latents(latents, quantize=False)
+    assert windowed.shape == reference.shape == (1, 3, 40, 56) and torch.isfinite(windowed).all()
+    assert (windowed - reference).abs().max() > 1e-5

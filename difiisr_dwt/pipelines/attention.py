@@ -1,5 +1,6 @@
 # Copyright 2026 The difiisr-dwt authors. Apache-2.0.
-"""Window attention for the UNet's spatial self-attention: cost linear in the image's area.
+"""Window attention for the spatial self-attention of the UNet and of the VQ decoder: cost linear in the image's
+area.
 
 A sibling file of ``pipeline_difiisr_dwt.py`` (also in the Hub folder); it imports torch and diffusers only.
 """
@@ -121,11 +122,41 @@ def set_unet_attention_window(unet: torch.nn.Module, window_size: int | None) ->
                              f"got {window_size}.")
     levels = [(block, 2**i) for i, block in enumerate(unet.down_blocks)] + [(unet.mid_block, deepest)]
     levels += [(block, deepest // 2**i) for i, block in enumerate(unet.up_blocks)]
+    return _set_window_tokens([(block, None if window_size is None else window_size // stride)
+                               for block, stride in levels])
+
+
+def set_decoder_attention_window(decoder: torch.nn.Module, window_size: int | None) -> int:
+    """Give every ``Attention`` layer of a diffusers ``Decoder`` (``vqvae.decoder``) a :class:`WindowAttnProcessor`
+    whose windows cover ``window_size`` x ``window_size`` pixels of the latent (for VQ-f4 the LR image): that many
+    tokens in the mid-block, ``window_size * 2^i`` in up block ``i`` (which works at ``2^i`` of the latent size);
+    ``None``: diffusers' ``AttnProcessor2_0`` (global attention) everywhere.
+
+    Args:
+        decoder: a diffusers ``Decoder`` (``mid_block``, ``up_blocks``), e.g. ``VQModel.decoder``.
+        window_size (`int`, *optional*): window side in latent pixels.
+
+    Returns:
+        The number of attention layers set.
+
+    Raises:
+        ValueError: ``window_size`` not a positive integer.
+    """
+    if window_size is not None:
+        window_size = _positive_int(window_size, "`window_size` (latent pixels)")
+    levels = [(decoder.mid_block, 1)] + [(block, 2**i) for i, block in enumerate(decoder.up_blocks)]
+    return _set_window_tokens([(block, None if window_size is None else window_size * scale)
+                               for block, scale in levels])
+
+
+def _set_window_tokens(levels: list[tuple[torch.nn.Module | None, int | None]]) -> int:
+    """Set each block's ``Attention`` layers to windows of the given side in tokens (``None``: global attention);
+    returns the number of layers set."""
     count = 0
-    for block, stride in levels:
+    for block, tokens in levels:
         if block is None:
             continue
-        processor = AttnProcessor2_0() if window_size is None else WindowAttnProcessor(window_size // stride)
+        processor = AttnProcessor2_0() if tokens is None else WindowAttnProcessor(tokens)
         for layer in (module for module in block.modules() if isinstance(module, Attention)):
             layer.set_processor(processor)
             count += 1
