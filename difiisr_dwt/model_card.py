@@ -227,7 +227,8 @@ def render_model_card(pipe, folder: str | Path, info: ReleaseInfo, evaluations: 
     parts.append(_component_table(pipe, folder))
     code = sorted(type(pipe).code_files({}))  # the pipeline file and its sibling files (folder root)
     siblings = [name for name in code if name != os.path.basename(inspect.getfile(type(pipe)))]
-    parts.append(_usage(model_id, steps, info, variant, siblings, pipe.config.get("unet_attention_window")))
+    windows = {"unet": pipe.config.get("unet_attention_window"), "decoder": pipe.config.get("decoder_attention_window")}
+    parts.append(_usage(model_id, steps, info, variant, siblings, windows))
     parts.append(_training(info))
     parts.append(_evaluation(evaluations, info))
     parts.append(_limitations(info))
@@ -238,7 +239,7 @@ def render_model_card(pipe, folder: str | Path, info: ReleaseInfo, evaluations: 
 
 
 def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None, siblings: list[str],
-           attention_window: int | None) -> str:
+           windows: dict[str, int | None]) -> str:
     install = f'pip install "difiisr-dwt @ git+{info.code_url}"' if info.code_url else "pip install -e .  # in a clone"
     lines = [
         "## Use it",
@@ -264,9 +265,10 @@ def _usage(model_id: str, steps: int, info: ReleaseInfo, variant: str | None, si
         f"from the model. `num_inference_steps` goes from 1 to {steps}; `noise_scale` (0 to 1) draws more of the "
         "posterior's noise; `lr_consistency=True` (default) back-projects the output onto its input; "
         "`pipe.enable_unet_tiling(64)` bounds memory on large images (tiles share GroupNorm statistics)"
-        + (f"; the UNet's self-attention runs within windows of {attention_window}x{attention_window} LR pixels "
-           "(`unet_attention_window` in `model_index.json`: cost linear in the image's area; "
-           "`pipe.disable_unet_window_attention()` for global attention)." if attention_window else "."),
+        + "".join(f"; the {'UNet' if model == 'unet' else 'VQ decoder'}'s self-attention runs within windows of "
+                  f"{window}x{window} LR pixels (`{model}_attention_window` in `model_index.json`: cost linear in the "
+                  f"image's area; `pipe.disable_{model}_window_attention()` for global attention)"
+                  for model, window in windows.items() if window) + ".",
     ]
     if variant:
         lines += [

@@ -241,3 +241,45 @@ def test_windowed_decoder_matches_global_where_one_window_covers_the_latent(tiny
         windowed = tiny_pipeline.decode_vq_latents(latents, quantize=False)
     assert windowed.shape == reference.shape == (1, 3, 40, 56) and torch.isfinite(windowed).all()
     assert (windowed - reference).abs().max() > 1e-5
+
+
+def test_decoder_window_with_decode_tiling_and_the_installed_loader(tiny_pipeline, tmp_path):
+    """Windows inside decode tiles (a 24x20 latent in 8-pixel tiles): a window covering each tile is that tile's
+    global attention (the same decode); a smaller one runs and changes it. A saved window comes back through
+    ``load_pipeline`` (the installed classes)."""
+    from difiisr_dwt.loading import load_pipeline
+
+    channels = tiny_pipeline.vqvae.config.latent_channels
+    latents = torch.randn(1, channels, 20, 24, generator=torch.Generator().manual_seed(0))
+    tiny_pipeline.enable_decode_tiling(tile_size=8, tile_overlap=4)
+    decode = lambda: tiny_pipeline.decode_vq_latents(latents, quantize=False)  # noqa: E731
+    with torch.no_grad():
+        tiled_global = decode()
+        tiny_pipeline.enable_decoder_window_attention(16)
+        torch.testing.assert_close(decode(), tiled_global, atol=1e-5, rtol=0)
+        tiny_pipeline.enable_decoder_window_attention(4)
+        tiled_windows = decode()
+    assert tiled_windows.shape == (1, 3, 80, 96) and torch.isfinite(tiled_windows).all()
+    assert (tiled_windows - tiled_global).abs().max() > 1e-5
+
+    tiny_pipeline.save_pretrained(tmp_path / "saved")
+    loaded = load_pipeline(str(tmp_path / "saved"), device="cpu")
+    assert loaded.decoder_attention_window == 4
+    assert all(m.processor.window_size == 4 for m in loaded.vqvae.decoder.modules() if isinstance(m, Attention))
+
+
+def test_a_window_on_a_decoder_without_attention_warns(tiny_pipeline, caplog):
+    from diffusers import VQModel
+    from diffusers.utils import logging as diffusers_logging
+
+    config = {key: value for key, value in tiny_pipeline.vqvae.config.items() if not key.startswith("_")}
+    vq = VQModel.from_config({**config, "mid_block_add_attention": False})
+    assert not [m for m in vq.decoder.modules() if isinstance(m, Attention)]
+    tiny_pipeline.register_modules(vqvae=vq)
+    diffusers_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            tiny_pipeline.enable_decoder_window_attention(8)
+    finally:
+        diffusers_logging.disable_propagation()
+    assert "no attention layer" in caplog.text and tiny_pipeline.decoder_attention_window == 8

@@ -17,10 +17,11 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 class WindowAttnProcessor:
     r"""Self-attention within non-overlapping ``window_size`` x ``window_size`` windows of the feature map
     (the window attention of Swin, Liu et al., ICCV 2021), for the spatial ``Attention`` layers of
-    diffusers' ``UNet2DModel`` (``AttnDownBlock2D``, ``UNetMidBlock2D``, ``AttnUpBlock2D``).
+    diffusers' ``UNet2DModel`` (``AttnDownBlock2D``, ``UNetMidBlock2D``, ``AttnUpBlock2D``) and of its VQ/KL
+    ``Decoder`` (the mid-block, ``AttnUpDecoderBlock2D``).
 
     Global self-attention over an ``h x w`` map costs ``O((h w)^2)`` time and memory; within windows it
-    costs ``O(h w window_size^2)``. A UNet trained on crops whose attention maps are at most
+    costs ``O(h w window_size^2)``. A model trained on crops whose attention maps are at most
     ``window_size`` on a side has only ever attended over one such window, so the windows also keep the
     number of attended tokens at what it saw in training. The GroupNorm before the attention still sees the
     whole map. A map that is not a multiple of the window is padded at its bottom and right; padded tokens
