@@ -215,14 +215,11 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         Raises:
             ValueError: ``window_size`` not a positive integer multiple of :attr:`unet_size_multiple`.
         """
-        if not set_unet_attention_window(self.unet, window_size):
-            logger.warning("unet_attention_window %s: the UNet has no attention layer; nothing changes.", window_size)
-        self.unet_attention_window = int(window_size)
+        self._set_attention_window("unet_attention_window", set_unet_attention_window, self.unet, window_size)
 
     def disable_unet_window_attention(self) -> None:
         """Global self-attention in the UNet (diffusers' ``AttnProcessor2_0``)."""
-        set_unet_attention_window(self.unet, None)
-        self.unet_attention_window = None
+        self._set_attention_window("unet_attention_window", set_unet_attention_window, self.unet, None)
 
     def enable_decoder_window_attention(self, window_size: int = 32) -> None:
         """Run the VQ decoder's self-attention (its mid-block, at the latent = LR size) within windows of
@@ -236,15 +233,22 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         Raises:
             ValueError: ``window_size`` not a positive integer.
         """
-        if not set_decoder_attention_window(self.vqvae.decoder, window_size):
-            logger.warning("decoder_attention_window %s: the VQ decoder has no attention layer; nothing changes.",
-                           window_size)
-        self.decoder_attention_window = int(window_size)
+        self._set_attention_window("decoder_attention_window", set_decoder_attention_window, self.vqvae.decoder,
+                                   window_size)
 
     def disable_decoder_window_attention(self) -> None:
         """Global self-attention in the VQ decoder (diffusers' ``AttnProcessor2_0``)."""
-        set_decoder_attention_window(self.vqvae.decoder, None)
-        self.decoder_attention_window = None
+        self._set_attention_window("decoder_attention_window", set_decoder_attention_window, self.vqvae.decoder,
+                                   None)
+
+    def _set_attention_window(self, setting: str, set_window, module: torch.nn.Module, window_size: int | None) -> None:
+        """``set_window(module, window_size)`` (a setter of :mod:`.attention`, which checks the size), then the
+        pipeline attribute ``setting`` (diffusers records it in the config); a warning when ``module`` has no
+        attention layer to window."""
+        if not set_window(module, window_size) and window_size is not None:
+            logger.warning("%s %s: the %s has no attention layer; nothing changes.", setting, window_size,
+                           type(module).__name__)
+        setattr(self, setting, None if window_size is None else int(window_size))
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(
