@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from difiisr_dwt.pipelines.image_processor import bicubic_resize
+
 DEGRADATIONS = ("bicubic", "realesrgan", "thermal")
 
 
@@ -25,7 +27,7 @@ def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
 def bicubic_downsample(images: torch.Tensor, scale: int = 4, quantize: bool = True) -> torch.Tensor:
     """PIL-equivalent bicubic downsampling.
 
-    ``F.interpolate(..., mode="bicubic", antialias=True)`` uses PIL's filter (a = -0.5, support
+    :func:`~difiisr_dwt.pipelines.image_processor.bicubic_resize` uses PIL's filter (a = -0.5, support
     widened by the scale): it equals ``PIL.Image.resize(..., BICUBIC)`` on float images to ~1e-5;
     on uint8 images PIL's fixed-point arithmetic differs by at most one level.
 
@@ -40,8 +42,7 @@ def bicubic_downsample(images: torch.Tensor, scale: int = 4, quantize: bool = Tr
     height, width = images.shape[-2:]
     if height % scale or width % scale:
         raise ValueError(f"Image size {width}x{height} is not divisible by the scale {scale}.")
-    lr = F.interpolate(images.float(), size=(height // scale, width // scale), mode="bicubic", antialias=True,
-                       align_corners=False).clamp(-1, 1)
+    lr = bicubic_resize(images, (height // scale, width // scale)).clamp(-1, 1)
     return (quantize_8bit(lr) if quantize else lr).to(images.dtype)
 
 

@@ -40,10 +40,11 @@ def resize_float(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """PIL-style bicubic resize (Keys a = -0.5, antialiased when shrinking) of an `(H, W)` array to
     ``size`` = ``(height, width)``, in float64, unrounded: the pipeline's degradation and bicubic baseline."""
     import torch
-    import torch.nn.functional as F
+
+    from difiisr_dwt.pipelines.image_processor import bicubic_resize
 
     tensor = torch.from_numpy(np.asarray(frame, dtype=np.float64))[None, None]
-    return F.interpolate(tensor, size=size, mode="bicubic", antialias=True, align_corners=False)[0, 0].numpy()
+    return bicubic_resize(tensor, size)[0, 0].numpy()
 
 
 def bicubic_down(frame: np.ndarray, scale: int = SCALE) -> np.ndarray:

@@ -30,6 +30,28 @@ def test_bicubic_resize_matches_pil_bicubic():
     assert np.abs(ours - pil).max() < 1.0  # PIL rounds to uint8
 
 
+@pytest.mark.parametrize("sizes", [((160, 4), (40, 1)), ((2, 2), (8, 1)), ((40, 1), (160, 4)), ((16, 16), (64, 1)),
+                                   ((5, 7), (1, 1)), ((4, 160), (1, 40))])
+def test_bicubic_resize_matches_pil_for_one_pixel_wide_images(sizes):
+    """torch's antialiased bicubic kernel gets a one-pixel-wide output wrong (0.28 of the range off PIL on the
+    first case); a 40x1 input then came back from the pipeline with its levels 119 grey levels off."""
+    (height, width), (out_height, out_width) = sizes
+    image = np.random.default_rng(0).random((height, width)).astype(np.float32)
+    pil = np.asarray(PIL.Image.fromarray(image, mode="F").resize((out_width, out_height), PIL.Image.BICUBIC))
+    for dtype in (torch.float32, torch.float64):
+        ours = bicubic_resize(torch.from_numpy(image).to(dtype)[None, None], (out_height, out_width))
+        assert ours.dtype == dtype
+        assert np.abs(ours[0, 0].numpy() - pil).max() < 1e-5
+
+
+def test_one_pixel_wide_images_keep_their_levels(tiny_pipeline):
+    ramp = (np.arange(40) * 3 + 60).astype(np.uint8)
+    for column in (ramp[:, None], ramp[None, :]):
+        sr = run(tiny_pipeline, PIL.Image.fromarray(column), num_inference_steps=2)[0]
+        assert sr.size == (column.shape[1] * 4, column.shape[0] * 4)
+        assert np.abs(np.asarray(bicubic_down(sr), float) - column).mean() <= 0.5
+
+
 def test_back_projection_makes_the_output_consistent_with_its_input():
     lr = torch.from_numpy(smooth_image(24, 32).copy()).float()[None, None] / 127.5 - 1
     sr = torch.rand(1, 1, 96, 128) * 2 - 1  # anything: noise far from the input
@@ -149,3 +171,19 @@ def test_back_projection_keeps_its_input():
     before = sr.clone()
     back_project(sr, lr, 3)
     assert torch.equal(sr, before)
+
+
+@pytest.mark.parametrize("value_range", [(0.0, 1.0), (290.0, 300.0)], ids=["all-outside", "partly-outside"])
+def test_values_outside_the_value_range_come_back_as_readings(tiny_pipeline, value_range):
+    """A value_range narrower than the data: the model saw those pixels clamped, so the output starts from the
+    bicubic upscale there; before, the clamped model output was kept and a 276..299 K frame under (0, 1) came
+    back with readings from 18 to 561 K."""
+    kelvin = (275.0 + 24 * smooth_image(80, 96) / 255).astype(np.float32)
+    out = tiny_pipeline(kelvin, value_range=value_range, num_inference_steps=2, output_type="np",
+                        generator=torch.Generator().manual_seed(0)).images[0, :, :, 0]
+    bicubic = bicubic_resize(torch.from_numpy(kelvin)[None, None], out.shape)[0, 0].numpy()
+    outside = (bicubic < value_range[0]) | (bicubic > value_range[1])
+    assert outside.mean() > 0.3
+    assert np.abs(out - bicubic)[outside].max() < 2.0  # K, over a 24 K span: back-projection's detail only
+    lr_error = np.abs(bicubic_resize(torch.from_numpy(out)[None, None], kelvin.shape)[0, 0].numpy() - kelvin)
+    assert lr_error.mean() < 0.01

@@ -47,6 +47,39 @@ def test_noise_estimate_of_a_clean_scene_is_small():
     assert float(estimate_noise_level(torch.zeros(2, 3, 2, 2)).abs().max()) == 0  # too small to measure
 
 
+@pytest.mark.parametrize("shape", [(80, 96), (96, 128)])
+def test_noise_estimate_uses_smaller_blocks_on_small_images(shape):
+    """Fewer than 40 blocks of 16 pixels: smaller blocks, each with its own calibration on pure noise."""
+    noise = torch.randn((8, 1) + shape, generator=torch.Generator().manual_seed(0)) * 2 / GREY
+    assert float(estimate_noise_level(noise).mean()) * GREY == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 48), (96, 64), (96, 80)])
+def test_small_clean_crops_keep_their_levels(size):
+    """With a handful of blocks the flattest one is texture: read as noise, it moved a 32x32 crop of an example
+    frame by 9.6 grey levels. On the crops (8-pixel grid) of the four example frames now: below 96x80 no
+    estimate (the target is the crop), at 96x80 one crop of 252 at 0.52 grey level, the rest within 0.5; the
+    noise of a frame large enough is still found."""
+    from pathlib import Path
+
+    width, height = size
+    moved = []
+    for path in sorted((Path(__file__).parents[1] / "examples/images").glob("FLIR_*_lr.png")):
+        frame = np.asarray(PIL.Image.open(path).convert("L"), np.float64)
+        for top in range(0, frame.shape[0] - height + 1, 8):
+            for left in range(0, frame.shape[1] - width + 1, 8):
+                crop = to_tensor(frame[top : top + height, left : left + width])
+                target, _ = noise_free_target(crop, 1.5 / GREY)
+                moved.append(float((target - crop).abs().mean()) * GREY)
+    assert len(moved) > 200
+    if width * height < 96 * 80:
+        assert max(moved) == 0
+    assert np.quantile(moved, 0.99) <= 0.5 and max(moved) <= 0.75
+    noisy = to_tensor(smooth_scene(80, 96) + np.random.default_rng(0).normal(0, 3, (80, 96)))
+    assert float(noise_free_target(noisy, 1.5 / GREY)[1].excess_noise_level) * GREY > 2
+    assert float(estimate_noise_level(to_tensor(np.random.default_rng(0).normal(100, 3, (64, 80))))) == 0
+
+
 def test_column_offsets_are_found_and_a_clean_scene_has_none():
     rng = np.random.default_rng(1)
     offsets = rng.normal(0, 1.5, 160)
@@ -142,7 +175,7 @@ def _upscale(pipe, image: PIL.Image.Image, input_noise_level: float | str | None
 
 @pytest.mark.parametrize("input_noise_level", [0.0, "auto", None], ids=["exact", "default", "estimated"])
 def test_clean_input_keeps_exact_consistency(tiny_pipeline, input_noise_level):
-    lr = PIL.Image.fromarray(np.round(smooth_scene(32, 40)).astype(np.uint8))
+    lr = PIL.Image.fromarray(np.round(smooth_scene(80, 96)).astype(np.uint8))  # large enough to estimate
     out = _upscale(tiny_pipeline, lr, input_noise_level)
     error = np.abs(np.asarray(bicubic_down(PIL.Image.fromarray(out.astype(np.uint8))), np.float64)
                    - np.asarray(lr, np.float64)).mean()
@@ -153,7 +186,7 @@ def test_noisy_flat_input_comes_back_no_noisier_than_bicubic(tiny_pipeline):
     """A flat frame with sensor noise and stripes, with the default settings: random weights make texture, the
     step must not keep it nor copy the noise; the output's spread around the level is at most bicubic's."""
     rng = np.random.default_rng(4)
-    noisy = 100 + rng.normal(0, 3.0, (40, 48)) + rng.normal(0, 1.5, 48)[None, :]
+    noisy = 100 + rng.normal(0, 3.0, (80, 96)) + rng.normal(0, 1.5, 96)[None, :]
     lr = PIL.Image.fromarray(np.clip(np.round(noisy), 0, 255).astype(np.uint8))
     generator = torch.Generator().manual_seed(0)
     out = np.asarray(tiny_pipeline(lr, num_inference_steps=2, generator=generator).images[0], np.float64)
@@ -169,7 +202,7 @@ def test_radiometric_frames_keep_exact_consistency_by_default(tiny_pipeline):
     from difiisr_dwt.radiometric_eval import bicubic_down as float_down
 
     rng = np.random.default_rng(6)
-    counts = np.round(3500 + 400 * smooth_scene(24, 32) / 255 + rng.normal(0, 20, (24, 32))).astype(np.uint16)
+    counts = np.round(3500 + 400 * smooth_scene(80, 96) / 255 + rng.normal(0, 20, (80, 96))).astype(np.uint16)
     outputs, errors = {}, {}
     for level in ("auto", 0.0, None):
         outputs[level] = tiny_pipeline(counts, num_inference_steps=1, output_type="np", value_range=(3000.0, 4400.0),
@@ -243,13 +276,17 @@ def test_default_estimate_keeps_clean_validation_inputs_and_finds_the_noisy_prot
     from difiisr_dwt.pipelines.pipeline_difiisr_dwt import DifIISRDWTPipeline
 
     clean_level = DifIISRDWTPipeline.clean_noise_level / GREY
-    moved, found, mse_ratio = [], [], []
+    moved, found, mse_ratio, too_small = [], [], [], []
     for clean, noisy in _validation_lr(shared_dir, name):
         target, _ = noise_free_target(clean, clean_level)
         moved.append(float((target - clean).abs().mean()) * GREY)
         denoised, model = noise_free_target(noisy, clean_level)
+        if ((clean.shape[-2] - 2) // 12) * ((clean.shape[-1] - 2) // 12) < 40:  # under 40 blocks of 12: no estimate
+            too_small.append(float(model.excess_noise_level))
+            continue
         found.append(float(model.excess_noise_level) * GREY)
         mse_ratio.append(float((denoised - clean).square().mean() / (noisy - clean).square().mean()))
     assert max(moved) <= 0.5, moved
     assert min(found) > 0.5, found  # grey levels of excess noise (the protocol adds sigma 2)
     assert np.mean(mse_ratio) < 0.85, mse_ratio
+    assert len(too_small) <= 3 and not any(too_small), too_small  # tno/: 07 (64x64 LR), 19 and 20 (90x67)
