@@ -178,10 +178,13 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
 
 def could_be_repo_id(name: str) -> bool:
     """Whether ``name`` has the form of a Hub repo id (``name`` or ``namespace/name``); a path such as
-    ``/abs/dir``, ``./dir``, ``~/dir`` or ``out/ae/vqvae`` does not, so its absence is a missing folder."""
+    ``/abs/dir``, ``./dir``, ``~/dir`` or ``out/ae/vqvae`` does not, so its absence is a missing folder.
+    Neither does ``runs/nope`` when ``runs`` is a local folder: a namespace that exists here names a path."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if name.startswith((".", "~")) or "\\" in name:
+        return False
+    if "/" in name and Path(name.split("/", 1)[0]).is_dir():
         return False
     try:
         validate_repo_id(name)

@@ -213,6 +213,18 @@ def test_bad_settings_raise_readable_errors(pipe, tmp_path, steps, seed, tile, m
         demo_app.upscale_file(pipe, str(path), steps, seed, tile)
 
 
+def test_numeric_settings_accept_numbers_and_numeric_strings_alike(pipe, tmp_path):
+    """Components send numbers, API clients may send strings: every setting takes both, or refuses both."""
+    path = str(write_image(tmp_path / "ir.png", size=(16, 12)))
+    as_numbers = demo_app.upscale_file(pipe, path, 2, 3, 0, noise_scale=0.5)
+    as_strings = demo_app.upscale_file(pipe, path, "2", "3", "0", noise_scale="0.5")
+    np.testing.assert_array_equal(np.asarray(as_numbers.result), np.asarray(as_strings.result))
+    assert "2 steps, detail 0.5, seed 3" in as_strings.info
+    for bad in ("half", 1.5, "1.5", float("nan"), [0.5]):
+        with pytest.raises(imaging.UploadError, match=r"Detail \(noise scale\) must be a number in \[0, 1\]"):
+            demo_app.upscale_file(pipe, path, 2, 0, 0, noise_scale=bad)
+
+
 def test_palettes_change_display_only():
     ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
     shown = {name: imaging.colorize(ramp, name) for name in imaging.PALETTES}
@@ -328,6 +340,17 @@ def test_demo_refuses_a_missing_device(capsys):
     with pytest.raises(SystemExit):
         demo_app.parse_args(["--device", "foo"])
     assert "foo" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_model_it_cannot_load_in_one_line(tmp_path, capsys):
+    """Like a bad ``--device``: the usage and one ``error:`` line, exit status 2, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        demo_app.main(["--model", str(tmp_path / "does" / "not" / "exist"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    assert lines[0].endswith(f": error: cannot load the model {tmp_path / 'does' / 'not' / 'exist'}: no such folder")
 
 
 def test_no_placeholder_model_id():

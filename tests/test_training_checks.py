@@ -1,5 +1,6 @@
 """Training refuses what it cannot resume or load, with one clear line: a damaged newest checkpoint
-(skipped for the previous complete one), another stage's or preset's checkpoint, a wrong component folder.
+(skipped for the previous complete one), another stage's or preset's checkpoint, a wrong component folder,
+an ``--output_dir`` holding another run, a missing validation set or model folder, a numeric flag out of range.
 
 Fast: ``test``-preset components and checkpoints written by accelerate itself on the CPU; no data."""
 
@@ -183,3 +184,134 @@ def test_latent_space_flags_need_a_pretrained_autoencoder(flags, tmp_path, capsy
         parse_args(argv)
     assert exit_info.value.code == 2
     assert "need --stage autoencoder and a pretrained --vqvae_model_name_or_path" in capsys.readouterr().err
+
+
+def _images(folder: Path, count: int = 2) -> Path:
+    """``count`` random 64x64 grey PNGs: the smallest training set of the ``test`` preset."""
+    import numpy as np
+    import PIL.Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        pixels = np.random.default_rng(i).integers(0, 256, (64, 64), dtype=np.uint8)
+        PIL.Image.fromarray(pixels).save(folder / f"ir{i}.png")
+    return folder
+
+
+def test_output_dir_holding_another_run_is_refused_untouched(components, tmp_path, capsys, train_main):
+    """A new adapter run into an autoencoder run's folder would replace its checkpoints, curves and summary."""
+    _write_checkpoints(tmp_path, (1, 2, 3), run_identity("autoencoder", "test"), component_name="vqvae")
+    (tmp_path / "curves.csv").write_text("step,loss\n1,0.5\n2,0.4\n3,0.3\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for extra in ((), RESUME):
+        code, lines, err = _train(train_main, _adapter_argv(components, tmp_path, *extra), capsys)
+        assert code == 2 and len(lines) == 1, err
+        assert f"--output_dir {tmp_path} holds another run's checkpoints" in lines[0]
+        assert "checkpoint-1, checkpoint-2, checkpoint-3 saved by the autoencoder stage with --preset test" in lines[0]
+        assert "this run is the adapter stage with --preset test" in lines[0]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_fresh_run_into_a_folder_with_its_own_checkpoints_must_resume(components, tmp_path, capsys, train_main):
+    """Same stage and preset, no --resume_from_checkpoint: refused, so the earlier curves and checkpoints stay."""
+    _write_checkpoints(tmp_path, (2,), ADAPTER)
+    (tmp_path / "curves.csv").write_text("step,loss\n1,0.5\n2,0.4\n")
+    code, lines, err = _train(train_main, _adapter_argv(components, tmp_path), capsys)
+    assert code == 2 and len(lines) == 1, err
+    assert "holds checkpoints of an earlier run of the adapter stage" in lines[0]
+    assert "pass --resume_from_checkpoint latest" in lines[0]
+    assert (tmp_path / "curves.csv").read_text() == "step,loss\n1,0.5\n2,0.4\n"
+
+
+def test_missing_validation_set_stops_before_training(components, tmp_path, capsys, train_main):
+    data = _images(tmp_path / "data")
+    (tmp_path / "val").mkdir()
+    for extra, named in [(("--validation_data_dir", tmp_path / "nope"), "nope: no such folder"),
+                         (("--validation_data_dir", data, "--validation_file_list", tmp_path / "nope.txt"), "nope.txt"),
+                         (("--validation_data_dir", tmp_path / "val"), "--validation_data_dir"),
+                         ]:
+        out = tmp_path / "out"
+        argv = _adapter_argv(components, out, "--max_train_steps", "1", *extra)
+        argv[argv.index(out / "no-data-needed")] = data
+        code, lines, err = _train(train_main, argv, capsys)
+        assert code == 2 and len(lines) == 1 and named in lines[0], err
+        assert not out.exists() or not list(out.glob("checkpoint-*")), "trained before checking"
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--train_batch_size", "0", "at least 1"), ("--max_train_steps", "0", "at least 1"),
+    ("--checkpointing_steps", "0", "at least 1"), ("--gradient_accumulation_steps", "-1", "at least 1"),
+    ("--learning_rate", "0", "above 0"), ("--learning_rate", "nan", "above 0"), ("--resolution", "0", "at least 16"),
+    ("--resolution", "40", "multiple of 16"), ("--lr_warmup_steps", "-1", "at least 0"),
+    ("--adam_beta2", "1", "in [0, 1)"), ("--ema_decay", "1.5", "in [0, 1]"), ("--edge_weight", "inf", "at least 0"),
+    ("--image_loss_batch_fraction", "0", "in (0, 1]"), ("--validation_crop", "8", "at least 16"),
+])
+def test_numeric_flags_out_of_range_are_usage_errors(flag, value, message, tmp_path, capsys, train_main):
+    argv = ["--stage", "autoencoder", "--preset", "test", "--train_data_dir", tmp_path, "--output_dir",
+            tmp_path / "out", flag, value]
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([str(a) for a in argv])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(lines) == 1 and f"{flag} must be" in lines[0], lines
+    assert message in lines[0] and value in lines[0]
+
+
+def test_validation_file_list_needs_its_folder(tmp_path, capsys):
+    from difiisr_dwt.training.args import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--stage", "autoencoder", "--train_data_dir", str(tmp_path), "--output_dir", str(tmp_path),
+                    "--validation_file_list", "val.txt"])
+    assert "give that folder too" in capsys.readouterr().err
+
+
+def test_missing_resume_path_names_what_was_given_and_looked_for(tmp_path, monkeypatch):
+    _write_checkpoints(tmp_path / "runs" / "a", (2,), ADAPTER)
+    monkeypatch.chdir(tmp_path)
+    output_dir = Path("runs") / "bad10"
+    message = (r"--resume_from_checkpoint runs/nope: no such checkpoint folder \(looked for runs/nope and "
+               r"runs/bad10/runs/nope\)")
+    with pytest.raises(CheckpointError, match=message):
+        resolve_checkpoint(output_dir, "runs/nope", ADAPTER)
+    with pytest.raises(CheckpointError, match=r"--resume_from_checkpoint /nope/x: no such checkpoint folder "
+                                              r"\(looked for /nope/x\)$"):
+        resolve_checkpoint(output_dir, "/nope/x", ADAPTER)
+    assert resolve_checkpoint(output_dir, "runs/a/checkpoint-2", ADAPTER) == Path("runs/a/checkpoint-2")
+    (tmp_path / "runs" / "a" / "checkpoint-2" / "training_state.json").unlink()
+    with pytest.raises(CheckpointError, match="runs/a/checkpoint-2 is not a complete checkpoint"):
+        resolve_checkpoint(output_dir, "runs/a/checkpoint-2", ADAPTER)
+
+
+def test_resuming_at_max_train_steps_warns_that_nothing_trains(components, tmp_path, capsys, caplog, train_main):
+    data = _images(tmp_path / "data")
+    argv = _adapter_argv(components, tmp_path / "out", "--max_train_steps", "1", "--train_batch_size", "1")
+    argv[argv.index(tmp_path / "out" / "no-data-needed")] = data
+    with caplog.at_level(logging.WARNING, logger="difiisr_dwt.training.loop"):
+        code, _, err = _train(train_main, argv, capsys)
+        assert code == 0 and "no training step will run" not in caplog.text, err
+        code, _, err = _train(train_main, [*argv, *RESUME], capsys)
+    assert code == 0, err
+    assert "checkpoint-1 is at step 1 and --max_train_steps is 1: no training step will run" in caplog.text
+
+
+def test_missing_relative_model_folder_never_asks_the_hub(components, tmp_path, monkeypatch, capsys, train_main):
+    """``runs/nope`` has a Hub id's form, but ``runs`` is a folder here: it is a missing path, for every
+    ``*_model_name_or_path`` (one check, in ``load_component``), while ``owner/name`` stays a Hub id."""
+    from diffusers import UNet2DModel
+
+    from difiisr_dwt.errors import UsageError
+    from difiisr_dwt.loading import could_be_repo_id
+    from difiisr_dwt.training.stage import load_component
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = _adapter_argv(components, tmp_path / "out")
+    argv[argv.index(components / "vqvae")] = "runs/nope"
+    code, lines, err = _train(train_main, argv, capsys)
+    assert code == 2 and len(lines) == 1, err
+    assert "--vqvae_model_name_or_path runs/nope: no such folder" in lines[0] and "huggingface.co" not in err
+    args = argparse.Namespace(revision=None, cache_dir=None)
+    for flag in ("--dwt_encoder_model_name_or_path", "--unet_model_name_or_path"):
+        with pytest.raises(UsageError, match=f"{flag} runs/nope: no such folder"):
+            load_component(UNet2DModel, "runs/nope", None, flag, args)
+    assert could_be_repo_id("someone/model") and not could_be_repo_id("runs/model")

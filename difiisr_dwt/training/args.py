@@ -8,6 +8,7 @@ the ``full`` preset's diffusion defaults follow ResShift (AdamW 5e-5, 5k warm-up
 from __future__ import annotations
 
 import argparse
+import math
 
 from difiisr_dwt.data import AUGMENTATIONS, INTENSITY_AUGMENTATIONS
 from difiisr_dwt.degradations import DEGRADATIONS
@@ -42,6 +43,24 @@ DEFAULTS = {
     for (preset, stage), values in _PAIR_DEFAULTS.items()
 }
 DEFAULTS.update({("test", stage): DEFAULTS[("tiny", stage)] for stage in STAGES})
+
+# The numeric flags' ranges, checked in one place (:func:`_check_ranges`) so that a bad value is a usage
+# error rather than a traceback from deep inside torch: flag -> (low, high, low allowed, high allowed).
+_AT_LEAST_ONE = ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps",
+                 "checkpoints_total_limit", "validation_steps", "num_validation_images",
+                 "validation_inference_steps", "vq_init_batches", "vq_reseed_steps")
+_AT_LEAST_ZERO = ("lr_warmup_steps", "vq_warmup_steps", "lpips_ramp_steps", "dataloader_num_workers", "seed",
+                  "adam_weight_decay", "adam_epsilon", "max_grad_norm", "lpips_weight", "lpips_weight_start",
+                  "edge_weight", "fft_weight", "image_l1_weight", "commitment_weight", "latent_distill_weight",
+                  "raw_decoder_l1_weight")
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    **{name: (1, math.inf, True, False) for name in _AT_LEAST_ONE},
+    **{name: (0, math.inf, True, False) for name in _AT_LEAST_ZERO},
+    "resolution": (16, math.inf, True, False), "validation_crop": (16, math.inf, True, False),
+    "learning_rate": (0, math.inf, False, False), "adam_beta1": (0, 1, True, False),
+    "adam_beta2": (0, 1, True, False), "ema_decay": (0, 1, True, True),
+    "image_loss_batch_fraction": (0, 1, False, True),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,8 +199,11 @@ def _complete(args: argparse.Namespace) -> argparse.Namespace:
         args.lpips_weight = 0.1
     if args.lpips_ramp_steps is None:
         args.lpips_ramp_steps = args.max_train_steps // 2
+    _check_ranges(args)
     if args.resolution % 16:
         raise ValueError(f"--resolution must be a multiple of 16 (LR crop a multiple of 4), got {args.resolution}.")
+    if args.validation_file_list is not None and args.validation_data_dir is None:
+        raise ValueError("--validation_file_list names images of --validation_data_dir: give that folder too.")
     if args.stage in ("adapter", "diffusion", "decoder") and args.vqvae_model_name_or_path is None:
         raise ValueError(f"--stage {args.stage} needs --vqvae_model_name_or_path (the autoencoder stage's output).")
     if args.stage in ("diffusion", "decoder") and args.dwt_encoder_model_name_or_path is None:
@@ -199,6 +221,20 @@ def _complete(args: argparse.Namespace) -> argparse.Namespace:
             args.stage != "autoencoder" or args.vqvae_model_name_or_path is None):
         raise ValueError("--keep_latent_space and --vqvae_mid_block_attention drop need --stage autoencoder and a "
                          "pretrained --vqvae_model_name_or_path.")
-    if not 0 < args.image_loss_batch_fraction <= 1:
-        raise ValueError(f"--image_loss_batch_fraction must be in (0, 1], got {args.image_loss_batch_fraction}.")
     return args
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    """Refuse a numeric flag outside its :data:`RANGES` entry (NaN and infinity included), naming the range."""
+    for name, (low, high, low_ok, high_ok) in RANGES.items():
+        value = getattr(args, name)
+        if value is None:  # an optional limit (--checkpoints_total_limit)
+            continue
+        above = low < value or low_ok and value == low
+        below = value < high or high_ok and value == high
+        if not (math.isfinite(value) and above and below):
+            if high == math.inf:
+                expected = f"at least {low:g}" if low_ok else f"above {low:g}"
+            else:
+                expected = f"in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+            raise ValueError(f"--{name} must be {expected}, got {value}.")

@@ -114,9 +114,12 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None,
             raise CheckpointError(f"every checkpoint in {output_dir} is damaged ({'; '.join(damaged)}); remove "
                                   "them, or resume from a copy, to continue")
     else:
-        path = Path(resume_from)
-        if not path.is_absolute() and not path.exists():
-            path = Path(output_dir) / resume_from
+        candidates = _checkpoint_candidates(output_dir, resume_from)
+        path = next((c for c in candidates if c.exists()), candidates[-1])
+        if not path.exists():
+            looked = " and ".join(str(c) for c in candidates)
+            raise CheckpointError(f"--resume_from_checkpoint {resume_from}: no such checkpoint folder (looked for "
+                                  f"{looked})")
         if not (path / STATE_FILE).is_file():
             raise CheckpointError(f"--resume_from_checkpoint {resume_from}: {path} is not a complete checkpoint "
                                   f"(no {STATE_FILE}).")
@@ -129,15 +132,65 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None,
     return path
 
 
-def _check_identity(checkpoint: Path, identity: dict[str, str] | None) -> None:
+def _checkpoint_candidates(output_dir: str | os.PathLike, resume_from: str) -> list[Path]:
+    """Where ``--resume_from_checkpoint PATH`` may be: PATH itself, and for a relative PATH that does not exist,
+    PATH inside ``--output_dir`` too (``checkpoint-500``)."""
+    path = Path(resume_from)
+    return [path] if path.is_absolute() or path.exists() else [path, Path(output_dir) / resume_from]
+
+
+def _describe(identity: dict) -> str:
+    return f"the {identity.get('training_stage', '?')} stage with --preset {identity.get('preset', '?')}"
+
+
+def _other_run(checkpoint: Path, identity: dict[str, str] | None) -> dict | None:
+    """The identity ``checkpoint`` records when it differs from ``identity`` (``None``: the same run, or
+    nothing recorded: checkpoints saved before stage and preset were)."""
     saved = read_training_state(checkpoint)
     recorded = {key: saved[key] for key in (identity or {}) if key in saved}
-    if recorded and recorded != {key: identity[key] for key in recorded}:
-        def describe(values: dict) -> str:
-            return f"the {values.get('training_stage', '?')} stage with --preset {values.get('preset', '?')}"
+    return recorded if recorded and recorded != {key: identity[key] for key in recorded} else None
 
-        raise CheckpointError(f"{checkpoint} was saved by {describe(recorded)}; this run is {describe(identity)}. "
+
+def _check_identity(checkpoint: Path, identity: dict[str, str] | None) -> None:
+    recorded = _other_run(checkpoint, identity)
+    if recorded is not None:
+        raise CheckpointError(f"{checkpoint} was saved by {_describe(recorded)}; this run is {_describe(identity)}. "
                               "Resume it with those flags, or give this run its own --output_dir.")
+
+
+def check_earlier_run(output_dir: str | os.PathLike, identity: dict[str, str], resume_from: str | None) -> None:
+    """Refuse an ``--output_dir`` holding checkpoints that this run would overwrite or mix with its own.
+
+    Another stage's or preset's checkpoints are always refused (a new run would replace ``checkpoint-<step>``
+    folders, ``curves.csv`` and ``run_summary.json`` of that run); those of this stage and preset unless the
+    run resumes (a fresh run would interleave its checkpoints with the earlier run's, and ``latest`` would then
+    pick the wrong one). A damaged ``training_state.json`` is left to :func:`resolve_checkpoint`.
+
+    Raises:
+        CheckpointError: naming the folder, the checkpoints and the run that saved them.
+    """
+    checkpoints = list_checkpoints(output_dir)
+    others: dict[str, list[str]] = {}
+    for _, path in checkpoints:
+        try:
+            recorded = _other_run(path, identity)
+        except (OSError, ValueError):
+            continue
+        if recorded is not None:
+            others.setdefault(_describe(recorded), []).append(path.name)
+    if others:
+        held = "; ".join(f"{_names(names)} saved by {who}" for who, names in others.items())
+        raise CheckpointError(f"--output_dir {output_dir} holds another run's checkpoints ({held}); this run is "
+                              f"{_describe(identity)}. Give this run its own --output_dir, or resume that run with "
+                              "its flags.")
+    if checkpoints and resume_from is None:
+        raise CheckpointError(f"--output_dir {output_dir} holds checkpoints of an earlier run of {_describe(identity)} "
+                              f"({_names([p.name for _, p in checkpoints])}): pass --resume_from_checkpoint latest to "
+                              "continue it, or give a new run its own --output_dir.")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}, {len(names)} in all"
 
 
 def read_training_state(checkpoint: str | os.PathLike) -> dict:
@@ -218,7 +271,7 @@ def check_output_dir(args, final_folders: list[str]) -> None:
     guard.check(output_dir, "--output_dir")
     resume = args.resume_from_checkpoint
     resumed = None if resume in (None, "latest") else os.path.realpath(
-        resume if os.path.isabs(resume) or os.path.exists(resume) else output_dir / resume)
+        next((c for c in _checkpoint_candidates(output_dir, resume) if c.exists()), output_dir / resume))
     replaced = [*final_folders, "validation", args.logging_dir]
     if output_dir.is_dir():
         replaced += [p.name for p in output_dir.iterdir() if _CHECKPOINT_RE.match(p.name)]

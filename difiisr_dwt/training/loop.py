@@ -28,10 +28,12 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
-from difiisr_dwt.data import StreamSampler, build_training_dataset
+from difiisr_dwt.data import StreamSampler, build_training_dataset, list_image_files
+from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import write_text_atomic
 from difiisr_dwt.training.checkpointing import (
     CheckpointError,
+    check_earlier_run,
     check_output_dir,
     dump_rank_weights,
     read_training_state,
@@ -76,6 +78,10 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share)."""
     output_dir = Path(args.output_dir)
     check_output_dir(args, stage_cls.final_folders())
+    identity = run_identity(stage_cls.name, args.preset)  # recorded in each checkpoint; a resume must match it
+    check_earlier_run(output_dir, identity, args.resume_from_checkpoint)
+    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint, identity)  # before anything loads
+    check_validation_set(args)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -116,8 +122,6 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     register_hooks(accelerator, stage.component, stage.component_name, ema, lambda: parameters)
 
     global_step = 0
-    identity = run_identity(stage.name, args.preset)  # recorded in each checkpoint; a resume must match it
-    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint, identity)
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
         try:
@@ -130,6 +134,10 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
         state = read_training_state(checkpoint)
         global_step = int(state["step"])
         stage.load_state(state.get("stage", {}))
+        if global_step >= args.max_train_steps:
+            logger.warning(f"{checkpoint} is at step {global_step} and --max_train_steps is {args.max_train_steps}: "
+                           "no training step will run, the saved model is the checkpoint's. Raise --max_train_steps "
+                           "to train on.")
     elif args.resume_from_checkpoint:
         logger.info("No checkpoint to resume from: starting a new run.")
 
@@ -226,6 +234,17 @@ def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def check_validation_set(args: argparse.Namespace) -> None:
+    """List the validation images now, so that a missing folder, file list or image stops the run before it
+    trains instead of at the first validation."""
+    if args.validation_data_dir is None:
+        return
+    try:
+        list_image_files(args.validation_data_dir, args.validation_file_list)
+    except ValueError as error:  # a folder without images
+        raise UsageError(f"--validation_data_dir {error}") from error
 
 
 def _timing_summary(timing: dict) -> dict:

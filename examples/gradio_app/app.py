@@ -59,10 +59,15 @@ except ImportError:  # no difiisr_dwt package or no PyAV: the app has no video s
 
 try:
     from difiisr_dwt import DEFAULT_MODEL
+    from difiisr_dwt.errors import DifIISRError
     from difiisr_dwt.loading import device_argument, load_pipeline
+
+    #: What loading a model it cannot use raises (a missing folder, an unknown repo, code not trusted).
+    LOAD_ERRORS: tuple[type[Exception], ...] = (DifIISRError, OSError, ValueError)
 except ImportError:  # a Space ships this folder without the difiisr_dwt package
     DEFAULT_MODEL = load_pipeline = None
     device_argument = str
+    LOAD_ERRORS = (OSError, ValueError)
 
 #: Where a Space names its model (a Hub repo id, set in the Space's settings), used when ``--model`` is not
 #: given; a checkout with the package falls back to its embedded model, a Space without it has no default.
@@ -121,16 +126,23 @@ def load(model: str | None, device: str | None = None, trust_remote_code: bool =
     return pipe
 
 
-def _checked_int(value, name: str, low: int, high: int) -> int:
-    """Sliders and API clients may send floats; accept integral values within [low, high] only."""
+def _checked_number(value, name: str, low: float, high: float, whole: bool = False) -> float:
+    """A setting as a number within [low, high]: components send numbers, API clients may send numeric
+    strings ("3", "0.5"); both are taken the same way for every setting."""
     try:
         number = float(value)
-        ok = number.is_integer() and low <= number <= high
+        ok = low <= number <= high and (number.is_integer() or not whole)
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise UploadError(f"{name} must be a whole number in [{low}, {high}], got {value!r}.")
-    return int(number)
+        kind = "a whole number" if whole else "a number"
+        raise UploadError(f"{name} must be {kind} in [{low}, {high}], got {value!r}.")
+    return number
+
+
+def _checked_int(value, name: str, low: int, high: int) -> int:
+    """Sliders and API clients may send floats; accept integral values within [low, high] only."""
+    return int(_checked_number(value, name, low, high, whole=True))
 
 
 def call_default(pipe, name: str):
@@ -164,8 +176,7 @@ def upscale_file(
     tile_size = _checked_int(tile_size, "Tile size", 0, 4096)
     if noise_scale is None:
         noise_scale = call_default(pipe, "noise_scale")
-    if not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale <= 1:
-        raise UploadError(f"Detail (noise scale) must lie in [0, 1], got {noise_scale!r}.")
+    noise_scale = _checked_number(noise_scale, "Detail (noise scale)", 0, 1)
     value_range = checked_range(value_range)
     image = open_upload(path, max_pixels)
     if tile_size:  # one request at a time (concurrency_limit=1): the tiling state is this call's
@@ -376,7 +387,7 @@ def add_video_section(pipe, output_root: Path, steps: gr.Slider) -> None:
                           concurrency_limit=1)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None,
                         help="pipeline folder or Hub repo id (default: $DIFIISR_MODEL, else the embedded model)")
@@ -390,12 +401,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--max-pixels", type=int, default=MAX_INPUT_PIXELS, help="largest input, width x height")
     parser.add_argument("--queue-size", type=int, default=16, help="requests waiting at most; more are turned away")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> gr.Blocks:
-    args = parse_args(argv)
-    pipe = load(args.model, args.device, trust_remote_code=args.trust_remote_code)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        pipe = load(args.model, args.device, trust_remote_code=args.trust_remote_code)
+    except LOAD_ERRORS as error:  # a model that cannot load is a bad --model: one line, exit 2
+        parser.error(str(error))
     demo = build_demo(pipe, args.max_pixels)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size="100mb",
