@@ -9,6 +9,7 @@ outputs of an interrupted run (writes are atomic: an existing output is a comple
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from difiisr_dwt import radiometric
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import (
+    IMAGE_SUFFIXES,
     STDIN,
     ImageReadError,
     InputGuard,
@@ -38,6 +40,7 @@ from difiisr_dwt.io import (
     write_text_atomic,
 )
 from difiisr_dwt.output_folder import OUTPUT_LOG, OutputLog, check_writable, remove_stale_temps
+from difiisr_dwt.video import VIDEO_SUFFIXES
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
 #: which is lossless and keeps 16-bit grayscale. A FLIR radiometric JPEG gives a float TIFF of temperatures.
@@ -55,6 +58,9 @@ class Source:
     index: int | None = None
     data: bytes | None = field(default=None, repr=False)
     radiometric_jpeg: bool = False  # a FLIR R-JPEG: its output is a TIFF of temperatures
+    # SHA-256 of a stream's bytes: its name ("stdin") says nothing of its content, so an existing output
+    # counts as done only when it was made from these bytes (see :func:`check_stream_outputs`)
+    digest: str | None = None
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Record:
     frames: int | None = None
     seconds: float = 0.0
     error: str | None = None
+    warning: str | None = None  # written, but something is off (a video that looks truncated)
     rank: int = 0
     position: int = 0
 
@@ -96,7 +103,7 @@ def file_sources(inputs: list[str]) -> list[Source]:
             seen.add(STDIN if stdin else os.path.realpath(path))
             data, suffix = read_stream(path)
             sources.append(Source(name="<stdin>" if stdin else str(path), stem="stdin" if stdin else path.stem,
-                                  suffix=suffix, data=data,
+                                  suffix=suffix, data=data, digest=hashlib.sha256(data).hexdigest(),
                                   radiometric_jpeg=radiometric.is_flir_jpeg(f"x{suffix}", data)))
             continue
         key = os.path.realpath(path)
@@ -145,6 +152,23 @@ def plan_jobs(sources: list[Source], output_dir: Path, suffix: str) -> list[Job]
         raise UsageError(f"the output of {overwritten[0]} would replace an input ({len(overwritten)} in all); choose "
                          "another output folder or --suffix")
     return jobs
+
+
+def check_stream_outputs(jobs: list[Job], output_log: OutputLog, overwrite: bool) -> None:
+    """Refuse, before any compute, an existing output of a stream input (standard input, a pipe) that was
+    not made from the same bytes: a rerun with other data piped in must not count the stale result as
+    done. The same bytes again are done (skipped, as a file's existing output is).
+
+    Raises:
+        UsageError: naming the output, unless ``overwrite``.
+    """
+    for job in jobs:
+        digest = job.source.digest
+        if digest is None or overwrite or not job.output.exists() or output_log.made_from(job.output, digest):
+            continue
+        raise UsageError(f"{job.output} exists and was not made from the image now on {job.source.name} (the name "
+                         "says nothing of a stream's content); --overwrite replaces it, or choose another output "
+                         "folder")
 
 
 def _candidate(source: Source, suffix: str, level: int) -> str:
@@ -268,7 +292,7 @@ def upscale_jobs(
             else:
                 save_frames_atomic(frames, job.output)
             if options.output_log is not None:
-                options.output_log.add(job.output)
+                options.output_log.add(job.output, input_sha256=job.source.digest)
         except (ValueError, OSError) as error:
             fail(pending, error)
             return
@@ -467,6 +491,13 @@ def run_archive(args) -> dict[str, int]:
     manifest = Path(args.manifest) if args.manifest is not None else None
     guard = InputGuard().add_models(args.model)
     guard.check(output_dir, "-o")
+    if not output_dir.exists() and output_dir.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+        # "-o result.png" would quietly become a folder holding a_x4.png
+        raise UsageError(f"-o {output_dir} names a folder for the outputs (NAME{args.suffix}.png inside it), but "
+                         "looks like a file name; for one file use -o - > " + output_dir.name + ", or create the "
+                         "folder first")
+    if manifest is not None and manifest.is_dir():  # found now, not after all the work
+        raise UsageError(f"--manifest {manifest} is a folder; give a file, e.g. {manifest / 'manifest.json'}")
     check_writable(output_dir)
     if manifest is not None:
         guard.check(manifest, "--manifest")
@@ -481,10 +512,11 @@ def run_archive(args) -> dict[str, int]:
         if Path(args.dataset_name).is_dir():  # a local folder: every file in it is an input
             guard.add(p for p in Path(args.dataset_name).rglob("*") if p.is_file() and not output_log.is_output(p))
     else:
-        image_inputs, sequence_inputs = split_inputs(args.inputs, getattr(args, "sequence", False))
+        image_inputs, found_sequences = split_inputs(args.inputs, getattr(args, "sequence", False))
+        sequence_inputs = [p for p in found_sequences if not output_log.is_output(p)]  # an earlier clip_x4.mp4
         found = file_sources(image_inputs)
         sources = [s for s in found if s.path is None or not output_log.is_output(s.path)]
-        earlier = len(found) - len(sources)
+        earlier = len(found) - len(sources) + len(found_sequences) - len(sequence_inputs)
         if not sources and not sequence_inputs:
             raise UsageError("no input images found" + (f" ({earlier} earlier output(s) of this tool in {output_dir}, "
                                                          "listed in its " + OUTPUT_LOG + ", are not inputs)"
@@ -492,6 +524,7 @@ def run_archive(args) -> dict[str, int]:
         if earlier and state.is_main_process:
             print(f"left out {earlier} earlier output(s) of this tool in {output_dir} (they are outputs, not inputs)")
         jobs = plan_jobs(sources, output_dir, args.suffix)
+        check_stream_outputs(jobs, output_log, args.overwrite)
         sequences = plan_sequences(sequence_inputs, output_dir, args.suffix, getattr(args, "lossless", False),
                                    first_position=len(jobs))
         total = len(jobs) + len(sequences)
@@ -546,6 +579,8 @@ def run_archive(args) -> dict[str, int]:
             write_manifest(Path(args.manifest), records, meta)
         skipped = f"{counts['skipped']} skipped (outputs exist; --overwrite redoes them)" if counts["skipped"] else \
             "0 skipped"
-        print(f"{counts['written']} written, {skipped}, {counts['failed']} failed, of {len(records)} inputs -> "
+        warned = sum(1 for record in records if record.warning)
+        print(f"{counts['written']} written" + (f" ({warned} with a warning, above)" if warned else "")
+              + f", {skipped}, {counts['failed']} failed, of {len(records)} inputs -> "
               f"{output_dir}" + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
     return counts

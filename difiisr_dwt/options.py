@@ -122,7 +122,8 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
 
     Raises:
         ValueError: a tile size the UNet cannot take (the pipeline's message).
-        UsageError: a ``--range`` that is not ``LOW < HIGH`` (a ValueError too).
+        UsageError: a ``--range`` that is not ``LOW < HIGH``, ``--steps`` above the model's trained steps (a
+            ValueError too).
     """
     if args.tile is not None:
         pipe.enable_unet_tiling(tile_size=args.tile, tile_overlap=args.tile_overlap)
@@ -143,6 +144,10 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
     if value_range is not None:
         kwargs["value_range"] = value_range
     if args.steps is not None:
+        # checked once here, not by the pipeline per file: one usage error before any work
+        trained = getattr(getattr(getattr(pipe, "scheduler", None), "config", None), "num_train_timesteps", None)
+        if isinstance(trained, int) and args.steps > trained:
+            raise UsageError(f"--steps {args.steps}: this model was trained with {trained} steps; choose 1..{trained}")
         kwargs["num_inference_steps"] = args.steps
     if args.noise_scale is not None:
         kwargs["noise_scale"] = args.noise_scale

@@ -68,12 +68,17 @@ class OutputLog:
         self.folder, self.path = folder, folder / OUTPUT_LOG
         self._real = os.path.realpath(folder)
         self._logged: dict[str, set[tuple[int, str]]] | None = None
+        self._made_from: dict[tuple[str, int, str], set[str]] = {}  # (name, size, sha256) -> input SHA-256s
         self._listed = self._manifest_outputs(manifest) if manifest is not None else set()
 
-    def add(self, output: Path) -> None:
-        line = json.dumps({"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)})
+    def add(self, output: Path, input_sha256: str | None = None) -> None:
+        """Log ``output``; ``input_sha256``: the SHA-256 of the bytes it was made from, for an input that has
+        no file to compare later (standard input, a pipe: see :meth:`made_from`)."""
+        entry = {"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)}
+        if input_sha256 is not None:
+            entry["input_sha256"] = input_sha256
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+            f.write(json.dumps(entry) + "\n")
 
     def _read(self) -> dict[str, set[tuple[int, str]]]:
         if self._logged is None:
@@ -85,7 +90,10 @@ class OutputLog:
             for line in lines:
                 try:
                     entry = json.loads(line)
-                    self._logged.setdefault(entry["output"], set()).add((int(entry["size"]), entry["sha256"]))
+                    key = (entry["output"], int(entry["size"]), entry["sha256"])
+                    self._logged.setdefault(key[0], set()).add(key[1:])
+                    if isinstance(entry.get("input_sha256"), str):
+                        self._made_from.setdefault(key, set()).add(entry["input_sha256"])
                 except (ValueError, KeyError, TypeError):
                     continue
         return self._logged
@@ -114,3 +122,15 @@ class OutputLog:
             return any(size == s for s, _ in logged) and (size, file_digest(path)) in logged
         except OSError:
             return False
+
+    def made_from(self, path: Path, input_sha256: str) -> bool:
+        """Whether ``path`` is, as it is now, the output this tool made from input bytes of SHA-256
+        ``input_sha256`` (logged by :meth:`add`)."""
+        if os.path.realpath(path.parent) != self._real:
+            return False
+        self._read()
+        try:
+            key = (path.name, path.stat().st_size, file_digest(path))
+        except OSError:
+            return False
+        return input_sha256 in self._made_from.get(key, ())

@@ -276,8 +276,63 @@ def _read_flir_jpeg(path: Path, data: bytes) -> RadiometricImage:
         raise ImageReadError(f"{path}: FLIR radiometric record gives no finite temperature image")
     description = json.dumps({"unit": "degC", "source": f"FLIR radiometric JPEG {path.name}",
                               "calibration": calibration}, sort_keys=True)
+    extratags, software = _jpeg_exif_tags(data)
     return RadiometricImage(frames=[celsius.astype(np.float32)], unit="degC", source="flir-rjpeg",
-                            dtype=np.dtype(np.float32), description=description)
+                            dtype=np.dtype(np.float32), description=description, extratags=extratags,
+                            software=software)
+
+
+#: EXIF entries of an R-JPEG that describe its visible JPEG picture, not the thermal image (or hold offsets
+#: into the JPEG): Orientation, ImageDescription (ours holds the calibration), YCbCrPositioning, the
+#: thumbnail's offsets, ComponentsConfiguration, MakerNote, ColorSpace, ExifImageWidth / ExifImageHeight.
+_JPEG_ONLY_TAGS = {274, 270, 531, 513, 514, 37121, 37500, 40961, 40962, 40963}
+
+
+def _jpeg_exif_tags(data: bytes) -> tuple[list[tuple], str | None]:
+    """``(extratags, software)`` from a JPEG's EXIF, carried like a TIFF input's tags (:func:`_carried_tags`):
+    IFD0 (make, model, dates...) and the EXIF sub-IFD's entries in the main IFD (date taken...); the GPS
+    sub-IFD is not carried."""
+    from PIL.ExifTags import TAGS
+
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            exif = image.getexif()
+            entries = [*exif.items(), *exif.get_ifd(0x8769).items()]  # IFD0 first: its copy of a tag wins
+    except (OSError, SyntaxError, ValueError):  # no readable EXIF: the temperatures are still written
+        return [], None
+    extratags, seen, software = [], set(), None
+    for code, value in entries:
+        name = TAGS.get(code, "")
+        if code in seen or code in _JPEG_ONLY_TAGS or name in _IFD_POINTER_TAGS or name in (
+                "ExifOffset", "GPSInfo", "InteropOffset") or name in _LAYOUT_TAGS - {"Software"}:
+            continue
+        value = value.rstrip("\0") if isinstance(value, str) else value  # cameras pad strings with NULs
+        if name == "Software":
+            software = value if isinstance(value, str) else None
+            continue
+        entry = _pil_exif_entry(code, value)
+        if entry is not None:
+            seen.add(code)
+            extratags.append(entry)
+    return extratags, software
+
+
+def _pil_exif_entry(code: int, value) -> tuple | None:
+    """A tifffile ``extratags`` entry of one EXIF value as PIL reads it (rationals as ``IFDRational``)."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    rationals = value if isinstance(value, tuple) else (value,)
+    if rationals and all(isinstance(v, IFDRational) for v in rationals):
+        if any(v.denominator == 0 for v in rationals):  # 0/0 ("unknown"): nothing to carry
+            return None
+        pairs = tuple(n for v in rationals for n in (int(v.numerator), int(v.denominator)))
+        return _extratag(code, 10 if min(pairs) < 0 else 5, pairs)
+    if isinstance(value, tuple) and value and all(isinstance(v, (int, np.integer)) for v in value):
+        return _extratag(code, 3 if 0 <= min(value) and max(value) < 65536 else 4, value)  # SHORT/LONG, not rational
+    if isinstance(value, str) and not value:
+        return None
+    dtype = _exif_dtype(value)
+    return None if dtype is None else _extratag(code, dtype, value)
 
 
 def _plain(value):

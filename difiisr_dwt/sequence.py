@@ -21,6 +21,7 @@ place) only when every frame is done, and the work folder is then removed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -50,6 +51,7 @@ from difiisr_dwt.video import (
     is_video,
     probe_video,
     read_video_frames,
+    truncation_note,
     video_output_suffix,
     write_video,
 )
@@ -170,9 +172,13 @@ class SequenceRunner:
         first = next(iter_frames(job, info))
         extra = sequence_call_options(first, iter_frames(job, info), self.options.pipeline_options)
         work = job.output.with_name(f".{job.output.name}.frames")
-        settings = {**self.settings, "input": str(job.path.resolve()), "lossless": job.lossless, "extra": extra}
+        settings = {**self.settings, "input": str(job.path.resolve()), "lossless": job.lossless, "extra": extra,
+                    "fingerprint": input_fingerprint(job)}
         settings = json.loads(json.dumps(settings))  # as read back (tuples become lists), to compare
-        if self.options.overwrite or _read_settings(work) != settings:
+        earlier = _read_settings(work)
+        if self.options.overwrite or earlier != settings:
+            if earlier is not None and not self.options.overwrite:
+                _say_starting_over(job, work, earlier, settings)
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         for stale in work.glob(".*.tmp"):  # a frame whose atomic write was killed
@@ -202,8 +208,12 @@ class SequenceRunner:
                 self._run_batch(batch, work, names, extra)
                 bar.update(len(batch))
         self._finish(job, work, names, count, info)
+        warning = truncation_note(info, count) if info is not None else None
+        if warning is not None:
+            tqdm.write(f"warning: {job.name}: {warning}", file=sys.stderr)
         height, width = first.shape[:2]
-        return record("written", size=[width * 4, height * 4], frames=count, seconds=time.perf_counter() - start)
+        return record("written", size=[width * 4, height * 4], frames=count, seconds=time.perf_counter() - start,
+                      warning=warning)
 
     @staticmethod
     def _frame_name(job: SequenceJob, index: int) -> str:
@@ -251,6 +261,35 @@ class SequenceRunner:
             replace_dir(work, job.output)
 
 
+def input_fingerprint(job: SequenceJob, block: int = 1 << 20) -> dict:
+    """What identifies a sequence's content, so that a resumed run never mixes frames of two inputs that
+    share a path: the size, ``mtime_ns`` and SHA-256 of the first and last ``block`` bytes of the video
+    file, or of every frame file (names included; one digest over all of them)."""
+    digest = hashlib.sha256()
+    files = [job.path] if job.is_video else job.frames
+    size = mtime = 0
+    for path in files:
+        st = path.stat()
+        size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)
+        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        with open(path, "rb") as f:
+            digest.update(f.read(block))
+            if st.st_size > 2 * block:  # the tail too: a re-encode or an append changes it
+                f.seek(-block, 2)
+                digest.update(f.read(block))
+    return {"files": len(files), "size": size, "mtime_ns": mtime, "sha256": digest.hexdigest()}
+
+
+def _say_starting_over(job: SequenceJob, work: Path, earlier: dict, settings: dict) -> None:
+    """One stderr line: the frames an interrupted run left are discarded, and why."""
+    done = sum(1 for p in work.iterdir() if p.name != SETTINGS_FILE and not p.name.startswith("."))
+    changed = earlier.get("fingerprint") != settings["fingerprint"]
+    why = ("its input changed since then (size, modification time or content)" if changed else
+           "it was made with other settings")
+    tqdm.write(f"note: {job.name}: discarding the {done} frame(s) an interrupted run left in {work}: {why}; "
+               "starting over", file=sys.stderr)
+
+
 def _load(path: Path) -> np.ndarray:
     with PIL.Image.open(path) as image:
         return np.asarray(image)
@@ -274,13 +313,17 @@ def _from_unit(out: np.ndarray, frame: np.ndarray, in_units: bool) -> np.ndarray
 
 # ------------------------------------------------------------------------------------------------ planning
 def split_inputs(inputs: list[str], sequence_folders: bool) -> tuple[list[str], list[Path]]:
-    """``inputs`` (files, folders, globs) -> ``(image inputs, sequence inputs)``: video files (named or
-    matched by a glob) are sequences, and so are folders when ``sequence_folders`` (``--sequence``)."""
+    """``inputs`` (files, folders, globs) -> ``(image inputs, sequence inputs)``: video files (named, in a
+    folder or matched by a glob: all three alike) are sequences, and so are folders when ``sequence_folders``
+    (``--sequence``)."""
     images, sequences = [], []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            (sequences.append(path) if sequence_folders else images.append(item))
+        if path.is_dir() and sequence_folders:
+            sequences.append(path)
+        elif path.is_dir():
+            images.append(item)
+            sequences += sorted(p for p in path.iterdir() if p.is_file() and is_video(p))
         elif any(ch in item for ch in "*?["):
             for match in collect_inputs([item]):
                 (sequences if is_video(match) else images).append(match if is_video(match) else str(match))

@@ -40,6 +40,8 @@ class VideoInfo:
         width, height: frame size in pixels.
         grey: frames are grey (read as `(H, W)` arrays).
         bit16: 16-bit grey frames (read as ``uint16``).
+        frame_count_from: where ``frame_count`` comes from: ``"header"`` (the stream's frame count),
+            ``"stream duration"`` or ``"container duration"`` (times the rate, rounded).
     """
 
     frame_rate: Fraction
@@ -48,6 +50,7 @@ class VideoInfo:
     height: int
     grey: bool
     bit16: bool
+    frame_count_from: str = "header"
 
 
 def _open(path: Path):
@@ -75,11 +78,11 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         rate = stream.average_rate or stream.guessed_rate
         if not rate:
             raise ImageReadError(f"{path}: the video stream has no frame rate")
-        count = stream.frames or None
+        count, source = stream.frames or None, "header"
         if count is None and stream.duration and stream.time_base:
-            count = round(float(stream.duration * stream.time_base * rate))
+            count, source = round(float(stream.duration * stream.time_base * rate)), "stream duration"
         elif count is None and container.duration:  # microseconds
-            count = round(container.duration / 1e6 * float(rate))
+            count, source = round(container.duration / 1e6 * float(rate)), "container duration"
         try:
             first = next(container.decode(stream))
         except StopIteration:
@@ -92,7 +95,17 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         else:
             rgb = first.to_ndarray(format="rgb24").astype(np.int16)
             grey, bit16 = bool(np.abs(rgb - rgb[..., :1]).max() <= 1), False
-        return VideoInfo(Fraction(rate), count, first.width, first.height, grey, bit16)
+        return VideoInfo(Fraction(rate), count, first.width, first.height, grey, bit16, source)
+
+
+def truncation_note(info: VideoInfo, decoded: int) -> str | None:
+    """A warning when fewer frames could be decoded than the video declares (a file cut short: a copy or
+    download that stopped), else ``None``. The decoded frames are real, so this warns, never fails."""
+    if info.frame_count is None or decoded >= info.frame_count:
+        return None
+    how = "declares" if info.frame_count_from == "header" else f"implies (its {info.frame_count_from})"
+    return (f"looks truncated: {decoded} of the {info.frame_count} frames it {how} could be decoded; "
+            f"{decoded} frame(s) written")
 
 
 def read_video_frames(path: str | os.PathLike, info: VideoInfo) -> Iterator[np.ndarray]:

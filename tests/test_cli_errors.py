@@ -3,6 +3,8 @@ argparse's usage line for argument errors) and exits 2 (bad arguments or inputs)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -120,3 +122,30 @@ def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path, capsys, monke
                      capsys)
         assert_one_error(result, 2, f"{missing}: no such folder")
         assert "huggingface" not in result[2].lower()
+
+
+@pytest.mark.parametrize("suffix", ["/../../notes", "_x4/", "..\\notes", "a\0b"])
+def test_suffix_with_a_path_separator_is_refused_at_parsing(tmp_path, capsys, monkeypatch, suffix):
+    """``--suffix /../../notes`` wrote ``./notes.png`` over a foreign file (and made an empty ``out/a/``)."""
+    monkeypatch.chdir(tmp_path)
+    PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save("a.png")
+    Path("notes.png").write_text("my notes")
+    result = run(["upscale", "a.png", "-o", "out", "--suffix", suffix, "--model", tmp_path / "no-model"], capsys)
+    assert_one_error(result, 2, "--suffix")
+    assert Path("notes.png").read_text() == "my notes" and not Path("out").exists()
+
+
+def test_checks_that_used_to_come_after_the_work(saved_test_model, tmp_path, capsys):
+    """``--manifest DIR``, ``-o result.png`` and ``--steps`` above the model's T fail once, up front."""
+    for k in range(2):
+        PIL.Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(tmp_path / f"{k}.png")
+    base = ["upscale", tmp_path / "0.png", tmp_path / "1.png", "--model", saved_test_model, "--device", "cpu"]
+    (tmp_path / "m").mkdir()
+    assert_one_error(run([*base, "-o", tmp_path / "out", "--manifest", tmp_path / "m"], capsys), 2, "is a folder")
+    assert not (tmp_path / "out").exists()  # refused before the output folder was made
+    assert_one_error(run([*base, "-o", tmp_path / "result.png"], capsys), 2, "looks like a file name")
+    assert not (tmp_path / "result.png").exists()
+    (tmp_path / "made.png").mkdir()  # a folder that exists is taken at its word
+    assert run([*base, "-o", tmp_path / "made.png", "--steps", "1"], capsys)[0] == 0
+    assert_one_error(run([*base, "-o", tmp_path / "out2", "--steps", "10000"], capsys), 2, "--steps 10000")
+    assert not any((tmp_path / "out2").glob("*.png"))

@@ -128,3 +128,21 @@ def test_bad_noise_options(hr_dir, tmp_path, capsys, argv, message):
     argv = [a.replace("{hr}", str(hr_dir)).replace("{tmp}", str(tmp_path)) for a in argv]
     assert run_eval(["--hr", hr_dir, "--metrics", "psnr_y", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_default_model_flag_runs_the_embedded_model_beside_the_baselines(hr_dir, tmp_path, capsys):
+    """The README's noisy-LR example (``--back-projection`` without ``--model``) ran no model at all, and the
+    embedded model could only be named by its installed path (``--model default`` went to the Hub)."""
+    from difiisr_dwt import DEFAULT_MODEL
+    from difiisr_dwt.cli import build_parser
+    from difiisr_dwt.commands.evaluate import select_methods
+
+    args = build_parser("eval").parse_args(["eval", "--hr", str(hr_dir), "--back-projection", "--default-model"])
+    assert args.model == DEFAULT_MODEL and select_methods(args) == ["bicubic", "back_projection", "model"]
+    with pytest.raises(SystemExit):  # one model at a time
+        build_parser("eval").parse_args(["eval", "--hr", str(hr_dir), "--default-model", "--model", "x"])
+    capsys.readouterr()
+    out = tmp_path / "r.json"
+    assert run_eval(["--hr", hr_dir, "--noisy-lr", "--back-projection", "--default-model", "--steps", "1",
+                     "--device", "cpu", "--limit", "1", "--metrics", "psnr_y,lr_error", "--json", out]) == 0
+    assert list(json.loads(out.read_text())) == ["bicubic", "back_projection", "model"]

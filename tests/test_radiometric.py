@@ -137,6 +137,24 @@ def test_flir_jpeg_gives_celsius_with_its_calibration():
     assert record["unit"] == "degC" and record["calibration"]["emissivity"] == pytest.approx(0.95)
 
 
+#: What the AX8 R-JPEG's EXIF says (IFD0 and the EXIF sub-IFD), as its x4 TIFF must carry it.
+FLIR_EXIF = {"Make": "FLIR Systems AB", "Model": "FLIR AX8", "Software": "Flir Cronos",
+             "DateTime": "2000:01:01 06:54:26", "DateTimeOriginal": "2000:01:01 06:54:26"}
+
+
+def test_flir_jpeg_tiff_carries_the_camera_exif(tmp_path):
+    """The R-JPEG's float TIFF had none of the input's Make, Model, DateTime, DateTimeOriginal, Software; what
+    describes the visible JPEG picture (its size, orientation, colour space) is not carried."""
+    pytest.importorskip("flyr")
+    image = read_radiometric(FLIR_JPEG)
+    write_radiometric(tmp_path / "x4.tif", [np.kron(image.frames[0], np.ones((4, 4)))], image)
+    tags = _tags(tmp_path / "x4.tif")
+    assert {k: tags.get(k) for k in FLIR_EXIF} == FLIR_EXIF
+    assert not {"Orientation", "ExifImageWidth", "ColorSpace", "MakerNote"} & set(tags)
+    assert tags["ImageLength"] == 4 * image.frames[0].shape[0]
+    assert json.loads(tags["ImageDescription"])["unit"] == "degC"  # the calibration record, not the JPEG's
+
+
 def test_flir_jpeg_without_flyr_names_the_install(monkeypatch):
     real_import = builtins.__import__
 
@@ -245,6 +263,7 @@ def test_cli_writes_radiometric_tiffs_in_their_type_with_tags(saved_test_model, 
         temperatures = read_radiometric(tmp_path / "out" / "flir_x4.tif")
         assert temperatures.dtype == np.float32 and temperatures.frames[0].shape == (240, 320)
         assert json.loads(temperatures.description)["unit"] == "degC"
+        assert {k: v for k, v in _tags(tmp_path / "out" / "flir_x4.tif").items() if k in FLIR_EXIF} == FLIR_EXIF
         with PIL.Image.open(preview_path(tmp_path / "out" / "flir_x4.tif")) as preview:
             assert (preview.mode, preview.size) == ("L", (320, 240))
 

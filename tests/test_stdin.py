@@ -102,3 +102,28 @@ def test_cat_into_the_console_script_and_out_again(saved_test_model, tmp_path):
     with PIL.Image.open(io.BytesIO(result.stdout)) as image:
         assert image.size == (64, 48)
     assert b"1 written" in result.stderr
+
+
+def test_other_image_on_stdin_is_never_answered_with_the_stale_output(saved_test_model, tmp_path, monkeypatch,
+                                                                      capsys):
+    """``cat a.png | upscale - -o s/`` then ``cat b.png | upscale - -o s/`` kept a.png's result ("1 skipped")."""
+    out = tmp_path / "s"
+    _pipe_in(monkeypatch, _png_bytes(GRAY))
+    assert _upscale(saved_test_model, "-", "-o", out) == 0
+    first = (out / "stdin_x4.png").read_bytes()
+    _pipe_in(monkeypatch, _png_bytes(GRAY))  # the same bytes again: done, skipped
+    assert _upscale(saved_test_model, "-", "-o", out) == 0
+    assert "0 written, 1 skipped" in capsys.readouterr().out
+    _pipe_in(monkeypatch, _png_bytes(255 - GRAY))  # other bytes: refused before any work, the file kept
+    assert _upscale(saved_test_model, "-", "-o", out) == 2
+    err = capsys.readouterr().err
+    assert "stdin_x4.png exists and was not made from the image now on <stdin>" in err and "--overwrite" in err
+    assert (out / "stdin_x4.png").read_bytes() == first
+    _pipe_in(monkeypatch, _png_bytes(255 - GRAY))
+    assert _upscale(saved_test_model, "-", "-o", out, "--overwrite") == 0
+    assert "1 written" in capsys.readouterr().out and (out / "stdin_x4.png").read_bytes() != first
+    _pipe_in(monkeypatch, _png_bytes(GRAY))  # a stdin_x4.png this tool did not make from a stream: refused too
+    (tmp_path / "t").mkdir()
+    PIL.Image.fromarray(GRAY).save(tmp_path / "t" / "stdin_x4.png")
+    assert _upscale(saved_test_model, "-", "-o", tmp_path / "t") == 2
+    capsys.readouterr()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -15,7 +17,7 @@ from difiisr_dwt.archive import UpscaleOptions
 from difiisr_dwt.cli import main
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import ImageReadError
-from difiisr_dwt.sequence import SequenceRunner, frame_files, plan_sequence, split_inputs
+from difiisr_dwt.sequence import SequenceRunner, frame_files, input_fingerprint, plan_sequence, split_inputs
 from difiisr_dwt.video import probe_video, read_video_frames, write_video
 
 NTSC = Fraction(30000, 1001)
@@ -331,3 +333,96 @@ def test_overwrite_replaces_only_what_this_tool_wrote(tmp_path):
     with pytest.raises(UsageError, match=r"holds other files than the sequence's frames \(notes.txt\)"):
         SequenceRunner(BicubicPipe(), options, {}, show_progress=False).run(frames_job)
     assert (frames_job.output / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("kind", ["video", "folder"])
+def test_resume_starts_over_when_the_input_was_replaced(tmp_path, capsys, kind):
+    """A killed run, then another clip of the same size and frame count at the same path: the frames the
+    killed run made (of the old clip) were muxed into the new one's output."""
+    old, new = _frames(4, (12, 16), seed=0), _frames(4, (12, 16), seed=1)
+    source = tmp_path / ("clip.mkv" if kind == "video" else "clip")
+
+    def put(frames):
+        if kind == "video":
+            write_video(frames, source, Fraction(10), lossless=True)
+            return
+        source.mkdir(exist_ok=True)
+        for k, frame in enumerate(frames):
+            PIL.Image.fromarray(frame).save(source / f"{k}.png")
+
+    put(old)
+    job = plan_sequence(source, tmp_path / "out", "_x4", lossless=True)
+    with pytest.raises(KeyboardInterrupt):  # two frames of the old clip done
+        _runner(BicubicPipe(die_after=1)).run(job)
+    put(new)
+    capsys.readouterr()
+    pipe = BicubicPipe()
+    assert _runner(pipe).run(job).status == "written" and pipe.frames == 4  # every frame made again
+    assert "its input changed" in capsys.readouterr().err
+    whole = plan_sequence(source, tmp_path / "whole", "_x4", lossless=True)
+    _runner(BicubicPipe()).run(whole)
+    if kind == "video":
+        done, expected = (list(read_video_frames(p, probe_video(p))) for p in (job.output, whole.output))
+    else:
+        done, expected = ([np.asarray(PIL.Image.open(p)) for p in frame_files(o)] for o in (job.output, whole.output))
+    for a, b in zip(done, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fingerprint_sees_content_not_only_size_and_time(tmp_path):
+    """Same path, same size, same mtime_ns, other bytes (video file or one frame file): another input."""
+    video = tmp_path / "clip.mkv"
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    jobs = []
+    for path in (video, folder / "0.png"):
+        path.write_bytes(b"a" * 3000)
+        jobs.append(plan_sequence(video if path == video else folder, tmp_path / "out", "_x4", lossless=True))
+    before = [input_fingerprint(job) for job in jobs]
+    for path in (video, folder / "0.png"):
+        mtime = path.stat().st_mtime_ns
+        path.write_bytes(b"a" * 2999 + b"b")
+        os.utime(path, ns=(mtime, mtime))
+    after = [input_fingerprint(job) for job in jobs]
+    for a, b in zip(before, after):
+        assert (a["size"], a["mtime_ns"]) == (b["size"], b["mtime_ns"]) and a["sha256"] != b["sha256"]
+
+
+def test_resume_says_why_it_starts_over(tmp_path, capsys):
+    source = tmp_path / "clip.mkv"
+    write_video(_frames(4, (12, 16)), source, Fraction(10), lossless=True)
+    job = plan_sequence(source, tmp_path / "out", "_x4", lossless=True)
+    with pytest.raises(KeyboardInterrupt):
+        _runner(BicubicPipe(die_after=1)).run(job)
+    capsys.readouterr()
+    write_video(_frames(4, (12, 16), seed=3), source, Fraction(10), lossless=True)
+    _runner(BicubicPipe()).run(job)
+    err = capsys.readouterr().err
+    assert "note: " in err and "discarding the 2 frame(s)" in err and "its input changed" in err
+
+
+def test_truncated_video_is_written_with_a_warning(saved_test_model, tmp_path, capsys):
+    """The first 75% of a 4-frame FFV1 MKV (duration 133 ms) decoded to 2 frames: "1 written", no word."""
+    whole = tmp_path / "whole.mkv"
+    write_video(_frames(4, (12, 16)), whole, Fraction(30), lossless=True)
+    data = whole.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 3 // 4])
+    out, manifest = tmp_path / "out", tmp_path / "run.json"
+    assert main(["upscale", str(tmp_path / "cut.mkv"), "-o", str(out), "--lossless", "--manifest", str(manifest),
+                 "--model", str(saved_test_model), "--steps", "1", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: " in captured.err and "looks truncated: 2 of the 4 frames" in captured.err
+    assert "1 written (1 with a warning" in captured.out
+    (entry,) = json.loads(manifest.read_text())["files"]
+    assert entry["status"] == "written" and entry["frames"] == 2 and "2 of the 4 frames" in entry["warning"]
+    assert probe_video(out / "cut_x4.mkv").frame_count == 2
+
+
+def test_folder_input_takes_its_videos_as_a_glob_does(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    PIL.Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / "a.png")
+    write_video(_frames(2, (12, 16)), folder / "clip.mkv", Fraction(10), lossless=True)
+    by_folder = split_inputs([str(folder)], sequence_folders=False)
+    by_glob = split_inputs([str(folder / "*")], sequence_folders=False)
+    assert by_folder[1] == by_glob[1] == [folder / "clip.mkv"]

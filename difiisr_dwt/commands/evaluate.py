@@ -19,9 +19,9 @@ Examples::
         --model PATH --seed 0 --json out.json --grid grid.png
     # results someone else produced, paired with HR by file name
     difiisr-dwt eval --hr HR_DIR --sr SR_DIR --bicubic --csv out.csv
-    # noisy LR: bicubic and back-projection, and the LR saved for another method (e.g. Real-ESRGAN), whose
-    # results are then measured on the same LR with --sr
-    difiisr-dwt eval --hr shared/data/ir/tno --noisy-lr --bicubic --back-projection --save-lr noisy_lr/
+    # noisy LR: bicubic, back-projection and the embedded model, and the LR saved for another method (e.g.
+    # Real-ESRGAN), whose results are then measured on the same LR with --sr
+    difiisr-dwt eval --hr shared/data/ir/tno --noisy-lr --back-projection --default-model --save-lr noisy_lr/
     difiisr-dwt eval --hr shared/data/ir/tno --noisy-lr --sr realesrgan_out/
 """
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from difiisr_dwt import DEFAULT_MODEL
 from difiisr_dwt.evaluation import METRICS, SensorNoise
 from difiisr_dwt.io import IMAGE_SUFFIXES, InputGuard, write_text_atomic
 from difiisr_dwt.loading import add_model_arguments
@@ -44,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=Path, default=None,
                         help="folder of LR inputs (default: made from HR by PIL bicubic /4)")
     add_model_arguments(parser, model_group=source, model_help="pipeline folder or Hub repo id to run on LR (default: "
-                        "the embedded model, unless --sr is given or --bicubic alone asks for the baseline only)")
+                        "the embedded model, unless --sr is given or --bicubic / --back-projection alone ask for "
+                        "baselines only)")
+    # a flag, not a --model value: any name could also be a folder or a Hub repo id
+    source.add_argument("--default-model", "--default_model", dest="model", action="store_const",
+                        const=DEFAULT_MODEL, help="run the embedded default model (the one upscale uses without "
+                        "--model), also beside --bicubic / --back-projection")
     parser.add_argument("--bicubic", action="store_true",
                         help="measure the bicubic baseline; given without --model it is the only method")
     parser.add_argument("--back-projection", "--back_projection", action="store_true",

@@ -11,7 +11,8 @@ bit-exact), at the input's frame rate and frame count; with --sequence a folder 
 folder of upscaled frames. Videos and sequences are sampled without per-frame noise (no flicker); an
 interrupted video continues where it stopped.
 
-INPUT - reads one image from standard input (output stdin_x4.png, or .tif for a TIFF or GIF); -o - writes the
+INPUT - reads one image from standard input (output stdin_x4.png, or .tif for a TIFF or GIF; an existing one
+counts as done only if made from the same bytes, else it is refused without --overwrite); -o - writes the
 one result to standard output (progress and the summary line go to standard error):
 `cat a.png | difiisr-dwt upscale - -o - > a_x4.png`.
 
@@ -23,6 +24,7 @@ between N processes (GPUs, or CPU processes with ACCELERATE_USE_CPU=1); the work
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from difiisr_dwt.errors import PartialFailure
@@ -36,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image or video files (.mp4 .avi .mkv .mov ...), folders or glob patterns; - for one "
                         "image from standard input")
     parser.add_argument("-o", "--output_dir", "--output-dir", required=True, type=Path,
-                        help="folder for results; - writes the one result to standard output")
+                        help="folder for results (created if missing; a name ending in an image or video suffix "
+                        "such as result.png is refused unless that folder exists: use -o - > result.png for one "
+                        "file); - writes the one result to standard output")
     add_model_arguments(parser)
     add_sampling_arguments(parser)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=1,
@@ -46,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "frame names; sampled as a video: no per-frame noise, one intensity range)")
     parser.add_argument("--lossless", action="store_true",
                         help="video outputs as FFV1 in MKV (bit-exact, 16-bit grey kept) instead of H.264 in MP4")
-    parser.add_argument("--suffix", default="_x4", help="appended to each output's file stem (default _x4)")
+    parser.add_argument("--suffix", default="_x4", type=output_suffix,
+                        help="appended to each output's file stem (default _x4; no path separators)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo outputs that exist instead of skipping them (only files this tool wrote: "
                         "another file of an output's name is refused)")
@@ -60,6 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--image_column", "--image-column", default=None,
                       help="image column (default: the first image column)")
     data.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it first")
+
+
+def output_suffix(text: str) -> str:
+    """An argparse ``type`` for ``--suffix``: text that stays inside the output's file name. A separator
+    (``/``, ``\\``, ``os.sep``, ``os.altsep``) would send outputs out of ``-o`` (``--suffix /../../notes``), and
+    NUL cannot be in a file name."""
+    bad = [ch for ch in ("/", "\\", os.sep, os.altsep, "\0") if ch and ch in text]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{text!r} contains {bad[0]!r}; the suffix is part of a file name, not a path")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +95,6 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
     """``-o -``: upscale the one input into a private temporary folder, then copy the result file to standard
     output; everything else the run prints (progress, the summary line) goes to standard error."""
     import contextlib
-    import os
     import shutil
     import sys
     import tempfile
