@@ -145,7 +145,8 @@ def _read_tiff(path: Path, data: bytes) -> RadiometricImage | None:
                 dtype == np.uint16 or dtype in (np.float32, np.float64)
             ):
                 return None
-            frames = [_decode_page(page, path, data, index) for index, page in enumerate(pages)]
+            orientation = int(first.tags["Orientation"].value) if "Orientation" in first.tags else 1
+            frames = [_upright(_decode_page(page, path, data, index), orientation) for index, page in enumerate(pages)]
             extratags, resolution, unit, description = _carried_tags(first)
             software = first.tags["Software"].value if "Software" in first.tags else None
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as error:
@@ -159,6 +160,18 @@ def _read_tiff(path: Path, data: bytes) -> RadiometricImage | None:
         extratags=extratags, resolution=resolution, resolution_unit=unit, description=description,
         software=software if isinstance(software, str) else None,
     )
+
+
+def _upright(frame: np.ndarray, orientation: int) -> np.ndarray:
+    """``frame`` as the TIFF ``Orientation`` tag (1-8, as EXIF; what ``PIL.ImageOps.exif_transpose`` applies)
+    says it is to be shown, so that the output is stored upright like the 8-bit path's (the tag is then not
+    carried); an unknown value leaves the frame as stored."""
+    if orientation in (5, 6, 7, 8):
+        frame = frame.T  # 5: transpose; 6, 7, 8 then turn or flip it as below
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    flips = {2: (slice(None), slice(None, None, -1)), 3: (slice(None, None, -1),) * 2,
+             4: (slice(None, None, -1), slice(None))}
+    return np.ascontiguousarray(frame[flips[orientation]]) if orientation in flips else frame
 
 
 def _decode_page(page, path: Path, data: bytes, index: int) -> np.ndarray:
@@ -187,7 +200,7 @@ def _carried_tags(page) -> tuple[list[tuple], tuple[float, float] | None, int | 
     """
     extratags, description = [], None
     for tag in page.tags.values():
-        if tag.name in _LAYOUT_TAGS or tag.name in _IFD_POINTER_TAGS:
+        if tag.name in _LAYOUT_TAGS or tag.name in _IFD_POINTER_TAGS or tag.name == "Orientation":  # applied
             continue
         if tag.name == "ImageDescription":  # tifffile's own '{"shape": [h, w]}' would be wrong at x4: not carried
             description = tag.value if isinstance(tag.value, str) and not page.is_shaped else None

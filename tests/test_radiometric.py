@@ -305,3 +305,27 @@ def test_flir_jpeg_from_stdin_to_stdout_gives_the_temperature_tiff(saved_test_mo
     (tmp_path / "out.tif").write_bytes(done.stdout)  # the temperatures, not the 8-bit preview beside them
     image = read_radiometric(tmp_path / "out.tif")
     assert image.dtype == np.float32 and image.frames[0].shape == (240, 320)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_is_applied_and_not_carried(tmp_path, orientation):
+    """A radiometric TIFF's Orientation tag is applied to its pixels (the output is stored upright, as the 8-bit
+    path does with EXIF) and is not carried; reference: Pillow's exif_transpose of the same pixels in a PNG."""
+    import io
+
+    import PIL.ImageOps
+
+    from difiisr_dwt.radiometric import read_radiometric
+
+    pixels = np.arange(12 * 20, dtype=np.uint8).reshape(12, 20)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels.astype(np.uint16) * 10 + 3000, extratags=[(274, "H", 1, orientation, True)])
+    (tmp_path / "frame.tif").write_bytes(buffer.getvalue())
+    image = read_radiometric(tmp_path / "frame.tif")
+    reference = PIL.Image.fromarray(pixels)
+    exif = reference.getexif()
+    exif[274] = orientation
+    reference.save(tmp_path / "reference.png", exif=exif)
+    upright = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(tmp_path / "reference.png")))
+    np.testing.assert_array_equal(image.frames[0], upright.astype(np.uint16) * 10 + 3000)
+    assert 274 not in [entry[0] for entry in image.extratags]
