@@ -270,3 +270,15 @@ def test_component_mismatch_is_rejected():
                        down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
     with pytest.raises(ValueError, match="in_channels must be 2 x"):
         DifIISRDWTPipeline(build_dwt_encoder("test"), unet, build_vqvae("test"), build_scheduler())
+
+
+def test_messages_name_the_layout_and_the_integer_type():
+    """A numpy image in torch's (C, H, W) order, and a signed 32-bit PIL image, are refused with what to do."""
+    from difiisr_dwt.pipelines.image_processor import IRImageProcessor
+
+    processor = IRImageProcessor()
+    with pytest.raises(ValueError, match=r"\(H, W, C\), not \(C, H, W\)"):
+        processor.preprocess(np.zeros((3, 48, 64), np.uint8))
+    signed = PIL.Image.fromarray(np.full((8, 8), -5, np.int32), mode="I")
+    with pytest.raises(ValueError, match="from -5 to -5: only unsigned 16-bit"):
+        processor.preprocess(signed)

@@ -153,7 +153,8 @@ class IRImageProcessor:
         if array.shape[2] == 4:  # drop alpha
             array = array[:, :, :3]
         if array.shape[2] not in (1, 3):
-            raise ValueError(f"{what}: expected 1 or 3 channels (4 with alpha), got {array.shape[2]}.")
+            hint = " (numpy images are (H, W, C), not (C, H, W))" if array.shape[0] in (1, 3, 4) else ""
+            raise ValueError(f"{what}: expected 1 or 3 channels (4 with alpha), got {array.shape[2]}{hint}.")
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ValueError(f"{what}: image is empty (size {array.shape[1]}x{array.shape[0]}).")
         meta = ImageMeta(array.shape[2], False)
@@ -201,7 +202,9 @@ class IRImageProcessor:
         if image.mode in _PIL_16BIT:  # I;16 variants, and 32-bit I as PIL opens some 16-bit files
             array = np.asarray(image, dtype=np.int64)
             if array.min() < 0 or array.max() > 65535:
-                raise ValueError(f"{what}: mode {image.mode} values must lie in [0, 65535] to be read as 16-bit.")
+                raise ValueError(f"{what}: mode {image.mode} values from {array.min()} to {array.max()}: only unsigned "
+                                 "16-bit data (0..65535) is read as 16-bit; signed or 32-bit integer images: convert "
+                                 "to uint16 or to float with a value_range first.")
             return array.astype(np.uint16)
         if image.mode == "P":  # a grey palette (common for thermal PNGs) stays grey
             palette = np.asarray(image.getpalette() or [0, 0, 0], np.uint8).reshape(-1, 3)
