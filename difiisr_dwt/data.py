@@ -40,11 +40,13 @@ def image_to_array(image: PIL.Image.Image) -> np.ndarray:
     return array
 
 
-def list_image_files(root: str | os.PathLike, file_list: str | os.PathLike | None = None) -> list[Path]:
-    """The image files of ``root`` (sorted), or those named in ``file_list`` (relative to ``root``)."""
+def list_image_files(root: str | os.PathLike, file_list: str | os.PathLike | None = None,
+                     flag: str = "--train_data_dir") -> list[Path]:
+    """The image files of ``root`` (sorted), or those named in ``file_list`` (relative to ``root``); ``flag``
+    names ``root``'s option in the errors."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"--train_data_dir/--validation_data_dir {root}: no such folder.")
+        raise FileNotFoundError(f"{flag} {root}: no such folder.")
     if file_list is not None:
         paths = [root / name for name in read_file_list(file_list)]
         missing = [str(p) for p in paths if not p.is_file()]
@@ -53,7 +55,7 @@ def list_image_files(root: str | os.PathLike, file_list: str | os.PathLike | Non
         return paths
     paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}).")
+        raise ValueError(f"{flag} {root}: no image files ({', '.join(IMAGE_SUFFIXES)}).")
     return paths
 
 
@@ -280,7 +282,7 @@ def load_validation_images(data_dir: str | os.PathLike, file_list: str | os.Path
     """Validation HR images as float32 `(H, W, 3)` in [0, 1], centre-cropped to ``crop`` (if given) and
     to a multiple of ``multiple`` so that the LR is a whole number of pixels."""
     out = []
-    for path in list_image_files(data_dir, file_list)[:limit]:
+    for path in list_image_files(data_dir, file_list, flag="--validation_data_dir")[:limit]:
         array = image_to_array(read_image(path))
         h, w = array.shape[:2]
         if crop is not None:

@@ -223,11 +223,23 @@ def test_fresh_run_into_a_folder_with_its_own_checkpoints_must_resume(components
     assert (tmp_path / "curves.csv").read_text() == "step,loss\n1,0.5\n2,0.4\n"
 
 
+def test_fresh_run_into_a_finished_run_without_checkpoints_is_refused(components, tmp_path, capsys, train_main):
+    """A finished run whose checkpoints were removed still holds its curves and summary: a new run would
+    replace them (another stage's included: nothing left tells which)."""
+    (tmp_path / "curves.csv").write_text("step,l1\n1,0.5\n")
+    (tmp_path / "run_summary.json").write_text("{}")
+    code, lines, err = _train(train_main, _adapter_argv(components, tmp_path), capsys)
+    assert code == 2 and len(lines) == 1, err
+    assert "holds an earlier run's curves.csv and run_summary.json" in lines[0]
+    assert (tmp_path / "curves.csv").read_text() == "step,l1\n1,0.5\n"
+
+
 def test_missing_validation_set_stops_before_training(components, tmp_path, capsys, train_main):
     data = _images(tmp_path / "data")
     (tmp_path / "val").mkdir()
     for extra, named in [(("--validation_data_dir", tmp_path / "nope"), "nope: no such folder"),
-                         (("--validation_data_dir", data, "--validation_file_list", tmp_path / "nope.txt"), "nope.txt"),
+                         (("--validation_data_dir", data, "--validation_file_list", tmp_path / "nope.txt"),
+                          f"{tmp_path / 'nope.txt'}: not a readable file list"),
                          (("--validation_data_dir", tmp_path / "val"), "--validation_data_dir"),
                          ]:
         out = tmp_path / "out"

@@ -164,7 +164,8 @@ def check_earlier_run(output_dir: str | os.PathLike, identity: dict[str, str], r
     Another stage's or preset's checkpoints are always refused (a new run would replace ``checkpoint-<step>``
     folders, ``curves.csv`` and ``run_summary.json`` of that run); those of this stage and preset unless the
     run resumes (a fresh run would interleave its checkpoints with the earlier run's, and ``latest`` would then
-    pick the wrong one). A damaged ``training_state.json`` is left to :func:`resolve_checkpoint`.
+    pick the wrong one); without checkpoints, a fresh run is refused where an earlier run's ``curves.csv`` or
+    ``run_summary.json`` is left. A damaged ``training_state.json`` is left to :func:`resolve_checkpoint`.
 
     Raises:
         CheckpointError: naming the folder, the checkpoints and the run that saved them.
@@ -183,6 +184,11 @@ def check_earlier_run(output_dir: str | os.PathLike, identity: dict[str, str], r
         raise CheckpointError(f"--output_dir {output_dir} holds another run's checkpoints ({held}); this run is "
                               f"{_describe(identity)}. Give this run its own --output_dir, or resume that run with "
                               "its flags.")
+    leftovers = [name for name in ("curves.csv", "run_summary.json") if (Path(output_dir) / name).is_file()]
+    if not checkpoints and leftovers and resume_from is None:  # a finished run whose checkpoints were removed
+        raise CheckpointError(f"--output_dir {output_dir} holds an earlier run's {' and '.join(leftovers)} (no "
+                              "checkpoints left to tell which stage); a new run would replace them. Give it its own "
+                              "--output_dir, or remove those files.")
     if checkpoints and resume_from is None:
         raise CheckpointError(f"--output_dir {output_dir} holds checkpoints of an earlier run of {_describe(identity)} "
                               f"({_names([p.name for _, p in checkpoints])}): pass --resume_from_checkpoint latest to "

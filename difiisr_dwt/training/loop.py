@@ -242,9 +242,11 @@ def check_validation_set(args: argparse.Namespace) -> None:
     if args.validation_data_dir is None:
         return
     try:
-        list_image_files(args.validation_data_dir, args.validation_file_list)
+        list_image_files(args.validation_data_dir, args.validation_file_list, flag="--validation_data_dir")
+    except UsageError:  # an unreadable --validation_file_list: its own message names it
+        raise
     except ValueError as error:  # a folder without images
-        raise UsageError(f"--validation_data_dir {error}") from error
+        raise UsageError(str(error)) from error
 
 
 def _timing_summary(timing: dict) -> dict:
