@@ -145,8 +145,8 @@ def apply_sampling_arguments(pipe, args: argparse.Namespace) -> dict:
         kwargs["value_range"] = value_range
     if args.steps is not None:
         # checked once here, not by the pipeline per file: one usage error before any work
-        trained = getattr(getattr(getattr(pipe, "scheduler", None), "config", None), "num_train_timesteps", None)
-        if isinstance(trained, int) and args.steps > trained:
+        trained = pipe.scheduler.config.num_train_timesteps  # the bound the pipeline's check_inputs applies
+        if args.steps > trained:
             raise UsageError(f"--steps {args.steps}: this model was trained with {trained} steps; choose 1..{trained}")
         kwargs["num_inference_steps"] = args.steps
     if args.noise_scale is not None:

@@ -297,8 +297,9 @@ def _read_flir_jpeg(path: Path, data: bytes) -> RadiometricImage:
 
 #: EXIF entries of an R-JPEG that describe its visible JPEG picture, not the thermal image (or hold offsets
 #: into the JPEG): Orientation, ImageDescription (ours holds the calibration), YCbCrPositioning, the
-#: thumbnail's offsets, ComponentsConfiguration, MakerNote, ColorSpace, ExifImageWidth / ExifImageHeight.
-_JPEG_ONLY_TAGS = {274, 270, 531, 513, 514, 37121, 37500, 40961, 40962, 40963}
+#: thumbnail's offsets, ComponentsConfiguration, MakerNote, ColorSpace, ExifImageWidth / ExifImageHeight; and
+#: the pointers to the EXIF, GPS and interoperability sub-IFDs (the EXIF one is read entry by entry).
+_JPEG_ONLY_TAGS = {274, 270, 531, 513, 514, 37121, 37500, 40961, 40962, 40963, 34665, 34853, 40965}
 
 
 def _jpeg_exif_tags(data: bytes) -> tuple[list[tuple], str | None]:
@@ -316,8 +317,7 @@ def _jpeg_exif_tags(data: bytes) -> tuple[list[tuple], str | None]:
     extratags, seen, software = [], set(), None
     for code, value in entries:
         name = TAGS.get(code, "")
-        if code in seen or code in _JPEG_ONLY_TAGS or name in _IFD_POINTER_TAGS or name in (
-                "ExifOffset", "GPSInfo", "InteropOffset") or name in _LAYOUT_TAGS - {"Software"}:
+        if code in seen or code in _JPEG_ONLY_TAGS or name in _LAYOUT_TAGS - {"Software"}:
             continue
         value = value.rstrip("\0") if isinstance(value, str) else value  # cameras pad strings with NULs
         if name == "Software":

@@ -41,7 +41,9 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int | torch.Ten
     return out
 
 
-def shrink_flat_detail(sr: torch.Tensor, lr: torch.Tensor, noise_level: float) -> torch.Tensor:
+def shrink_flat_detail(
+    sr: torch.Tensor, lr: torch.Tensor, noise_level: float, upsampled: torch.Tensor | None = None
+) -> torch.Tensor:
     """Keep the model's departure from bicubic only where the input has structure.
 
     A Wiener-style gain per output pixel, ``g = a^2 / (a^2 + noise_level^2)``, with ``a`` the local
@@ -55,6 +57,7 @@ def shrink_flat_detail(sr: torch.Tensor, lr: torch.Tensor, noise_level: float) -
         lr (`torch.Tensor` of shape `(B, C, H, W)`): the input, [-1, 1].
         noise_level (`float` or `torch.Tensor` of shape `(B,)`): in [-1, 1] pixel units (8-bit grey levels
             / 127.5), one for all images or one per image; 0 (for every image) returns ``sr``.
+        upsampled (`torch.Tensor` like ``sr``, *optional*): ``up(LR)`` when the caller has it already.
     """
     noise = torch.as_tensor(noise_level, dtype=torch.float32, device=sr.device).reshape(-1, 1, 1, 1)
     if (noise <= 0).all():
@@ -65,8 +68,8 @@ def shrink_flat_detail(sr: torch.Tensor, lr: torch.Tensor, noise_level: float) -
     square = F.avg_pool2d(F.pad(luma.square(), (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     activity = bicubic_resize((square - mean.square()).clamp_min(0), size).clamp_min(0)
     gain = torch.where(noise > 0, activity / (activity + noise.square()).clamp_min(1e-12), torch.ones_like(activity))
-    upsampled = bicubic_resize(lr, size)
-    return upsampled.add_(gain * (sr.float() - upsampled))
+    upsampled = bicubic_resize(lr, size) if upsampled is None else upsampled
+    return upsampled + gain * (sr.float() - upsampled)
 
 
 # ---------------------------------------------------------------------------------------------- noise
@@ -345,7 +348,7 @@ class LRConsistencyMixin:
         sr = torch.where(upsampled.abs() > 1, upsampled, sr.float())
         removed = noise.excess_noise_level.cpu()
         detail_noise = torch.hypot(self.detail_noise_gain * removed, torch.tensor(self.detail_noise_level / 127.5))
-        sr = shrink_flat_detail(sr, target, detail_noise)
+        sr = shrink_flat_detail(sr, target, detail_noise, upsampled)
         few = back_project(sr, target, self.noisy_back_projection_iterations)
         weight = 1 / (1 + (removed * 127.5 / self.noisy_rounds_noise_level) ** 4)
         if bool((weight < 1e-6).all()):  # every image noisy: the remaining rounds would not count
