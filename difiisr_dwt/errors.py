@@ -34,14 +34,14 @@ class PartialFailure(DifIISRError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose argument errors read like every other failure: the usage, then one ``error:`` line.
+    """``argparse`` whose argument errors read like every other failure: one ``error:`` line, then where the
+    options are listed (the full usage of ``upscale`` is some twenty lines, which buried the error).
 
     Subparsers made by ``add_subparsers`` are of the same class, so one parser serves a whole CLI.
     """
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(2, f"error: {message}\n")
+        self.exit(2, f"error: {message}\nRun '{self.prog} --help' for the options.\n")
 
 
 def report_errors(run: Callable[[], int | None]) -> int:

@@ -141,7 +141,7 @@ def _read_tiff(path: Path, data: bytes) -> RadiometricImage | None:
             pages = list(tif.pages)
             first = pages[0]
             dtype = np.dtype(first.dtype) if first.dtype is not None else None
-            if dtype is None or first.samplesperpixel != 1 or not (
+            if dtype is None or not (_is_grey(first) or _is_grey_alpha(first)) or not (
                 dtype == np.uint16 or dtype in (np.float32, np.float64)
             ):
                 return None
@@ -174,11 +174,24 @@ def _upright(frame: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(frame[flips[orientation]]) if orientation in flips else frame
 
 
+def _is_grey(page) -> bool:
+    return page.samplesperpixel == 1
+
+
+def _is_grey_alpha(page) -> bool:
+    """Grey plus one extra sample (alpha, as GIMP and GDAL write a 16-bit grey image with transparency)."""
+    return page.samplesperpixel == 2 and len(page.extrasamples) == 1 and page.photometric == 1  # MINISBLACK
+
+
 def _decode_page(page, path: Path, data: bytes, index: int) -> np.ndarray:
-    """The page's pixels; a compression tifffile has no codec for (LZW, Deflate without ``imagecodecs``)
-    is decoded by Pillow, which has them built in."""
+    """The page's pixels (the grey sample only: alpha is dropped, as for 8-bit ``LA`` images); a compression
+    tifffile has no codec for (LZW, Deflate without ``imagecodecs``) is decoded by Pillow, which has them
+    built in (grey pages only: Pillow reads no 16-bit grey + alpha)."""
     try:
-        return page.asarray().reshape(page.shape[:2])
+        array = page.asarray()
+        if _is_grey_alpha(page):  # samples last (contiguous) or first (planar)
+            return array[..., 0] if page.axes.endswith("S") else array[0]
+        return array.reshape(page.shape[:2])
     except ValueError as error:
         if "imagecodecs" not in str(error):
             raise

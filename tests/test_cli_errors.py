@@ -1,5 +1,5 @@
-"""The CLI's one error boundary: every failure prints exactly one ``error: ...`` line on stderr (after
-argparse's usage line for argument errors) and exits 2 (bad arguments or inputs) or 1 (some files failed)."""
+"""The CLI's one error boundary: every failure prints exactly one ``error: ...`` line on stderr (for argument
+errors followed by where the options are listed) and exits 2 (bad arguments or inputs) or 1 (some files failed)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ def test_eval_failures(hr_dir, tmp_path, capsys, monkeypatch):
                                         (["--e2e-size", "30"], "multiple of 32")])
 def test_bench_argument_errors(argv, text, capsys):
     assert_one_error(run(["bench", "--quick", *argv], capsys), 2, text)
+
+
+def test_argument_errors_are_not_buried_under_the_usage(capsys):
+    """The error and where the options are listed, not upscale's twenty lines of usage first."""
+    code, lines, err = run(["upscale", "x.png", "-o", "out", "--steps", "abc"], capsys)
+    assert code == 2 and lines == ["error: argument --steps: expected an integer, got 'abc'"], err
+    assert err.splitlines() == [lines[0], "Run 'difiisr-dwt upscale --help' for the options."]
 
 
 def test_component_folder_as_model(tiny_pipeline, tmp_path, capsys):

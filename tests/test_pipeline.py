@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from difiisr_dwt.metrics import psnr
+from difiisr_dwt.pipelines.image_processor import bicubic_resize
 from difiisr_dwt.pipelines.tiling import blend_tiles
 
 
@@ -35,13 +36,29 @@ def test_modes_round_trip(tiny_pipeline):
     rgb = np.stack([gray, gray[::-1], gray[:, ::-1]], axis=2)
     out_l, out_rgb = run(tiny_pipeline, [PIL.Image.fromarray(gray), PIL.Image.fromarray(rgb)], num_inference_steps=1)
     assert (out_l.mode, out_rgb.mode) == ("L", "RGB")
-    # 16-bit in -> 16-bit out, back in the input's value range
+    # 16-bit in -> 16-bit out, at the input's levels (in counts, not rescaled)
     raw = (7000 + gray.astype(np.uint16) * 8).astype(np.uint16)
     out16 = run(tiny_pipeline, PIL.Image.fromarray(raw), num_inference_steps=1)[0]
     assert out16.mode == "I;16" and out16.size == (96, 80)
-    values = np.asarray(out16)
-    assert values.min() >= raw.min() and values.max() <= raw.max() and values.max() > values.min()
+    values = np.asarray(out16).astype(np.float64)
+    span = float(raw.max()) - float(raw.min())
+    assert abs(values.mean() - raw.mean()) < 0.01 * span and values.max() - values.min() > 0.5 * span
     assert run(tiny_pipeline, raw, num_inference_steps=1)[0].mode == "I;16"  # uint16 numpy too
+
+
+@pytest.mark.parametrize("pattern", ["ramp_2x1", "checker_12x12"])
+def test_16bit_output_is_not_clipped_to_the_inputs_own_span(tiny_pipeline, pattern):
+    """A 16-bit image scaled by its own min / max: the output keeps the input's levels (its PIL-bicubic /4
+    reproduces the input) even where that needs values beyond the input's span, as an 8-bit output may go
+    beyond its input's min / max. Clipped to the span, the 2x1 ramp came back 3784 counts off (a fifth of it)."""
+    if pattern == "ramp_2x1":
+        raw = np.array([[20000, 40000]], np.uint16)
+    else:
+        raw = (20000 + 20000 * np.kron(np.indices((4, 4)).sum(0) % 2, np.ones((3, 3)))).astype(np.uint16)
+    out = np.asarray(run(tiny_pipeline, PIL.Image.fromarray(raw), num_inference_steps=1)[0]).astype(np.float64)
+    down = bicubic_resize(torch.from_numpy(out)[None, None], raw.shape)[0, 0].numpy()
+    # in grey levels of an 8-bit image of the same span: within the pipeline's clean-input consistency
+    assert np.abs(down - raw).mean() / 20000 * 255 <= 0.75
 
 
 def test_converted_modes(tiny_pipeline):

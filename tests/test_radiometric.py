@@ -106,6 +106,19 @@ def test_16bit_png_counts_round_trip(tmp_path):
         np.testing.assert_array_equal(np.asarray(out), np.kron(counts, np.ones((4, 4))))
 
 
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_16bit_grey_alpha_tiff_is_read_as_its_grey_counts(tmp_path, planar):
+    """A 16-bit grey + alpha TIFF (GIMP, GDAL) is radiometric: its counts, the alpha dropped as for 8-bit LA."""
+    grey = (3000 + np.arange(48).reshape(6, 8) * 7).astype(np.uint16)
+    alpha = np.full_like(grey, 65535)
+    stacked = np.stack([grey, alpha], axis=-1 if planar == "contig" else 0)
+    tifffile.imwrite(tmp_path / "la.tif", stacked, photometric="minisblack", extrasamples=["unassalpha"],
+                     planarconfig=planar)
+    image = read_radiometric(tmp_path / "la.tif")
+    assert (image.unit, image.dtype) == ("counts", np.uint16)
+    np.testing.assert_array_equal(image.frames[0], grey)
+
+
 def test_ordinary_pictures_are_not_radiometric(tmp_path):
     PIL.Image.new("L", (8, 8), 7).save(tmp_path / "a.tif")
     PIL.Image.new("RGB", (8, 8)).save(tmp_path / "b.jpg")

@@ -370,18 +370,21 @@ def test_resume_starts_over_when_the_input_was_replaced(tmp_path, capsys, kind):
 
 
 def test_fingerprint_sees_content_not_only_size_and_time(tmp_path):
-    """Same path, same size, same mtime_ns, other bytes (video file or one frame file): another input."""
+    """Same path, same size, same mtime_ns, other bytes (video file or one frame file): another input.
+
+    One byte in the middle of a 5 MiB file changes too (the fingerprint once hashed the first and last MiB)."""
     video = tmp_path / "clip.mkv"
     folder = tmp_path / "frames"
     folder.mkdir()
     jobs = []
+    size = 5 << 20
     for path in (video, folder / "0.png"):
-        path.write_bytes(b"a" * 3000)
+        path.write_bytes(b"a" * size)
         jobs.append(plan_sequence(video if path == video else folder, tmp_path / "out", "_x4", lossless=True))
     before = [input_fingerprint(job) for job in jobs]
     for path in (video, folder / "0.png"):
         mtime = path.stat().st_mtime_ns
-        path.write_bytes(b"a" * 2999 + b"b")
+        path.write_bytes(b"a" * (size // 2) + b"b" + b"a" * (size - size // 2 - 1))
         os.utime(path, ns=(mtime, mtime))
     after = [input_fingerprint(job) for job in jobs]
     for a, b in zip(before, after):

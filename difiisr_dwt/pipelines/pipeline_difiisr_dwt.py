@@ -521,8 +521,8 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
                     levels = self.input_noise_levels(input_noise_level, [items[i][1] for i in indices])
                     sr = self.apply_lr_consistency(sr.mean(dim=1, keepdim=True), lr_luma, levels)
-                for i, out in zip(indices, sr):  # in units, values beyond the range are kept (in float)
-                    results[i] = (out if items[i][1].in_units else out.clamp(-1, 1)).cpu()
+                for i, out in zip(indices, sr):  # unclamped: postprocess clamps to what each output type holds
+                    results[i] = out.cpu()
             self.maybe_free_model_hooks()
         finally:
             if saved_tiling is not None:

@@ -247,16 +247,19 @@ class IRImageProcessor:
     def postprocess(self, images: list[torch.Tensor], metas: list[ImageMeta], output_type: str = "pil"):
         """`(3, H, W)` SR tensors in [-1, 1] -> the requested output, each in its input's form.
 
-        Colour inputs get their bicubic-upscaled chroma back; grey inputs give 1 channel; 16-bit PIL
-        outputs are uint16 in the input's ``[low, high]``. ``output_type``: ``"pil"``, ``"np"``
-        (`(B, H, W, C)` float32 in [0, 1]) or ``"pt"`` (`(B, C, H, W)`); a list where shapes differ.
-        Under ``meta.in_units`` (grey images) the values are in the input's units, not clipped.
+        Colour inputs get their bicubic-upscaled chroma back; grey inputs give 1 channel; 16-bit grey PIL
+        outputs are uint16 ``low + (high - low) * unit``, clipped to 0..65535 only (like 8-bit outputs to
+        0..255: an edge may overshoot the input's own ``[low, high]``, as its bicubic upscale does).
+        ``output_type``: ``"pil"``, ``"np"`` (`(B, H, W, C)` float32 in [0, 1]) or ``"pt"``
+        (`(B, C, H, W)`); a list where shapes differ. Under ``meta.in_units`` (grey images) the values are
+        in the input's units, not clipped.
         """
         outs = []
         for image, meta in zip(images, metas):
             # [0, 1], then the luma: the model's output is grey (one copy; the caller's tensor is kept)
             image = image.float().add(1).div_(2).mean(dim=0, keepdim=True)
-            if not meta.in_units or meta.chroma is not None:  # in units, grey values outside the range stay
+            counts = output_type == "pil" and meta.bit16 and meta.channels == 1  # clipped in counts by _to_pil
+            if not (meta.in_units or counts) or meta.chroma is not None:  # in units, values outside the range stay
                 image = image.clamp_(0, 1)
             if meta.chroma is not None:
                 chroma = bicubic_resize(meta.chroma[None], tuple(image.shape[-2:]))[0]
@@ -287,7 +290,7 @@ class IRImageProcessor:
                 return PIL.Image.fromarray(array[:, :, 0] if meta.channels == 1 else array)
             image = image.sub(meta.low).div_(meta.high - meta.low).clamp_(0, 1)  # PIL has no 16-bit or float RGB
         if meta.bit16 and meta.channels == 1:  # PIL has no 16-bit RGB: such inputs come back as 8-bit RGB
-            values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_()
+            values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_().clamp_(0, 65535)
             return PIL.Image.fromarray(values.numpy().astype(np.uint16))
         array8 = image.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
         return PIL.Image.fromarray(array8[:, :, 0] if meta.channels == 1 else array8)
