@@ -582,5 +582,6 @@ def run_archive(args) -> dict[str, int]:
         warned = sum(1 for record in records if record.warning)
         print(f"{counts['written']} written" + (f" ({warned} with a warning, above)" if warned else "")
               + f", {skipped}, {counts['failed']} failed, of {len(records)} inputs -> "
-              f"{output_dir}" + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
+              f"{getattr(args, 'output_label', None) or output_dir}"
+              + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
     return counts

@@ -59,6 +59,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(path)
         except Exception as error:  # safetensors raises its own error types for corrupt headers
             raise CheckpointConversionError(f"{path}: not a readable safetensors file ({error})") from error
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save's zip, or a bare pickle
+        raise CheckpointConversionError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a "
+                                        f"pickle; it starts with {head!r})")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -68,8 +73,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             "`sd = torch.load(p, weights_only=False)`; `safetensors.torch.save_file(sd.get('state_dict', sd), "
             "'vq.safetensors')`, and convert that."
         ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointConversionError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as error:  # a damaged file
+        raise CheckpointConversionError(f"{path}: not a readable PyTorch checkpoint ({error!r})") from error
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict):

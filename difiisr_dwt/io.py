@@ -514,6 +514,9 @@ def _upright(frame: PIL.Image.Image, gif: bool = False) -> PIL.Image.Image:
         x = float(tags[_X_RESOLUTION])
         image.info["resolution"] = (x, float(tags.get(_Y_RESOLUTION, x)))
         image.info["resolution_unit"] = int(tags.get(_RESOLUTION_UNIT, 2))
+    elif tags is not None:  # no resolution tag: PIL's placeholder (1, 1) is no DPI (x4 it claimed 4 dpi)
+        for key in ("dpi", "resolution", "resolution_unit"):
+            image.info.pop(key, None)
     if gif and image.mode in ("P", "RGB", "RGBA"):
         # PIL decodes a GIF's later frames as RGB(A) even when the first is a grey palette: keep grey
         # frames ``L`` so that the frames of one file come back alike.

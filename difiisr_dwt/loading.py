@@ -1,7 +1,8 @@
 """Load a DifIISR-DWT pipeline from a local folder or a Hub repo id, with this package's own classes.
 
 A model folder carries code files (``pipeline_difiisr_dwt.py`` and its siblings ``image_processor.py``,
-``tiling.py``, ``fidelity.py``; ``dwt_encoder/modeling_dwt_encoder.py``; ``scheduler/scheduler_resshift.py``)
+``tiling.py``, ``fidelity.py``, ``attention.py``, ``saving.py``; ``dwt_encoder/modeling_dwt_encoder.py``;
+``scheduler/scheduler_resshift.py``)
 so that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`` works without this package.
 Running them would run whatever someone put there, so by default the folder's weights and configs are
 loaded into the installed classes (modules inside the ``difiisr_dwt`` package, which a same-named file in
@@ -173,7 +174,18 @@ def load_pipeline(model: str | os.PathLike | None = None, device: str | None = N
     except (OSError, ValueError, KeyError, TypeError) as error:  # diffusers/hub errors name what is missing
         raise ModelLoadError(f"cannot load the model {model}: {error}") from error
     pipe.set_progress_bar_config()  # diffusers' default (a bar per call); commands may turn it off
-    return pipe.to(target)
+    if target.type != "cpu" or torch_dtype != torch.float16:
+        return pipe.to(target)
+    # diffusers warns that float16 pipelines "will fail" on the CPU; these run (checked in tests/test_devices.py)
+    from diffusers.utils import logging as diffusers_logging
+
+    logger.warning("float16 on the CPU runs, but many times slower than float32 (bfloat16 or float32 for CPUs).")
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return pipe.to(target)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
 
 
 def could_be_repo_id(name: str) -> bool:

@@ -10,7 +10,8 @@ release file                                package module
 ==========================================  ==================================================
 ``pipeline_difiisr_dwt.py``                 ``difiisr_dwt/pipelines/pipeline_difiisr_dwt.py``
 ``image_processor.py``, ``tiling.py``,      ``difiisr_dwt/pipelines/`` (same names; the pipeline
-``fidelity.py``                             file imports them relatively)
+``fidelity.py``, ``attention.py``,          file imports them relatively)
+``saving.py``
 ``dwt_encoder/modeling_dwt_encoder.py``     ``difiisr_dwt/models/modeling_dwt_encoder.py``
 ``scheduler/scheduler_resshift.py``         ``difiisr_dwt/schedulers/scheduling_resshift.py``
 ==========================================  ==================================================

@@ -277,6 +277,17 @@ def test_pickles_with_objects_are_refused_with_advice(tmp_path):
         convert_vq_checkpoint(tmp_path / "absent.pth")
 
 
+@pytest.mark.parametrize("content", [b"hello world\n", b"\x89PNG\r\n\x1a\n", b"PK\x03\x04 cut short"])
+def test_files_that_are_no_checkpoint_are_called_so(tmp_path, content):
+    """A text file or a PNG named .pth was 'a file holding Python objects besides tensors' (with advice to load
+    it with weights_only=False), or a bare KeyError."""
+    path = tmp_path / "g.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointConversionError, match="not a (readable )?PyTorch checkpoint") as error:
+        convert_vq_checkpoint(path)
+    assert "weights_only" not in str(error.value)
+
+
 def test_cli_writes_a_loadable_vqmodel_folder(reference, tmp_path, capsys):
     from diffusers import VQModel
 

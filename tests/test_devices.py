@@ -92,3 +92,22 @@ def test_cpu_pipeline_decodes_channels_last_with_the_contiguous_output(saved_tes
         outputs.append(pipe(image, generator=torch.Generator().manual_seed(0), output_type="np").images[0])
     assert layouts == ["channels_last", "contiguous"]
     assert outputs[0].shape == (96, 128, 1) and np.abs(outputs[0] - outputs[1]).max() * 255 < 0.05
+
+
+def test_float16_on_the_cpu_runs_with_an_honest_warning(saved_test_model, caplog):
+    """diffusers warns that a float16 pipeline on the CPU "will fail"; it runs, so the loader says what is true
+    (slow) instead, and the model gives a finite image."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            pipe = load_pipeline(str(saved_test_model), device="cpu", dtype="float16")
+    finally:
+        diffusers_logging.disable_propagation()
+    assert "many times slower" in caplog.text and "fail" not in caplog.text
+    assert pipe.unet.dtype == torch.float16
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(np.full((8, 8), 100, np.uint8), num_inference_steps=1, output_type="np").images
+    assert out.shape == (1, 32, 32, 1) and np.isfinite(out).all()

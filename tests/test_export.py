@@ -22,7 +22,7 @@ from difiisr_dwt.release import ReleaseError, export_release, release_code_files
 STEPS, SEED = 15, 7
 FILES = {
     "README.md", "model_index.json", "pipeline_difiisr_dwt.py", "image_processor.py", "tiling.py", "fidelity.py",
-    "attention.py",
+    "attention.py", "saving.py",
     "dwt_encoder/config.json", "dwt_encoder/modeling_dwt_encoder.py",
     "scheduler/scheduler_config.json", "scheduler/scheduler_resshift.py",
     "unet/config.json", "vqvae/config.json",

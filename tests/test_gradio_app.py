@@ -141,7 +141,8 @@ def test_upscale_file_16bit_gray_keeps_depth_and_size(pipe, tmp_path):
     source = np.asarray(PIL.Image.open(path))
     assert out.result.mode == "I;16" and out.result.size == (128, 96)
     result = np.asarray(out.result)
-    assert source.min() <= result.min() and result.max() <= source.max()  # restored to the input's range
+    # in the input's counts (not rescaled): the mean level kept; edges may overshoot the input's span
+    assert abs(result.astype(np.float64).mean() - source.astype(np.float64).mean()) < 0.02 * np.ptp(source)
     assert out.result_u8.shape == out.bicubic_u8.shape == (96, 128, 1) and out.result_u8.dtype == np.uint8
     assert steps_seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert "32x24 16-bit" in out.info and "128x96 16-bit" in out.info

@@ -19,6 +19,7 @@ CODE_FILES = {
     "tiling.py": "difiisr_dwt/pipelines/tiling.py",
     "fidelity.py": "difiisr_dwt/pipelines/fidelity.py",
     "attention.py": "difiisr_dwt/pipelines/attention.py",
+    "saving.py": "difiisr_dwt/pipelines/saving.py",
     "dwt_encoder/modeling_dwt_encoder.py": "difiisr_dwt/models/modeling_dwt_encoder.py",
     "scheduler/scheduler_resshift.py": "difiisr_dwt/schedulers/scheduling_resshift.py",
 }

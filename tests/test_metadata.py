@@ -45,6 +45,7 @@ def upscaled(saved_test_model, tmp_path_factory):
     pages = [_rng_image((12, 16)), _rng_image((12, 16))]
     pages[0].save(inputs / "pages.tif", save_all=True, append_images=pages[1:], icc_profile=GRAY, dpi=(150, 150))
     _rng_image((12, 16)).save(inputs / "mismatch.png", icc_profile=SRGB)  # an RGB profile on a grey image
+    _rng_image((12, 16)).save(inputs / "nores.tif")  # no resolution tags
     code = main(["upscale", str(inputs), "-o", str(out), "--model", str(saved_test_model), "--steps", "1",
                  "--device", "cpu"])
     assert code == 0
@@ -78,6 +79,15 @@ def test_tiff_keeps_resolution_tags_and_profile(upscaled):
     frames = read_frames(out / "pages_x4.tif")
     assert len(frames) == 2 and all(f.info.get("icc_profile") == GRAY for f in frames)
     assert all(f.info["resolution"] == pytest.approx((600, 600)) for f in frames)
+
+
+def test_tiff_without_resolution_gets_none(upscaled):
+    """PIL reads a TIFF without resolution tags as dpi (1, 1): that placeholder, x4, claimed 4 dpi (a 64-pixel-wide
+    output printed 16 inches wide)."""
+    _, out = upscaled
+    with PIL.Image.open(out / "nores_x4.tif") as result:
+        assert result.size == (64, 48) and not {282, 283, 296} & set(result.tag_v2)
+    assert kept_metadata(read_frames(upscaled[0] / "nores.tif")[0]) == {}
 
 
 def test_profile_of_another_colour_space_is_not_written(upscaled):

@@ -13,6 +13,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import tifffile
+import torch
 
 from difiisr_dwt.cli import main
 from difiisr_dwt.errors import UsageError
@@ -230,6 +231,33 @@ def test_values_outside_the_range_are_kept_not_clipped(tiny_pipeline):
     assert out.min() < 5.0 and out.max() > 35.0  # clipping would hold them at 10 and 30
     pil = tiny_pipeline(PIL.Image.fromarray(lr, mode="F"), num_inference_steps=1, value_range=(10.0, 30.0)).images[0]
     assert pil.mode == "F" and np.asarray(pil).max() > 35.0
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int16])
+def test_wider_integer_images_under_a_value_range_come_back_as_32_bit_pil(tiny_pipeline, dtype):
+    """An int32 / int16 image with a value_range: PIL mode ``I`` at its levels (it came back as an 8-bit image
+    saturated at 255, or with its negative values at 0)."""
+    lr = np.linspace(-150, 150, 16 * 16).reshape(16, 16).astype(dtype) + (6900 if dtype == np.int32 else 0)
+    low, high = float(lr.min()), float(lr.max())
+    out = tiny_pipeline(lr, num_inference_steps=1, value_range=(low, high)).images[0]
+    values = np.asarray(out).astype(np.float64)
+    assert out.mode == "I" and out.size == (64, 64)
+    assert abs(values.mean() - lr.mean()) < 2 and values.min() < low + 30 and values.max() > high - 30
+
+
+def test_colour_float_and_tensor_inputs_under_a_value_range(tiny_pipeline):
+    """Float RGB in kelvin: PIL has no float RGB, so 8-bit RGB over the range (it was all 255); torch inputs
+    under a value_range are checked like the others and may be half precision."""
+    kelvin = np.linspace(280.0, 300.0, 16 * 16, dtype=np.float32).reshape(16, 16)
+    rgb = tiny_pipeline(np.dstack([kelvin] * 3), num_inference_steps=1, value_range=(270.0, 310.0)).images[0]
+    assert rgb.mode == "RGB" and abs(np.asarray(rgb).mean() - 255 * (290 - 270) / 40) < 3
+    half = torch.from_numpy(kelvin)[None].bfloat16()
+    out = tiny_pipeline(half, num_inference_steps=1, output_type="np", value_range=(270.0, 310.0)).images
+    assert out.shape == (1, 64, 64, 1) and abs(out.mean() - 290.0) < 0.5
+    for bad, message in ((torch.from_numpy(kelvin), "expected a \\(C, H, W\\)"),
+                         (torch.from_numpy(kelvin).expand(4, 16, 16), "expected 1 or 3 channels")):
+        with pytest.raises(ValueError, match=message):
+            tiny_pipeline(bad, num_inference_steps=1, value_range=(270.0, 310.0))
 
 
 def test_float_pil_image_uses_its_own_range_by_default(tiny_pipeline):

@@ -84,7 +84,7 @@ def test_dash_o_writes_the_image_to_stdout_and_logs_to_stderr(saved_test_model, 
     captured = capsysbinary.readouterr()
     with PIL.Image.open(io.BytesIO(captured.out)) as result:  # stdout holds the PNG and nothing else
         assert result.format == "PNG" and result.size == (64, 48)
-    assert b"1 written" in captured.err
+    assert b"1 written" in captured.err and b"-> standard output" in captured.err  # not a temporary folder
     assert list(tmp_path.iterdir()) == [source]  # nothing left beside the input
     for argv in ([tmp_path], [source, source.with_name("b.png")]):  # a folder, several files
         assert _upscale(saved_test_model, *argv, "-o", "-") == 2
@@ -127,3 +127,26 @@ def test_other_image_on_stdin_is_never_answered_with_the_stale_output(saved_test
     PIL.Image.fromarray(GRAY).save(tmp_path / "t" / "stdin_x4.png")
     assert _upscale(saved_test_model, "-", "-o", tmp_path / "t") == 2
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_is_one_error_line(saved_test_model, tmp_path):
+    """``difiisr-dwt upscale a.png -o - | reader`` whose reader is gone: one ``error:`` line naming the broken
+    pipe, exit status 2, no Python 'Exception ignored' noise."""
+    source = tmp_path / "a.png"
+    source.write_bytes(_png_bytes(GRAY))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "difiisr_dwt.cli", "upscale", str(source), "-o", "-", "--model",
+             str(saved_test_model), "--steps", "1", "--device", "cpu"],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(write_end)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err[-2000:]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: standard output was closed before the whole image was written (broken pipe: did the command after | "
+        "fail or stop reading?)"]
+    assert "Traceback" not in err and "Exception ignored" not in err

@@ -24,6 +24,7 @@ between N processes (GPUs, or CPU processes with ACCELERATE_USE_CPU=1); the work
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -84,7 +85,14 @@ def run(args: argparse.Namespace) -> int:
 
     if str(args.output_dir) == "-":
         return _run_to_stdout(args)
-    counts = run_archive(args)
+    output_dir = Path(args.output_dir)
+    created = not output_dir.exists()
+    try:
+        counts = run_archive(args)
+    finally:  # a folder this run made and left empty (every input failed, or an error) does not stay behind
+        if created and PartialState().is_main_process:
+            with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+                output_dir.rmdir()
     if counts["failed"]:
         # the main process names the count; the others only set the exit status
         raise PartialFailure(f"{counts['failed']} input(s) failed" if PartialState().is_main_process else "")
@@ -94,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
 def _run_to_stdout(args: argparse.Namespace) -> int:
     """``-o -``: upscale the one input into a private temporary folder, then copy the result file to standard
     output; everything else the run prints (progress, the summary line) goes to standard error."""
-    import contextlib
     import shutil
     import sys
     import tempfile
@@ -113,13 +120,19 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
         raise UsageError("-o - writes the image's bytes to standard output, which is a terminal; redirect it "
                          "(> out.png) or pipe it on")
     with tempfile.TemporaryDirectory(prefix="difiisr-dwt-stdout-") as folder:
-        args.output_dir = Path(folder)
+        args.output_dir, args.output_label = Path(folder), "standard output"
         with contextlib.redirect_stdout(sys.stderr):
             run(args)  # a failed input raises: nothing reaches standard output
         files = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
         # an R-JPEG's temperatures go out; their 8-bit preview beside them does not
         (result,) = [p for p in files if not any(preview_path(q) == p for q in files if q != p)]
-        with open(result, "rb") as f:
-            shutil.copyfileobj(f, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+        try:
+            with open(result, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            # as the Python docs advise: stdout to devnull, so that the flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise UsageError("standard output was closed before the whole image was written (broken pipe: did "
+                             "the command after | fail or stop reading?)") from None
     return 0

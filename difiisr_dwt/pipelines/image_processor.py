@@ -38,9 +38,12 @@ class ImageMeta:
         bit16: a 16-bit input, restored to ``[low, high]`` as uint16.
         low, high: the input values that 0 and 1 stand for.
         in_units: give the output back in the input's units (``value_range`` given, or a PIL ``F``
-            image): numpy / torch outputs hold ``low + (high - low) * unit``, unclipped, and PIL
-            outputs have the input's type (``I;16`` counts, ``F`` floats, ``L``).
+            image): numpy / torch outputs hold ``low + (high - low) * unit``, unclipped, and grey PIL
+            outputs have the input's type (``L``, ``I;16`` counts, ``I`` 32-bit integers, ``F`` floats);
+            colour PIL outputs are 8-bit RGB: the input's values for uint8, else ``[low, high]`` mapped to
+            0..255 (PIL has no 16-bit, 32-bit or float RGB).
         is_float: a float input (PIL ``F``, numpy float) given back as float values under ``in_units``.
+        wide_int: an integer input other than uint8 / uint16 (int16, int32...) under ``in_units``.
         chroma: `(2, h, w)` LR chroma (Cb, Cr in [-1, 1]) of a colour input, whose luma alone is
             super-resolved; ``None`` for grey inputs.
     """
@@ -52,6 +55,7 @@ class ImageMeta:
     chroma: torch.Tensor | None = None
     in_units: bool = False
     is_float: bool = False
+    wide_int: bool = False
 
 
 
@@ -120,8 +124,9 @@ class IRImageProcessor:
             elif isinstance(item, np.ndarray):
                 pairs = [self._unit_float(item, what, value_range)]
             elif isinstance(item, torch.Tensor) and value_range is not None:
-                batch = item[None] if item.ndim == 3 else item
-                pairs = [self._unit_float(t.permute(1, 2, 0).detach().cpu().numpy(), what, value_range) for t in batch]
+                batch = self._tensor_batch(item, what).detach().cpu()
+                batch = batch.float() if batch.dtype in (torch.float16, torch.bfloat16) else batch  # numpy has no bf16
+                pairs = [self._unit_float(t.permute(1, 2, 0).numpy(), what, value_range) for t in batch]
             elif isinstance(item, torch.Tensor):
                 pairs = self._tensor_images(item, what)
             else:
@@ -166,7 +171,9 @@ class IRImageProcessor:
             low, high = float(value_range[0]), float(value_range[1])
             unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
             meta = ImageMeta(array.shape[2], array.dtype == np.uint16, low, high, in_units=True,
-                             is_float=bool(np.issubdtype(array.dtype, np.floating)))
+                             is_float=bool(np.issubdtype(array.dtype, np.floating)),
+                             wide_int=bool(np.issubdtype(array.dtype, np.integer)) and array.dtype.itemsize > 1
+                             and array.dtype != np.uint16)
         elif array.dtype == np.uint8:
             unit = array.astype(np.float32) / 255.0
         elif array.dtype == np.uint16:
@@ -219,7 +226,8 @@ class IRImageProcessor:
         return array
 
     @staticmethod
-    def _tensor_images(tensor: torch.Tensor, what: str) -> list[tuple[torch.Tensor, ImageMeta]]:
+    def _tensor_batch(tensor: torch.Tensor, what: str) -> torch.Tensor:
+        """A `(C, H, W)` or `(B, C, H, W)` image tensor as `(B, C, H, W)`, its shape checked."""
         if tensor.ndim == 3:
             tensor = tensor[None]
         if tensor.ndim != 4:
@@ -228,6 +236,11 @@ class IRImageProcessor:
             raise ValueError(f"{what}: expected 1 or 3 channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)}).")
         if tensor.numel() == 0:
             raise ValueError(f"{what}: image is empty (shape {tuple(tensor.shape)}).")
+        return tensor
+
+    @classmethod
+    def _tensor_images(cls, tensor: torch.Tensor, what: str) -> list[tuple[torch.Tensor, ImageMeta]]:
+        tensor = cls._tensor_batch(tensor, what)
         if tensor.dtype == torch.uint8:
             tensor = tensor.float() / 255
         elif tensor.is_floating_point():
@@ -284,11 +297,18 @@ class IRImageProcessor:
             values = image.double().permute(1, 2, 0).numpy()
             if meta.is_float and meta.channels == 1:
                 return PIL.Image.fromarray(values[:, :, 0].astype(np.float32), mode="F")
-            if not meta.bit16 or meta.channels == 1:
+            if meta.wide_int and meta.channels == 1:
+                info = np.iinfo(np.int32)
+                if values.min() < info.min - 0.5 or values.max() > info.max + 0.5:
+                    raise ValueError(f"Output values {values.min():.6g}..{values.max():.6g} do not fit PIL's 32-bit "
+                                     "integer mode 'I'; use output_type='np' or 'pt'.")
+                return PIL.Image.fromarray(np.round(values[:, :, 0]).astype(np.int32), mode="I")
+            if not (meta.bit16 or meta.is_float or meta.wide_int) or meta.channels == 1:
                 top, dtype = (65535, np.uint16) if meta.bit16 else (255, np.uint8)
                 array = np.clip(np.round(values), 0, top).astype(dtype)
                 return PIL.Image.fromarray(array[:, :, 0] if meta.channels == 1 else array)
-            image = image.sub(meta.low).div_(meta.high - meta.low).clamp_(0, 1)  # PIL has no 16-bit or float RGB
+            # PIL has no 16-bit, 32-bit or float RGB: the range to 8 bits
+            image = image.sub(meta.low).div_(meta.high - meta.low).clamp_(0, 1)
         if meta.bit16 and meta.channels == 1:  # PIL has no 16-bit RGB: such inputs come back as 8-bit RGB
             values = image[0].double().mul_(meta.high - meta.low).add_(meta.low).round_().clamp_(0, 65535)
             return PIL.Image.fromarray(values.numpy().astype(np.uint16))

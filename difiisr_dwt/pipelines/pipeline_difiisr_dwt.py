@@ -8,19 +8,16 @@ and the VQ-f4 decoder turns the last ``z0`` into pixels. Iterative back-projecti
 output agree with its input: ``bicubic_down(SR) = LR`` (a grey level of a thermal image is a
 temperature; the output must not move it).
 
-The pipeline class lives here; its image processor, tiling and fidelity step are the sibling files
-``image_processor.py``, ``tiling.py`` and ``fidelity.py``, imported relatively. The four files are
-self-contained (torch, numpy, PIL, diffusers): they are also the Hub folder's pipeline code files,
-and the components arrive as objects.
+The pipeline class lives here; its image processor, tiling, fidelity step, window attention and saving are
+the sibling files ``image_processor.py``, ``tiling.py``, ``fidelity.py``, ``attention.py`` and ``saving.py``,
+imported relatively. These files are self-contained (torch, numpy, PIL, diffusers): they are also the Hub
+folder's pipeline code files, and the components arrive as objects.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import numbers
-import os
-import shutil
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -31,7 +28,6 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, UNet2DModel, VQModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput, deprecate, logging
-from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from diffusers.utils.torch_utils import randn_tensor
 
 # Every sibling file is imported here, directly: loading a local folder, diffusers copies the pipeline
@@ -39,9 +35,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from .attention import set_decoder_attention_window, set_unet_attention_window
 from .fidelity import LRConsistencyMixin
 from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
+from .saving import HubFolderMixin
 from .tiling import TilingConfig, tiled_with_shared_norms
 
 logger = logging.get_logger(__name__)  # diffusers' logger, as its pipelines
+# attribute of a UNet / VQ decoder recording the window it runs its attention with (None: global attention)
+_WINDOW_ATTRIBUTE = "_difiisr_attention_window"
 
 
 @dataclass
@@ -71,7 +70,7 @@ def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
 
 
-class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
+class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
     r"""x4 super-resolution of infrared images: ResShift sampling in wavelet space, VQ-f4 decoding,
     back-projection onto the input.
 
@@ -91,10 +90,13 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
 
     Memory features (state, as diffusers' ``enable_vae_tiling``): :meth:`enable_decode_tiling`
     (on by default for latents larger than 160 x 160 LR pixels; whole-image decoding below) and
-    :meth:`enable_unet_tiling` (off by default). Both share GroupNorm statistics across tiles, so
-    tiling moves no grey level. :meth:`enable_unet_window_attention` and :meth:`enable_decoder_window_attention`
-    (the config's ``unet_attention_window`` and ``decoder_attention_window``) make the attention cost linear in
-    the image's area.
+    :meth:`enable_unet_tiling` (off by default). Both share GroupNorm statistics across tiles; a decoder with
+    global attention (the embedded one) attends within each tile, so its raw output (``lr_consistency=False``)
+    moves by a few grey levels from tile to tile, which the fidelity step (the default) takes out (README).
+    :meth:`enable_unet_window_attention` and :meth:`enable_decoder_window_attention` (the config's
+    ``unet_attention_window`` and ``decoder_attention_window``) make the attention cost linear in the image's area.
+    A second pipeline on the same components: :meth:`from_pipe` (``DifIISRDWTPipeline(**pipe.components)`` takes
+    the constructor's defaults for ``quantize_decode``).
     """
 
     model_cpu_offload_seq = "dwt_encoder->unet->vqvae"
@@ -103,10 +105,6 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
     decode_channels_last = True
     _callback_tensor_inputs = ["latents", "pred_vq_latents", "lr_condition"]
     _deprecated_tensor_inputs = {"pred_latents": "pred_vq_latents", "lr_latents": "lr_condition"}
-    #: file name of each custom component's code in a saved folder (``model_index.json`` names it without
-    #: ``.py``): the released names, whatever the module is called where the class came from (the
-    #: ``difiisr_dwt`` package names the scheduler's module ``scheduling_resshift``, in diffusers' style).
-    _component_code_files = {"dwt_encoder": "modeling_dwt_encoder.py", "scheduler": "scheduler_resshift.py"}
 
     def __init__(self, dwt_encoder, unet: UNet2DModel, vqvae: VQModel, scheduler, quantize_decode: bool = True,
                  unet_attention_window: int | None = None, decoder_attention_window: int | None = None):
@@ -135,9 +133,12 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         self.unet_tiling: TilingConfig | None = None
         self.unet_attention_window: int | None = None
         self.decoder_attention_window: int | None = None
-        windows = (("unet_attention_window", unet_attention_window, self.enable_unet_window_attention),
-                   ("decoder_attention_window", decoder_attention_window, self.enable_decoder_window_attention))
-        for name, window, enable in windows:
+        windows = (("unet_attention_window", unet_attention_window, unet, self.enable_unet_window_attention),
+                   ("decoder_attention_window", decoder_attention_window, vqvae.decoder,
+                    self.enable_decoder_window_attention))
+        for name, window, module, enable in windows:
+            # components of another pipeline keep the windows they run with, and this pipeline says so
+            window = getattr(module, _WINDOW_ATTRIBUTE, None) if window is None else window
             if window is not None:
                 try:
                     enable(window)
@@ -166,18 +167,20 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
     def prior_noise_scale(self) -> float:
         return self._prior_noise_scale
 
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (from a ``callback_on_step_end``) to stop sampling after the current
+        step, as in diffusers' pipelines; at least one step runs, and its prediction is decoded."""
+        return getattr(self, "_interrupt", False)  # False outside a call (training calls the steps directly)
+
     # ------------------------------------------------------------------ memory features
     def enable_decode_tiling(self, tile_size: int = 160, tile_overlap: int = 16) -> None:
         """Decode latents larger than ``tile_size`` (latent = LR pixels) in overlapping tiles that share
         their GroupNorm statistics (two passes over the tiles); smaller ones decode whole.
 
         Raises:
-            ValueError: ``tile_size <= 0`` or ``tile_overlap`` outside ``[0, tile_size)``.
+            ValueError: ``tile_size`` not a positive integer or ``tile_overlap`` not one in ``[0, tile_size)``.
         """
-        if tile_size <= 0 or not 0 <= tile_overlap < tile_size:
-            raise ValueError(
-                f"Need decode tile_size > 0 and 0 <= tile_overlap < tile_size, got {tile_size} and {tile_overlap}."
-            )
         self.decode_tiling = TilingConfig(tile_size, tile_overlap)
 
     def disable_decode_tiling(self) -> None:
@@ -189,19 +192,25 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         GroupNorm statistics shared across the tiles (two passes: about twice the UNet's time).
 
         Raises:
-            ValueError: ``tile_size`` not a positive multiple of :attr:`unet_size_multiple`, or
-                ``tile_overlap`` outside ``[0, tile_size)``.
+            ValueError: ``tile_size`` not a positive integer multiple of :attr:`unet_size_multiple`, or
+                ``tile_overlap`` not an integer in ``[0, tile_size)``.
         """
-        multiple = self.unet_size_multiple
-        if tile_size <= 0 or tile_size % multiple:
+        tiling, multiple = TilingConfig(tile_size, tile_overlap), self.unet_size_multiple
+        if tiling.tile_size % multiple:
             raise ValueError(f"`tile_size` must be a positive multiple of {multiple}, got {tile_size}.")
-        if not 0 <= tile_overlap < tile_size:
-            raise ValueError(f"`tile_overlap` must be in [0, tile_size), got {tile_overlap}.")
-        self.unet_tiling = TilingConfig(tile_size, tile_overlap)
+        self.unet_tiling = tiling
 
     def disable_unet_tiling(self) -> None:
         """Run the UNet on the whole image (the default)."""
         self.unet_tiling = None
+
+    def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
+        """diffusers' attention slicing has nothing to act on here (``UNet2DModel`` and ``VQModel`` have no sliced
+        attention): a warning names the memory features that do (``disable_attention_slicing`` is silent)."""
+        if slice_size is not None:
+            logger.warning("enable_attention_slicing(%r) changes nothing in this pipeline; to bound memory use "
+                           "enable_unet_window_attention(), enable_decoder_window_attention(), enable_unet_tiling() or "
+                           "enable_decode_tiling().", slice_size)
 
     def enable_unet_window_attention(self, window_size: int = 32) -> None:
         """Run the UNet's self-attention layers within windows of ``window_size`` x ``window_size`` LR pixels
@@ -249,6 +258,16 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
             logger.warning("%s %s: the %s has no attention layer; nothing changes.", setting, window_size,
                            type(module).__name__)
         setattr(self, setting, None if window_size is None else int(window_size))
+        setattr(module, _WINDOW_ATTRIBUTE, getattr(self, setting))
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
+        """diffusers' ``from_pipe``: a new pipeline on ``pipeline``'s components and settings (``quantize_decode``,
+        the attention windows), no extra memory. The DWT encoder is passed along by name: its class is the model
+        folder's code, which the signature cannot name, and diffusers would leave it out."""
+        if "dwt_encoder" in pipeline.components:
+            kwargs.setdefault("dwt_encoder", pipeline.components["dwt_encoder"])
+        return super().from_pipe(pipeline, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(
@@ -260,18 +279,30 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str],
         value_range: tuple[float, float] | None = None,
         prior_noise_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        flags: dict[str, object] | None = None,
     ) -> None:
         """Raise a ``ValueError`` naming the first bad argument of :meth:`__call__` (images are checked
-        by :meth:`IRImageProcessor.preprocess`)."""
+        by :meth:`IRImageProcessor.preprocess`); ``flags``: name -> value of its on / off arguments."""
         if image is None:
             raise ValueError("`image` must be given.")
         steps = self.scheduler.config.num_train_timesteps
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= steps:
+        try:  # any integer type: Python, numpy, torch
+            count = None if isinstance(num_inference_steps, bool) else operator.index(num_inference_steps)
+        except TypeError:
+            count = None
+        if count is None or not 1 <= count <= steps:
             raise ValueError(f"`num_inference_steps` must be an integer in [1, {steps}], got {num_inference_steps!r}.")
-        if not 0.0 <= noise_scale <= 1.0:
-            raise ValueError(f"`noise_scale` must lie in [0, 1], got {noise_scale!r}.")
-        if not 0.0 <= prior_noise_scale <= 1.0:
-            raise ValueError(f"`prior_noise_scale` must lie in [0, 1], got {prior_noise_scale!r}.")
+        for name, value in (("noise_scale", noise_scale), ("prior_noise_scale", prior_noise_scale)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"`{name}` must be a number in [0, 1], got {value!r}.")
+        for name, value in (flags or {}).items():
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+        generators = generator if isinstance(generator, list) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+            raise ValueError(f"`generator` must be a torch.Generator, a list of them (one per image) or None, got "
+                             f"{generator!r}.")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
         if value_range is not None:
@@ -369,6 +400,8 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         pred_vq_latents = None
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt and pred_vq_latents is not None:  # the last prediction is decoded
+                    break
                 pred_vq_latents = self.predict_vq_latents(latents, lr_condition, t)
                 pred_state = self.dwt_encoder.project_latent(pred_vq_latents.to(self.dwt_encoder.dtype)).float()
                 latents = self.scheduler.step(
@@ -378,6 +411,14 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
                     tensors = {"latents": latents, "pred_vq_latents": pred_vq_latents, "lr_condition": lr_condition}
                     callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    if not isinstance(callback_outputs, dict):
+                        raise ValueError("`callback_on_step_end` must return a dict (the callback_kwargs it was given, "
+                                         f"changed or not), got {type(callback_outputs).__name__}.")
+                    for name in callback_outputs.keys() & tensors.keys():
+                        shape, expected = getattr(callback_outputs[name], "shape", None), tensors[name].shape
+                        if shape != expected:
+                            raise ValueError(f"`callback_on_step_end` returned {name!r} of shape {shape}; expected "
+                                             f"{tuple(expected)}.")
                     latents = callback_outputs.pop("latents", latents)
                     pred_vq_latents = callback_outputs.pop("pred_vq_latents", pred_vq_latents)
                 progress_bar.update()
@@ -463,8 +504,9 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
                 (and, passed again, of every call of a sequence): a temperature maps to the same model
                 input in every frame, and sensor noise keeps its true scale. Values outside it are not
                 clipped: the model sees them saturated, and the fidelity step (in float) gives them back.
-                Outputs then come in the input's units: numpy / torch values unclipped, PIL in the input's
-                type (``I;16`` counts, ``F`` floats). ``None`` (default): each 16-bit or float image is
+                Outputs then come in the input's units: numpy / torch values unclipped, grey PIL in the input's
+                type (``I;16`` counts, ``I`` other integers, ``F`` floats), colour PIL as 8-bit RGB (the range
+                mapped to 0..255 unless the input is uint8). ``None`` (default): each 16-bit or float image is
                 mapped by its own minimum and maximum (see :func:`difiisr_dwt.radiometric.sequence_value_range`
                 for a sequence's default).
             **legacy_tiling: ``tile_size``, ``tile_overlap``, ``decode_tile_size``,
@@ -483,19 +525,23 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
             if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
                 callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
             tensor_inputs = self._tensor_input_names(callback_on_step_end_tensor_inputs)
+            flags = {"lr_consistency": lr_consistency, "return_dict": return_dict}
+            flags.update({} if quantize is None else {"quantize": quantize})
             self.check_inputs(image, num_inference_steps, noise_scale, output_type, tensor_inputs, value_range,
-                              prior_noise_scale)
+                              prior_noise_scale, generator, flags)
             if not (input_noise_level is None or input_noise_level == "auto" or (
-                    isinstance(input_noise_level, numbers.Real) and 0 <= input_noise_level < float("inf"))):
+                    isinstance(input_noise_level, numbers.Real) and not isinstance(input_noise_level, bool)
+                    and 0 <= input_noise_level < float("inf"))):
                 raise ValueError(
                     f"`input_noise_level` must be 'auto', None or a finite value >= 0, got {input_noise_level!r}.")
-            self._noise_scale, self._prior_noise_scale = noise_scale, prior_noise_scale
+            self._noise_scale, self._prior_noise_scale = float(noise_scale), float(prior_noise_scale)
+            self._interrupt, num_inference_steps = False, int(num_inference_steps)
             quantize = self.config.quantize_decode if quantize is None else quantize
 
             # 2. Preprocess: (3, h, w) tensors in [-1, 1] and how to give each back
             items = self.image_processor.preprocess(image, value_range)
             if isinstance(generator, list) and len(generator) != len(items):
-                raise ValueError(f"Got {len(generator)} generators for {len(items)} images; pass one per image.")
+                raise ValueError(f"Got {len(generator)} generator(s) for {len(items)} image(s); pass one per image.")
             device = self._execution_device
 
             # 3. Timesteps: a subsequence of the trained schedule
@@ -543,50 +589,6 @@ class DifIISRDWTPipeline(LRConsistencyMixin, DiffusionPipeline):
         if renamed != names:
             deprecate("pred_latents/lr_latents", "1.0.0", "Use 'pred_vq_latents' and 'lr_condition'.")
         return renamed
-
-    # ------------------------------------------------------------------ saving
-    @classmethod
-    def code_files(cls, component_classes: dict[str, type]) -> dict[str, str]:
-        """Folder-relative path -> source file of every code file a saved pipeline folder carries.
-
-        This file and its sibling files (the ones it imports relatively, which diffusers copies beside it
-        when it loads the folder's pipeline) go to the folder's root; each custom component's module goes
-        to the component's folder, named by :attr:`_component_code_files`.
-
-        Args:
-            component_classes: component name -> class, for the components whose code is not diffusers'.
-        """
-        pipeline_source = inspect.getfile(cls)
-        files = {os.path.basename(pipeline_source): pipeline_source}
-        for sibling in sorted(get_relative_import_files(pipeline_source)):
-            files[os.path.basename(sibling)] = sibling
-        for name, component_class in component_classes.items():
-            source = inspect.getfile(component_class)
-            files[f"{name}/{cls._component_code_files.get(name, os.path.basename(source))}"] = source
-        return files
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Save as a self-contained Hub folder: weights, configs, and the code files of :meth:`code_files`.
-
-        ``model_index.json`` gets diffusers' remote-code list form, so the folder loads anywhere with
-        ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.
-        """
-        super().save_pretrained(save_directory, **kwargs)
-        index_path = os.path.join(save_directory, "model_index.json")
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
-        custom = {"dwt_encoder": self.dwt_encoder, "scheduler": self.scheduler}
-        for relative, source in self.code_files({name: type(c) for name, c in custom.items()}).items():
-            shutil.copyfile(source, os.path.join(save_directory, relative))
-            folder, _, file_name = relative.rpartition("/")
-            if folder in custom:
-                index[folder] = [os.path.splitext(file_name)[0], type(custom[folder]).__name__]
-        index["_class_name"] = [os.path.splitext(os.path.basename(inspect.getfile(type(self))))[0], type(self).__name__]
-        tmp_path = index_path + ".tmp"
-        with open(tmp_path, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp_path, index_path)
 
 
 def _group_by_size(items: list[tuple[torch.Tensor, ImageMeta]]) -> Iterator[list[int]]:

@@ -7,6 +7,7 @@ A sibling file of ``pipeline_difiisr_dwt.py`` (also in the Hub folder); it impor
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,10 +18,29 @@ import torch.nn.functional as F
 
 @dataclass
 class TilingConfig:
-    """A tiling memory feature: tile side and overlap, in the component's input pixels."""
+    """A tiling memory feature: tile side and overlap, in the component's input pixels.
+
+    Raises:
+        ValueError: ``tile_size`` not a positive integer, or ``tile_overlap`` not an integer in ``[0, tile_size)``
+            (any integer type is taken: Python, numpy, torch; not floats, strings or bools).
+    """
 
     tile_size: int
     tile_overlap: int
+
+    def __post_init__(self) -> None:
+        size, overlap = (None if isinstance(v, bool) else _index(v) for v in (self.tile_size, self.tile_overlap))
+        if size is None or overlap is None or size <= 0 or not 0 <= overlap < size:
+            raise ValueError(f"`tile_size` must be a positive integer and `tile_overlap` an integer in [0, tile_size), "
+                             f"got {self.tile_size!r} and {self.tile_overlap!r}.")
+        self.tile_size, self.tile_overlap = size, overlap
+
+
+def _index(value) -> int | None:
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
