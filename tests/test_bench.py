@@ -272,3 +272,68 @@ def test_decoder_benchmark_rows_and_ceiling(tmp_path):
     assert ceiling[folders[0]] == ceiling[folders[1]] and ceiling[folders[0]]["images"] == 2
     # an untrained decoder is far from the HR; back-projection onto the LR pulls it most of the way back
     assert ceiling[folders[0] + " + BP"]["psnr_y"] > ceiling[folders[0]]["psnr_y"] + 3
+
+
+def test_quick_json_says_it_is_complete(quick_results):
+    assert quick_results["meta"]["complete"] is True
+
+
+def test_interrupted_bench_keeps_the_finished_sections(tmp_path, monkeypatch, capsys):
+    """``--json`` is rewritten after each section: an interrupt during the second keeps the first."""
+    from difiisr_dwt.benchmarks import encoder, end_to_end
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoder, "bench_encoder", lambda config: {"done": 1})
+    monkeypatch.setattr(end_to_end, "bench_end_to_end", interrupted)
+    out = tmp_path / "bench.json"
+    assert _run_cli(["--quick", "--section", "encoder", "--section", "end-to-end", "--json", str(out)]) == 130
+    assert capsys.readouterr().err.endswith("error: interrupted\n")
+    saved = json.loads(out.read_text())
+    assert saved["encoder"] == {"done": 1} and "end_to_end" not in saved
+    assert saved["meta"]["complete"] is False
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary file left
+
+
+def _vq_folder(path):
+    from difiisr_dwt.presets import build_vqvae
+
+    torch.manual_seed(0)
+    build_vqvae("test").save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("model, message", [
+    ("nothere", "cannot load the VQModel nothere: no such folder"),
+    ("pipeline", "no readable config.json"),  # a pipeline folder, not its vqvae/
+])
+def test_decoder_benchmark_bad_model_is_one_error_line(model, message, tmp_path, monkeypatch, capsys):
+    from difiisr_dwt.benchmarks import decoder
+
+    (tmp_path / "pipeline").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(decoder, "decode_seconds", lambda *a, **k: pytest.fail("ran before checking the models"))
+    assert decoder.main([_vq_folder(tmp_path / "good"), model]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_decoder_benchmark_checks_lpips_weights_before_any_work(tmp_path, monkeypatch, capsys):
+    """The ceiling's LPIPS backbone is looked for first, not after the minutes of the cost section."""
+    import PIL.Image
+
+    from difiisr_dwt import metrics
+    from difiisr_dwt.benchmarks import decoder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty torchvision cache
+    monkeypatch.delenv(metrics.LPIPS_WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(metrics, "_LPIPS_CACHE", {})
+    monkeypatch.setattr(decoder, "decode_seconds", lambda *a, **k: pytest.fail("ran before checking LPIPS"))
+    (tmp_path / "hr").mkdir()
+    PIL.Image.new("L", (32, 32)).save(tmp_path / "hr" / "a.png")
+    vq = _vq_folder(tmp_path / "vq")
+    assert decoder.main([vq, "--encoder", vq, "--hr", str(tmp_path / "hr")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No ImageNet backbone for LPIPS-alex") and err.count("\n") == 1
+    assert "--lpips_backbone_dir" in err

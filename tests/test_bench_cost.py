@@ -119,3 +119,130 @@ def test_example_frames_are_distinct_160x128_frames():
     frames = example_frames(6)
     assert len(frames) == 6 and all(f.size == (160, 128) and f.mode == "L" for f in frames)
     assert len({f.tobytes() for f in frames}) == 6
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def _no_benchmark_run(*args, **kwargs):
+    raise AssertionError("the benchmarks ran; the error should have come first")
+
+
+def test_cost_frames_are_folders_or_files_and_fill_a_folder_of_six(tmp_path):
+    """``--cost-frames``: a folder gives its images (sorted), a file itself; fewer frames than a folder needs are
+    mirrored, then repeated."""
+    import PIL.Image
+
+    from difiisr_dwt.benchmarks.cost import example_frames, frame_files
+
+    folder = tmp_path / "lr"
+    folder.mkdir()
+    for name, size in (("b.png", (40, 30)), ("a.tif", (40, 30))):
+        PIL.Image.new("L", size, 100).save(folder / name)
+    (folder / "notes.txt").write_text("not a frame")
+    single = tmp_path / "one.png"
+    PIL.Image.linear_gradient("L").resize((48, 32)).save(single)
+    assert frame_files([folder, single]) == [folder / "a.tif", folder / "b.png", single]
+    frames = example_frames(6, [single])
+    assert len(frames) == 6 and all(f.size == (48, 32) and f.mode == "L" for f in frames)
+    assert frames[1].tobytes() == frames[0].transpose(PIL.Image.FLIP_LEFT_RIGHT).tobytes()
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--cost-frames"),  # no examples/images (a wheel install): the error names the option
+    (["--cost-frames", "nothere"], "--cost-frames nothere: no such file or folder"),
+])
+def test_cost_section_without_frames_names_the_option_before_any_work(argv, message, tmp_path, monkeypatch, capsys):
+    from difiisr_dwt.benchmarks import cost
+    from difiisr_dwt.cli import main
+
+    monkeypatch.setattr(cost, "EXAMPLES", tmp_path / "site-packages" / "examples" / "images")
+    monkeypatch.setattr("difiisr_dwt.commands.bench.run_benchmarks", _no_benchmark_run)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--section", "cost", "--no-whole-process", *argv]) == 2
+    assert message in _one_error_line(capsys)
+
+
+def test_default_realesrgan_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """``../shared/tools/realesrgan_torch.py``, as ``--help`` says: of the working directory, not of the package
+    (which a wheel puts in site-packages)."""
+    from difiisr_dwt.benchmarks import cost
+
+    script = tmp_path / "shared" / "tools" / "realesrgan_torch.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(FAKE_UPSCALER)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.delenv("DIFIISR_SHARED", raising=False)
+    assert cost.default_realesrgan() == script
+    assert cost.realesrgan_script(QUICK) == script
+    monkeypatch.setenv("DIFIISR_SHARED", str(tmp_path / "elsewhere"))
+    assert cost.default_realesrgan() == tmp_path / "elsewhere" / "tools" / "realesrgan_torch.py"
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "pass --realesrgan SCRIPT, or --no-whole-process"),
+    (["--realesrgan", "missing.py"], "--realesrgan missing.py: no such file"),
+])
+def test_cost_section_without_the_runner_names_the_options_before_any_work(argv, message, tmp_path, monkeypatch,
+                                                                            capsys):
+    from difiisr_dwt.cli import main
+
+    monkeypatch.delenv("DIFIISR_SHARED", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/tools here
+    monkeypatch.setattr("difiisr_dwt.commands.bench.run_benchmarks", _no_benchmark_run)
+    assert main(["bench", "--section", "cost", *argv]) == 2
+    err = _one_error_line(capsys)
+    assert message in err and "--no-whole-process" in err
+
+
+def test_cost_section_gets_absolute_frames_and_runner(tmp_path, monkeypatch):
+    """What the command hands the cost section: the frames and the runner as absolute paths (its child processes
+    run elsewhere), the runner found in ``../shared/tools`` of the working directory."""
+    import PIL.Image
+
+    from difiisr_dwt.cli import main
+
+    script = tmp_path / "shared" / "tools" / "realesrgan_torch.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(FAKE_UPSCALER)
+    work = tmp_path / "work"
+    (work / "lr").mkdir(parents=True)
+    PIL.Image.new("L", (40, 32)).save(work / "lr" / "f.png")
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("DIFIISR_SHARED", raising=False)
+    seen = {}
+
+    def fake_run(config, sections, threads=None, on_section=None):
+        seen["config"] = config
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("difiisr_dwt.commands.bench.run_benchmarks", fake_run)
+    assert main(["bench", "--section", "cost", "--cost-frames", "lr"]) == 130
+    assert seen["config"].cost_frames == (str(work / "lr" / "f.png"),)
+    assert seen["config"].cost_realesrgan is None  # the default, found: cost.realesrgan_script resolves it again
+
+
+def test_startup_part_runs_on_the_given_frame_and_an_absolute_model(tmp_path, monkeypatch):
+    """The start-up child runs in the package's folder: it gets the ``--cost-frames`` frame and an absolute
+    model folder, never the checkout's examples (absent after a wheel install)."""
+    import PIL.Image
+
+    from difiisr_dwt.benchmarks import cost, startup
+
+    PIL.Image.new("L", (40, 32)).save(tmp_path / "f.png")
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cost, "EXAMPLES", tmp_path / "no_examples")
+    seen = {}
+
+    def fake_compare(roots, model, threads, repeats, timeout, frame=None):
+        seen.update(model=model, frame=frame)
+        return {"runs": {str(r): [] for r in roots}, "median": {str(r): {} for r in roots}}
+
+    monkeypatch.setattr(startup, "compare", fake_compare)
+    cost.startup(replace(QUICK, gpu_model="model", cost_frames=("f.png",)))
+    assert seen == {"model": str(tmp_path / "model"), "frame": tmp_path / "f.png"}

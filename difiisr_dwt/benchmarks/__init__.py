@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 #: Every section, in run order; :data:`DEFAULT_SECTIONS` run when none is named.
@@ -71,7 +72,8 @@ class BenchConfig:
     cost_component_repeats: int = 3  # default calls of the in-process split (after one warm-up call)
     cost_folder_sizes: tuple[int, ...] = (1, 6)  # frames per folder of the whole-process comparison
     cost_sizes: tuple[tuple[int, int], ...] = ((160, 128), (640, 512))  # LR (width, height), no tiling
-    cost_realesrgan: str | None = None  # realesrgan_torch.py; None: ../shared/tools/realesrgan_torch.py
+    cost_realesrgan: str | None = None  # realesrgan_torch.py; None: ../shared/tools/realesrgan_torch.py of the cwd
+    cost_frames: tuple[str, ...] = ()  # LR frames (folders or image files); (): the checkout's examples/images
     cost_whole_process: bool = True
     cost_isolate: bool = True  # one fresh process per size (honest peaks)
     cost_timeout_s: float = 7200.0  # per child process
@@ -92,7 +94,7 @@ QUICK = BenchConfig(
 
 
 def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = DEFAULT_SECTIONS,
-                   threads: int | None = None) -> dict:
+                   threads: int | None = None, on_section: Callable[[dict], None] | None = None) -> dict:
     """Run ``sections`` of ``config``.
 
     Args:
@@ -100,6 +102,8 @@ def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = DEFAULT_SECT
         sections: names from :data:`SECTIONS`.
         threads: torch threads while benchmarking (and of the tiling children); the previous count
             is restored afterwards. ``None`` keeps the current count.
+        on_section: called with the results so far after each section (``bench --json`` saves them, so that
+            an interrupted run keeps what it finished).
 
     Returns:
         ``{"meta": {...}, <section>: {...}}`` with ``end_to_end`` as the key of ``end-to-end``.
@@ -116,12 +120,12 @@ def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = DEFAULT_SECT
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_sections(config, sections)
+        return _run_sections(config, sections, on_section or (lambda results: None))
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run_sections(config: BenchConfig, sections: tuple[str, ...]) -> dict:
+def _run_sections(config: BenchConfig, sections: tuple[str, ...], on_section: Callable[[dict], None]) -> dict:
     import torch
 
     results: dict = {
@@ -142,25 +146,31 @@ def _run_sections(config: BenchConfig, sections: tuple[str, ...]) -> dict:
         from difiisr_dwt.benchmarks.encoder import bench_encoder
 
         results["encoder"] = bench_encoder(config)
+        on_section(results)
     if "end-to-end" in sections:
         from difiisr_dwt.benchmarks.end_to_end import bench_end_to_end
 
         results["end_to_end"] = bench_end_to_end(config)
+        on_section(results)
     if "tiling" in sections:
         from difiisr_dwt.benchmarks.tiling import bench_tiling
 
         results["tiling"] = bench_tiling(config, threads=torch.get_num_threads())
+        on_section(results)
     if "train" in sections:
         from difiisr_dwt.benchmarks.train_throughput import bench_training
 
         results["train"] = bench_training(config)
+        on_section(results)
     if "gpu" in sections:
         from difiisr_dwt.benchmarks.gpu_check import bench_gpu
 
         results["gpu"] = bench_gpu(config)
+        on_section(results)
     if "cost" in sections:
         from difiisr_dwt.benchmarks.cost import bench_cost
 
         results["cost"] = bench_cost(config)
+        on_section(results)
     results["meta"]["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return results

@@ -28,8 +28,10 @@ Five measurements of one model folder (any: ``--model``; default the embedded mo
 A size whose child process runs longer than ``cost_size_timeout_s`` (a quadratic attention over the latent
 of a large frame) is reported as ``timed_out_s`` instead of figures: measured with a cap.
 
-The frames are the package's example LR frames (``examples/images``, 160x128 grey); the folder of six is
-those four plus the first two mirrored left-right. Figures to report, not assertions.
+The frames are ``cost_frames`` (``--cost-frames``: folders or image files, read as grey), by default the
+checkout's example LR frames (``examples/images``, four 160x128; a wheel does not ship them, so an installed
+package needs ``--cost-frames``); the folder of six is those frames, then the same mirrored left-right (then
+again, when there are fewer than six). Figures to report, not assertions.
 """
 
 from __future__ import annotations
@@ -43,18 +45,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import PIL.Image
 
 from difiisr_dwt.benchmarks import BenchConfig
+from difiisr_dwt.errors import UsageError
+from difiisr_dwt.io import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
+#: The checkout's example LR frames: the default frames (absent after a wheel install, which ships no examples/).
 EXAMPLES = REPO / "examples" / "images"
-#: Real-ESRGAN x4plus on CPU (a comparison tool of the project's shared folder, not part of the package).
-DEFAULT_REALESRGAN = Path(os.environ.get("DIFIISR_SHARED", REPO.parent / "shared")) / "tools" / "realesrgan_torch.py"
+#: Real-ESRGAN x4plus on CPU (a comparison tool of the project's shared folder, not part of the package), as
+#: ``--help`` documents it: relative to the working directory (``$DIFIISR_SHARED/tools/...`` when that is set).
+DEFAULT_REALESRGAN = Path("..") / "shared" / "tools" / "realesrgan_torch.py"
 #: (object attribute, category): what the split times, where the pipeline has it.
 PIPELINE_COMPONENTS = (
     ("prepare_condition", "encode"), ("predict_vq_latents", "unet"), ("decode_vq_latents", "decode"),
@@ -64,13 +71,56 @@ FIDELITY_FUNCTIONS = ("shrink_flat_detail", "back_project")
 CATEGORIES = ("encode", "unet", "adapter", "decode", "fidelity", "other")
 
 
-def example_frames(count: int) -> list[PIL.Image.Image]:
-    """``count`` distinct 160x128 grey LR frames: the examples, then the examples mirrored left-right."""
-    frames = [PIL.Image.open(path).convert("L") for path in sorted(EXAMPLES.glob("*.png"))]
-    if not frames:
-        raise FileNotFoundError(f"no example frames in {EXAMPLES}")
-    mirrored = [frame.transpose(PIL.Image.FLIP_LEFT_RIGHT) for frame in frames]
-    return (frames + mirrored)[:count]
+def default_realesrgan() -> Path:
+    """Where the Real-ESRGAN runner is looked for without ``--realesrgan``: ``$DIFIISR_SHARED/tools`` when set,
+    else ``../shared/tools`` of the working directory (not of the package, which may be in site-packages)."""
+    shared = os.environ.get("DIFIISR_SHARED")
+    script = Path(shared) / "tools" / DEFAULT_REALESRGAN.name if shared else DEFAULT_REALESRGAN
+    return Path(os.path.abspath(script))  # against the working directory, '..' folded for the messages
+
+
+def realesrgan_script(config: BenchConfig) -> Path:
+    """The Real-ESRGAN runner ``config`` names, else :func:`default_realesrgan`."""
+    return Path(config.cost_realesrgan) if config.cost_realesrgan else default_realesrgan()
+
+
+def frame_files(paths: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """The LR frames of the cost section: the image files of ``paths`` (folders: their images, sorted; files
+    as given), or without ``paths`` the checkout's :data:`EXAMPLES`.
+
+    Raises:
+        UsageError: a path that does not exist, a folder without images, or no ``paths`` and no examples
+            (a wheel install): the message names ``--cost-frames``.
+    """
+    if not paths:
+        files = sorted(EXAMPLES.glob("*.png")) if EXAMPLES.is_dir() else []
+        if not files:
+            raise UsageError(f"no example frames in {EXAMPLES} (an installed package ships none): "
+                             "pass --cost-frames DIR_OR_IMAGE (LR frames, e.g. a checkout's examples/images)")
+        return files
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise UsageError(f"--cost-frames {path}: no images in this folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"--cost-frames {path}: no such file or folder")
+    return files
+
+
+def example_frames(count: int, paths: Sequence[str | os.PathLike] = ()) -> list[PIL.Image.Image]:
+    """``count`` grey LR frames from :func:`frame_files` (``paths``; default the checkout's examples): the
+    frames, then the frames mirrored left-right, repeated while there are fewer than ``count``."""
+    frames = []
+    for path in frame_files(paths):
+        with PIL.Image.open(path) as image:
+            frames.append(image.convert("L"))
+    pool = frames + [frame.transpose(PIL.Image.FLIP_LEFT_RIGHT) for frame in frames]
+    return [pool[index % len(pool)] for index in range(count)]
 
 
 def _child_env(threads: int) -> dict[str, str]:
@@ -94,9 +144,9 @@ def _run_measured(command: list[str], env: dict[str, str], timeout: float) -> di
 
 def whole_process(config: BenchConfig, work: Path) -> dict:
     """Part 1: CPU time of the default call's whole process vs Real-ESRGAN's, per folder of frames."""
-    script = Path(config.cost_realesrgan) if config.cost_realesrgan else DEFAULT_REALESRGAN
+    script = realesrgan_script(config)
     if not script.is_file():
-        return {"skipped": f"Real-ESRGAN runner not found at {script} (set --realesrgan)"}
+        return {"skipped": f"Real-ESRGAN runner not found at {script} (pass --realesrgan SCRIPT)"}
     env = _child_env(config.cost_threads)
     ours = [sys.executable, "-m", "difiisr_dwt.cli", "upscale", "--device", "cpu"]
     ours += ["--model", str(config.gpu_model)] if config.gpu_model else []
@@ -104,7 +154,7 @@ def whole_process(config: BenchConfig, work: Path) -> dict:
     for count in config.cost_folder_sizes:
         folder = work / f"frames_{count}"
         folder.mkdir(parents=True, exist_ok=True)
-        for index, frame in enumerate(example_frames(count)):
+        for index, frame in enumerate(example_frames(count, config.cost_frames)):
             frame.save(folder / f"frame_{index}.png")
 
         def command(name: str, run: str, count: int = count, folder: Path = folder) -> list[str]:
@@ -184,7 +234,7 @@ def components(config: BenchConfig) -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(config.cost_threads)
     try:
-        image = example_frames(1)[0]
+        image = example_frames(1, config.cost_frames)[0]
         pipe(image, generator=torch.Generator().manual_seed(config.seed))  # warm-up
         result = split_call(pipe, image, config.cost_component_repeats, config.seed)
     finally:
@@ -205,7 +255,7 @@ def _size_child(spec: dict) -> dict:
     pipe.disable_decode_tiling()
     pipe.disable_unet_tiling()
     width, height = spec["lr_size"]
-    image = example_frames(1)[0].resize((width, height), PIL.Image.BICUBIC)
+    image = example_frames(1, spec.get("frames", ()))[0].resize((width, height), PIL.Image.BICUBIC)
     pipe(image.crop((0, 0, min(width, 32), min(height, 32))), generator=torch.Generator().manual_seed(0))  # warm-up
     split, memory = measure_peak_rss(lambda: split_call(pipe, image, 1, spec["seed"]))
     megapixels = width * height * pipe.upscale_factor**2 / 1e6
@@ -223,7 +273,7 @@ def sizes(config: BenchConfig) -> list[dict]:
     rows = []
     for lr_size in config.cost_sizes:
         spec = {"model": config.gpu_model, "threads": config.cost_threads, "lr_size": list(lr_size),
-                "seed": config.seed}
+                "seed": config.seed, "frames": [str(Path(p).resolve()) for p in config.cost_frames]}
         if config.cost_isolate:
             try:
                 proc = subprocess.run(
@@ -249,7 +299,12 @@ def startup(config: BenchConfig) -> dict:
     median of ``cost_repeats`` processes."""
     from difiisr_dwt.benchmarks.startup import compare
 
-    result = compare([REPO], config.gpu_model, config.cost_threads, config.cost_repeats, config.cost_timeout_s)
+    # The child runs in REPO, not in this working directory: a relative model folder is made absolute.
+    model = config.gpu_model
+    if model is not None and Path(model).exists():
+        model = os.path.abspath(model)
+    frame = Path(os.path.abspath(frame_files(config.cost_frames)[0]))
+    result = compare([REPO], model, config.cost_threads, config.cost_repeats, config.cost_timeout_s, frame=frame)
     return {"runs": result["runs"][str(REPO)], "median": result["median"][str(REPO)]}
 
 
@@ -265,7 +320,7 @@ def channels_last(config: BenchConfig) -> dict:
     pipe = load_pipeline(config.gpu_model, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     layouts = {"channels_last": True, "contiguous": False}
-    image = example_frames(1)[0]
+    image = example_frames(1, config.cost_frames)[0]
     previous = torch.get_num_threads()
     torch.set_num_threads(config.cost_threads)
     outputs, seconds = {}, {name: [] for name in layouts}
@@ -304,6 +359,7 @@ def bench_cost(config: BenchConfig) -> dict:
         "repeats": config.cost_repeats, "component_repeats": config.cost_component_repeats,
         "sizes": [list(s) for s in config.cost_sizes], "folder_sizes": list(config.cost_folder_sizes),
         "size_timeout_s": config.cost_size_timeout_s,
+        "frames": [str(path) for path in frame_files(config.cost_frames)],
     }
     # Each part is logged as JSON when done: the 640x512 run without tiling can take long on a busy machine.
     result: dict = {"settings": settings}

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from difiisr_dwt.benchmarks.timing import measure_peak_rss
+from difiisr_dwt.commands import int_at_least
+from difiisr_dwt.errors import ArgumentParser, ModelLoadError, report_errors
 from difiisr_dwt.evaluation import (
     MetricSettings,
     bicubic_down,
@@ -43,6 +45,7 @@ from difiisr_dwt.evaluation import (
     modcrop,
     to_rgb_array,
 )
+from difiisr_dwt.options import add_lpips_backbone_dir
 from difiisr_dwt.pipelines.pipeline_difiisr_dwt import channels_last_on_cpu
 
 CEILING_METRICS = ("psnr_y", "ssim_y", "lpips_alex")
@@ -51,7 +54,26 @@ CEILING_METRICS = ("psnr_y", "ssim_y", "lpips_alex")
 def _load(folder: str):
     from diffusers import VQModel
 
-    return VQModel.from_pretrained(folder).eval()
+    check_vq_folder(folder)
+    try:
+        return VQModel.from_pretrained(folder).eval()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:  # diffusers' are many lines
+        raise ModelLoadError(f"cannot load the VQModel {folder}: {str(error).splitlines()[0]}") from error
+
+
+def check_vq_folder(folder: str | Path) -> None:
+    """Raise :class:`~difiisr_dwt.errors.ModelLoadError` unless ``folder`` looks like a ``VQModel`` folder
+    (a ``config.json`` naming ``VQModel``): checked for every model before any work."""
+    config = Path(folder) / "config.json"
+    if not Path(folder).is_dir():
+        raise ModelLoadError(f"cannot load the VQModel {folder}: no such folder")
+    try:
+        class_name = json.loads(config.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        raise ModelLoadError(f"cannot load the VQModel {folder}: no readable config.json (is it a VQModel "
+                             "folder, e.g. a pipeline's vqvae/?)") from None
+    if class_name != "VQModel":
+        raise ModelLoadError(f"cannot load the VQModel {folder}: its config.json is a {class_name}, not a VQModel")
 
 
 @torch.no_grad()
@@ -140,21 +162,48 @@ def _uint8(image: torch.Tensor) -> np.ndarray:
     return np.rint((image[0].clamp(-1, 1).permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8)
 
 
+def _lr_sizes(text: str) -> list[tuple[int, int]]:
+    """An argparse ``type``: ``WxH[,WxH...]`` of positive integers."""
+    try:
+        sizes = [(int(w), int(h)) for w, h in (item.split("x") for item in text.split(",") if item)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH[,WxH...], e.g. 160x128,640x512, got {text!r}") from None
+    if not sizes or min(min(size) for size in sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes WxH[,WxH...], got {text!r}")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line; every failure is one ``error:`` line (exit status 2), found before any work where it can be."""
+    return report_errors(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = ArgumentParser(prog="python -m difiisr_dwt.benchmarks.decoder", description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", help="VQModel folders to compare")
     p.add_argument("--encoder", help="VQModel folder whose encoder makes the latents (ceiling; default: the first)")
-    p.add_argument("--lr-sizes", default="160x128,640x512", help="LR (latent) sizes WxH of the cost section")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--lr-sizes", type=_lr_sizes, default="160x128,640x512",
+                   help="LR (latent) sizes WxH of the cost section")
+    p.add_argument("--repeats", type=int_at_least(1), default=3)
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--hr", type=Path, help="HR folder of the ceiling section (skipped without it)")
     p.add_argument("--file-list", type=Path)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--lpips_backbone_dir")
+    p.add_argument("--limit", type=int_at_least(1))
+    add_lpips_backbone_dir(p)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.lr_sizes.split(",") if s]
+    sizes = args.lr_sizes
+    # Every input is checked before the cost section, which takes minutes: the models, the HR images and the
+    # LPIPS backbone of the ceiling (it used to fail only when the ceiling started).
+    for folder in dict.fromkeys([*args.models, *([args.encoder] if args.encoder else [])]):
+        check_vq_folder(folder)
+    if args.hr is not None:
+        from difiisr_dwt.metrics import load_lpips
+
+        list_hr(args.hr, args.file_list, args.limit)
+        if any(name.startswith("lpips") for name in CEILING_METRICS):
+            load_lpips("alex", args.lpips_backbone_dir)  # cached: the ceiling reuses it
     report: dict[str, object] = {"threads": torch.get_num_threads()}
     if not args.skip_cost:
         report["decode_s_per_mp"] = decode_seconds(args.models, sizes, args.repeats)

@@ -13,7 +13,8 @@ The stages are run by code given to ``python -c`` that uses only long-standing n
 same measurement runs against another checkout (``--roots /work/main .``: the checkouts take turns, the
 ratio is of the medians): the before/after of a start-up change, in one session.
 
-``python -m difiisr_dwt.benchmarks.startup [--roots ROOT ...] [--model DIR] [--threads 2] [--repeats 3]``
+``python -m difiisr_dwt.benchmarks.startup [--roots ROOT ...] [--model DIR] [--threads 2] [--repeats 3]
+[--frame IMAGE]``
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from difiisr_dwt.errors import UsageError, report_errors
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("torch", "diffusers", "diffusers models", "package", "load", "call 1", "call 2")
@@ -62,15 +65,22 @@ print(json.dumps({name: end - start for (_, start), (name, end) in zip(marks, ma
 
 
 def example_frame() -> Path:
-    return sorted((REPO / "examples" / "images").glob("*.png"))[0]
+    """The first of the checkout's example LR frames (a wheel install has none: pass a frame instead)."""
+    frames = sorted((REPO / "examples" / "images").glob("*.png"))
+    if not frames:
+        raise UsageError(f"no example frames in {REPO / 'examples' / 'images'}: pass --frame IMAGE (an LR frame)")
+    return frames[0]
 
 
-def measure(root: str | os.PathLike, model: str | None = None, threads: int = 2, timeout: float = 3600.0) -> dict:
+def measure(root: str | os.PathLike, model: str | None = None, threads: int = 2, timeout: float = 3600.0,
+            frame: str | os.PathLike | None = None) -> dict:
     """One fresh process of the stages of :data:`STAGES` with the package of checkout ``root``: CPU seconds per
-    stage (and ``total``, their sum)."""
+    stage (and ``total``, their sum); the calls are on ``frame`` (default :func:`example_frame`)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    spec = {"model": model, "threads": threads, "frame": str(example_frame())}
+    # absolute: the child runs in ``root``, not in this working directory
+    frame = os.path.abspath(frame if frame is not None else example_frame())
+    spec = {"model": model, "threads": threads, "frame": frame}
     proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True, text=True,
                           env=env, cwd=str(root), timeout=timeout, check=False)
     if proc.returncode != 0:
@@ -80,13 +90,13 @@ def measure(root: str | os.PathLike, model: str | None = None, threads: int = 2,
 
 
 def compare(roots: list[str], model: str | None = None, threads: int = 2, repeats: int = 3,
-            timeout: float = 3600.0) -> dict:
+            timeout: float = 3600.0, frame: str | os.PathLike | None = None) -> dict:
     """:func:`measure` ``repeats`` times per checkout, the checkouts taking turns (order reversed every round);
     per-stage medians, and each checkout's medians over the first one's (``ratio``)."""
     runs: dict[str, list[dict]] = {str(root): [] for root in roots}
     for repeat in range(repeats):
         for root in (roots if repeat % 2 == 0 else roots[::-1]):
-            runs[str(root)].append(measure(root, model, threads, timeout))
+            runs[str(root)].append(measure(root, model, threads, timeout, frame))
     medians = {root: {stage: statistics.median(run[stage] for run in values) for stage in (*STAGES, "total")}
                for root, values in runs.items()}
     first = medians[str(roots[0])]
@@ -112,12 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frame", type=Path, default=None, metavar="IMAGE",
+                        help="LR frame of the calls (default: the checkout's first examples/images frame)")
     args = parser.parse_args(argv)
-    result = compare(args.roots, args.model, args.threads, args.repeats)
+    if args.frame is not None and not args.frame.is_file():
+        raise UsageError(f"--frame {args.frame}: no such file")
+    result = compare(args.roots, args.model, args.threads, args.repeats, frame=args.frame)
     print(json.dumps(result))
     print(format_table(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report_errors(main))

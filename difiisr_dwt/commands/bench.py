@@ -9,11 +9,17 @@ half precision, offload, speed) and its CPU cost (cost: whole-process CPU time a
 per-component split, decode time per output megapixel and peak memory without tiling; one fresh process per
 size and per command).
 
+The default sections take a quarter of an hour or more on a 2-core CPU (end-to-end is most of it);
+``--quick`` is a seconds-long smoke run. With ``--json`` the file is rewritten after each section, so an
+interrupted run keeps what finished (``meta.complete`` is false until the last section is done).
+
 Examples::
 
-    difiisr-dwt bench --json bench.json                          # encoder, end-to-end, tiling
+    difiisr-dwt bench --json bench.json                          # encoder, end-to-end, tiling (15+ min on 2 cores)
+    difiisr-dwt bench --quick --json bench.json                  # the same with tiny models: seconds
     difiisr-dwt bench --section gpu --model PIPELINE --device cuda
     difiisr-dwt bench --section cost --model PIPELINE --json cost.json   # CPU cost vs Real-ESRGAN x4plus
+    difiisr-dwt bench --section cost --cost-frames LR_DIR --realesrgan realesrgan_torch.py   # an installed package
     difiisr-dwt bench --section train -- --train_data_dir IR_DIR --lpips_backbone_dir shared/lpips
 """
 
@@ -39,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny models and sizes (a smoke test, seconds)")
     parser.add_argument(
         "--section", "--only", dest="sections", action="append", choices=SECTIONS, default=None,
-        help=f"run only this section (repeatable; default: {', '.join(DEFAULT_SECTIONS)})",
+        help=f"run only this section (repeatable; default: {', '.join(DEFAULT_SECTIONS)}, a quarter of an hour "
+        "or more on a 2-core CPU; --quick takes seconds)",
     )
     parser.add_argument("--threads", type=int_at_least(1), default=None,
                         help="torch threads (default: torch's choice)")
@@ -62,7 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: the embedded model)")
     gpu.add_argument("--device", default="cuda", help="device of the accelerator checks (default cuda)")
     gpu.add_argument("--realesrgan", default=None, metavar="SCRIPT",
-                     help="cost section: Real-ESRGAN x4plus runner (default ../shared/tools/realesrgan_torch.py)")
+                     help="cost section: Real-ESRGAN x4plus runner (default ../shared/tools/realesrgan_torch.py, "
+                     "relative to the working directory)")
+    gpu.add_argument("--cost-frames", nargs="+", action="extend", default=None, metavar="PATH",
+                     help="cost section: LR frames, folders or image files (default: the checkout's "
+                     "examples/images, which an installed package lacks)")
     gpu.add_argument("--cost-threads", type=int_at_least(1), default=None, metavar="N",
                      help="cost section: torch threads of every measured run (default 2)")
     gpu.add_argument("--no-whole-process", dest="whole_process", action="store_false",
@@ -85,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
         from difiisr_dwt.loading import resolve_device
 
         resolve_device(args.device)
-    config = replace(config, **_train_settings(args, sections), gpu_model=args.model, gpu_device=args.device,
-                     cost_realesrgan=args.realesrgan, cost_whole_process=args.whole_process)
+    config = replace(config, **_train_settings(args, sections), **_cost_inputs(args, sections),
+                     gpu_model=args.model, gpu_device=args.device, cost_whole_process=args.whole_process)
     if args.cost_threads is not None:
         config = replace(config, cost_threads=args.cost_threads)
     if args.size_timeout is not None:
@@ -97,16 +108,47 @@ def run(args: argparse.Namespace) -> int:
     package_logger = logging.getLogger("difiisr_dwt.benchmarks")
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
+
+    def write_json(results: dict, complete: bool) -> None:
+        if args.json is not None:  # atomic: an interrupt never leaves half a file
+            results["meta"].update(argv=sys.argv, complete=complete)
+            write_text_atomic(json.dumps(results, indent=2) + "\n", args.json)
+
     try:
-        results = run_benchmarks(config, sections, threads=args.threads)
+        # after each section too: an interrupted or failed run keeps the sections it finished
+        results = run_benchmarks(config, sections, threads=args.threads,
+                                 on_section=lambda partial: write_json(partial, complete=False))
     finally:
         package_logger.removeHandler(handler)
     results["meta"]["argv"] = sys.argv
     print(format_markdown(results))
     if args.json is not None:
-        write_text_atomic(json.dumps(results, indent=2) + "\n", args.json)
+        write_json(results, complete=True)
         print(f"Wrote {args.json}")
     return 0
+
+
+def _cost_inputs(args: argparse.Namespace, sections: tuple[str, ...]) -> dict:
+    """``cost_frames`` and ``cost_realesrgan`` of :class:`~difiisr_dwt.benchmarks.BenchConfig`, checked before
+    any work: the frames exist (the default, the checkout's examples, does not after a wheel install) and so
+    does the Real-ESRGAN runner when the whole-process comparison runs."""
+    if "cost" not in sections:
+        if args.cost_frames or args.realesrgan:
+            raise UsageError("--cost-frames and --realesrgan need --section cost")
+        return {}
+    from difiisr_dwt.benchmarks.cost import default_realesrgan, frame_files
+
+    # absolute: the children that read them may run in another working directory
+    frames = tuple(str(path.resolve()) for path in frame_files(args.cost_frames or ()))
+    script = Path(args.realesrgan).resolve() if args.realesrgan else None
+    if args.whole_process and script is not None and not script.is_file():
+        raise UsageError(f"--realesrgan {args.realesrgan}: no such file (the Real-ESRGAN x4plus runner, "
+                         "realesrgan_torch.py; --no-whole-process skips the comparison)")
+    if args.whole_process and script is None and not default_realesrgan().is_file():
+        raise UsageError(f"no Real-ESRGAN runner at {default_realesrgan()} (the default: "
+                         "../shared/tools/realesrgan_torch.py of the working directory, or $DIFIISR_SHARED/tools/): "
+                         "pass --realesrgan SCRIPT, or --no-whole-process to skip the comparison")
+    return {"cost_frames": frames, "cost_realesrgan": str(script) if script else None}
 
 
 def _train_settings(args: argparse.Namespace, sections: tuple[str, ...]) -> dict:
