@@ -106,7 +106,7 @@ def test_a_run_that_writes_nothing_leaves_no_new_folder(tmp_path, capsys):
     """Every input missing: the -o folder this run created is not left behind empty (an existing one stays)."""
     out, existing = tmp_path / "new", tmp_path / "existing"
     existing.mkdir()
-    for folder in (out, existing):
+    for folder in (out, existing, out / "a" / "b"):
         assert main(["upscale", str(tmp_path / "nothere.png"), "-o", str(folder), "--device", "cpu"]) == 1
         assert "nothere.png: no such file" in capsys.readouterr().err
     assert not out.exists() and existing.is_dir()

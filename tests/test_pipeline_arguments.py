@@ -31,6 +31,7 @@ def _run(pipe, **kwargs):
     ({"generator": 0}, "generator"), ({"generator": [0]}, "generator"),
     ({"input_noise_level": True}, "input_noise_level"), ({"quantize": "yes"}, "quantize"),
     ({"lr_consistency": "no"}, "lr_consistency"), ({"return_dict": 0}, "return_dict"),
+    ({"value_range": ("0", "255")}, "value_range"),
 ])
 def test_bad_arguments_raise_value_errors_naming_them(tiny_pipeline, kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
@@ -67,8 +68,10 @@ def test_callback_must_return_its_kwargs(tiny_pipeline):
     def wrong_shape(pipe, i, t, kwargs):
         return {"latents": kwargs["latents"][..., :-1]}
 
-    with pytest.raises(ValueError, match="returned 'latents' of shape"):
+    with pytest.raises(ValueError, match="returned 'latents' as Tensor of shape"):
         _run(tiny_pipeline, callback_on_step_end=wrong_shape)
+    with pytest.raises(ValueError, match="returned 'latents' as ndarray"):
+        _run(tiny_pipeline, callback_on_step_end=lambda pipe, i, t, kwargs: {"latents": kwargs["latents"].numpy()})
 
 
 def test_interrupt_stops_after_the_current_step(tiny_pipeline):

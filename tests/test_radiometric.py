@@ -239,10 +239,11 @@ def test_wider_integer_images_under_a_value_range_come_back_as_32_bit_pil(tiny_p
     saturated at 255, or with its negative values at 0)."""
     lr = np.linspace(-150, 150, 16 * 16).reshape(16, 16).astype(dtype) + (6900 if dtype == np.int32 else 0)
     low, high = float(lr.min()), float(lr.max())
-    out = tiny_pipeline(lr, num_inference_steps=1, value_range=(low, high)).images[0]
-    values = np.asarray(out).astype(np.float64)
-    assert out.mode == "I" and out.size == (64, 64)
-    assert abs(values.mean() - lr.mean()) < 2 and values.min() < low + 30 and values.max() > high - 30
+    for image in (lr, PIL.Image.fromarray(lr.astype(np.int32), mode="I")):  # numpy, and PIL's 32-bit mode
+        out = tiny_pipeline(image, num_inference_steps=1, value_range=(low, high)).images[0]
+        values = np.asarray(out).astype(np.float64)
+        assert out.mode == "I" and out.size == (64, 64)
+        assert abs(values.mean() - lr.mean()) < 2 and values.min() < low + 30 and values.max() > high - 30
 
 
 def test_colour_float_and_tensor_inputs_under_a_value_range(tiny_pipeline):

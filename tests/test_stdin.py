@@ -89,6 +89,8 @@ def test_dash_o_writes_the_image_to_stdout_and_logs_to_stderr(saved_test_model, 
     for argv in ([tmp_path], [source, source.with_name("b.png")]):  # a folder, several files
         assert _upscale(saved_test_model, *argv, "-o", "-") == 2
         assert b"exactly one INPUT" in capsysbinary.readouterr().err
+    assert _upscale(saved_test_model, tmp_path / "nothere.png", "-o", "-") == 2
+    assert b"nothere.png: no such file" in capsysbinary.readouterr().err
 
 
 @pytest.mark.slow

@@ -85,14 +85,16 @@ def run(args: argparse.Namespace) -> int:
 
     if str(args.output_dir) == "-":
         return _run_to_stdout(args)
-    output_dir = Path(args.output_dir)
-    created = not output_dir.exists()
+    output_dir = Path(args.output_dir).absolute()
+    made = [output_dir, *output_dir.parents]
+    made = made[: next(i for i, folder in enumerate(made) if folder.exists())]  # what this run will create
     try:
         counts = run_archive(args)
-    finally:  # a folder this run made and left empty (every input failed, or an error) does not stay behind
-        if created and PartialState().is_main_process:
-            with contextlib.suppress(OSError):  # not empty, or gone: left as it is
-                output_dir.rmdir()
+    finally:  # folders this run made and left empty (every input failed, or an error) do not stay behind
+        if PartialState().is_main_process:
+            with contextlib.suppress(OSError):  # one not empty, or gone: it and those above it stay
+                for folder in made:
+                    folder.rmdir()
     if counts["failed"]:
         # the main process names the count; the others only set the exit status
         raise PartialFailure(f"{counts['failed']} input(s) failed" if PartialState().is_main_process else "")
@@ -111,6 +113,9 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
     from difiisr_dwt.radiometric import preview_path
 
     single = len(args.inputs) == 1 and (is_stream(args.inputs[0]) or Path(args.inputs[0]).is_file())
+    name = args.inputs[0] if len(args.inputs) == 1 else None
+    if name is not None and not is_stream(name) and not any(ch in name for ch in "*?[") and not Path(name).exists():
+        raise UsageError(f"{name}: no such file")  # one file, but missing: not "give exactly one INPUT file"
     if not single or args.dataset_name:
         raise UsageError("-o - writes one image to standard output: give exactly one INPUT file (or - for "
                          "standard input), not a folder, glob, several files or --dataset_name")

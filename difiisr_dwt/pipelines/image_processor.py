@@ -115,7 +115,7 @@ class IRImageProcessor:
         for index, item in enumerate(items):
             what = f"image {index}"
             if isinstance(item, PIL.Image.Image):
-                array = self._pil_to_array(item, f"PIL {what}")
+                array = self._pil_to_array(item, f"PIL {what}", in_units=value_range is not None)
                 item_range = value_range
                 if item.mode == "F" and value_range is None:  # float data has no [0, 1] convention
                     low, high = float(array.min()), float(array.max())
@@ -195,7 +195,7 @@ class IRImageProcessor:
         return torch.from_numpy(np.ascontiguousarray(unit)).permute(2, 0, 1), meta
 
     @staticmethod
-    def _pil_to_array(image: PIL.Image.Image, what: str) -> np.ndarray:
+    def _pil_to_array(image: PIL.Image.Image, what: str, in_units: bool = False) -> np.ndarray:
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             raise ValueError(
@@ -206,6 +206,8 @@ class IRImageProcessor:
             raise ValueError(f"{what}: image is empty (size {image.width}x{image.height}).")
         if image.mode == "F":  # 32-bit float data: temperatures, radiance
             return np.asarray(image, dtype=np.float32)
+        if image.mode == "I" and in_units:  # 32-bit integers in their units (a value_range): as numpy int32
+            return np.asarray(image, dtype=np.int32)
         if image.mode in _PIL_16BIT:  # I;16 variants, and 32-bit I as PIL opens some 16-bit files
             array = np.asarray(image, dtype=np.int64)
             if array.min() < 0 or array.max() > 65535:

@@ -205,9 +205,8 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
         self.unet_tiling = None
 
     def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
-        """diffusers' attention slicing has nothing to act on here (``UNet2DModel`` and ``VQModel`` have no sliced
-        attention): a warning names the memory features that do (``disable_attention_slicing`` is silent)."""
-        if slice_size is not None:
+        """No sliced attention in ``UNet2DModel`` / ``VQModel``: a warning names the memory features there are."""
+        if slice_size is not None:  # None: disable_attention_slicing, silent
             logger.warning("enable_attention_slicing(%r) changes nothing in this pipeline; to bound memory use "
                            "enable_unet_window_attention(), enable_decoder_window_attention(), enable_unet_tiling() or "
                            "enable_decode_tiling().", slice_size)
@@ -262,11 +261,10 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> DiffusionPipeline:
-        """diffusers' ``from_pipe``: a new pipeline on ``pipeline``'s components and settings (``quantize_decode``,
-        the attention windows), no extra memory. The DWT encoder is passed along by name: its class is the model
-        folder's code, which the signature cannot name, and diffusers would leave it out."""
-        if "dwt_encoder" in pipeline.components:
-            kwargs.setdefault("dwt_encoder", pipeline.components["dwt_encoder"])
+        """diffusers' ``from_pipe`` (components and settings shared: a window set on one pipeline's UNet runs in the
+        other too, whose ``unet_attention_window`` keeps its own last setting); the DWT encoder, whose class the
+        signature cannot name (the model folder's code), is passed along, where diffusers would leave it out."""
+        kwargs.setdefault("dwt_encoder", pipeline.components.get("dwt_encoder"))
         return super().from_pipe(pipeline, **kwargs)
 
     # ------------------------------------------------------------------ inputs
@@ -306,7 +304,9 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
         if value_range is not None:
-            try:
+            try:  # numbers, not strings that look like them
+                if any(isinstance(v, (str, bytes, bool)) for v in value_range):
+                    raise TypeError
                 low, high = (float(v) for v in value_range)
             except (TypeError, ValueError):
                 raise ValueError(f"`value_range` must be a pair (low, high) of numbers, got {value_range!r}.") from None
@@ -415,9 +415,10 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
                         raise ValueError("`callback_on_step_end` must return a dict (the callback_kwargs it was given, "
                                          f"changed or not), got {type(callback_outputs).__name__}.")
                     for name in callback_outputs.keys() & tensors.keys():
-                        shape, expected = getattr(callback_outputs[name], "shape", None), tensors[name].shape
-                        if shape != expected:
-                            raise ValueError(f"`callback_on_step_end` returned {name!r} of shape {shape}; expected "
+                        value, expected = callback_outputs[name], tensors[name].shape
+                        if not isinstance(value, torch.Tensor) or value.shape != expected:
+                            raise ValueError(f"`callback_on_step_end` returned {name!r} as {type(value).__name__} of "
+                                             f"shape {getattr(value, 'shape', None)}; expected a tensor of shape "
                                              f"{tuple(expected)}.")
                     latents = callback_outputs.pop("latents", latents)
                     pred_vq_latents = callback_outputs.pop("pred_vq_latents", pred_vq_latents)
