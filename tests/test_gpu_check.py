@@ -44,3 +44,16 @@ def test_every_timing_is_reported(records):
     assert len(timed) == 9
     assert all(r["seconds"] > 0 and r["peak_mib"] is None for r in timed)  # no device memory on a CPU
     assert "model_cpu_offload" not in records  # offload needs an accelerator
+
+
+def test_an_installed_package_without_example_frames_still_has_a_frame(monkeypatch, tmp_path):
+    """After a wheel install the checkout's examples/images is absent: the checks run on a synthetic 160x128
+    frame instead of failing with a missing file."""
+    import numpy as np
+
+    from difiisr_dwt.benchmarks import gpu_check
+
+    monkeypatch.setattr(gpu_check, "EXAMPLE", tmp_path / "absent.png")
+    frame = gpu_check.example_frame()
+    assert frame.mode == "L" and frame.size == (160, 128) and np.asarray(frame).std() > 10
+    assert np.array_equal(np.asarray(frame), np.asarray(gpu_check.example_frame()))  # seeded
