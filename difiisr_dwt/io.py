@@ -399,6 +399,11 @@ class InputGuard:
                              "another path")
 
 
+def is_glob(item: str) -> bool:
+    """Whether a command-line INPUT is a glob pattern (``*``, ``?`` or ``[``) rather than a path."""
+    return any(ch in item for ch in "*?[")
+
+
 def collect_inputs(inputs: list[str]) -> list[Path]:
     """Expand files, folders (their image files, sorted) and glob patterns into a list of paths."""
     paths: list[Path] = []
@@ -406,7 +411,7 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
         candidate = Path(item)
         if candidate.is_dir():
             paths.extend(sorted(p for p in candidate.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif any(ch in item for ch in "*?["):
+        elif is_glob(item):
             matches = sorted(Path().glob(item)) if not candidate.is_absolute() else sorted(
                 Path(candidate.anchor).glob(str(candidate.relative_to(candidate.anchor)))
             )

@@ -41,6 +41,7 @@ from difiisr_dwt.io import (
     IMAGE_SUFFIXES,
     ImageReadError,
     collect_inputs,
+    is_glob,
     read_frames,
     replace_dir,
     save_image_atomic,
@@ -323,7 +324,7 @@ def split_inputs(inputs: list[str], sequence_folders: bool) -> tuple[list[str], 
         elif path.is_dir():
             images.append(item)
             sequences += sorted(p for p in path.iterdir() if p.is_file() and is_video(p))
-        elif any(ch in item for ch in "*?["):
+        elif is_glob(item):
             for match in collect_inputs([item]):
                 (sequences if is_video(match) else images).append(match if is_video(match) else str(match))
         elif is_video(path):

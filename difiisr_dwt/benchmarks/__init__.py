@@ -16,6 +16,7 @@ section reads its settings from one :class:`BenchConfig`.
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 import platform
 from collections.abc import Callable
@@ -24,6 +25,10 @@ from dataclasses import asdict, dataclass, field
 #: Every section, in run order; :data:`DEFAULT_SECTIONS` run when none is named.
 SECTIONS = ("encoder", "end-to-end", "tiling", "train", "gpu", "cost")
 DEFAULT_SECTIONS = ("encoder", "end-to-end", "tiling")
+#: section -> (module of this package, function) that runs it; its results go under the name with "_" for "-".
+_RUNNERS = {"encoder": ("encoder", "bench_encoder"), "end-to-end": ("end_to_end", "bench_end_to_end"),
+            "tiling": ("tiling", "bench_tiling"), "train": ("train_throughput", "bench_training"),
+            "gpu": ("gpu_check", "bench_gpu"), "cost": ("cost", "bench_cost")}
 
 
 @dataclass
@@ -142,35 +147,12 @@ def _run_sections(config: BenchConfig, sections: tuple[str, ...], on_section: Ca
     }
     # Each section's module is imported only when it runs: diffusers, accelerate and the training code are
     # seconds of start-up that a single section does not need.
-    if "encoder" in sections:
-        from difiisr_dwt.benchmarks.encoder import bench_encoder
-
-        results["encoder"] = bench_encoder(config)
-        on_section(results)
-    if "end-to-end" in sections:
-        from difiisr_dwt.benchmarks.end_to_end import bench_end_to_end
-
-        results["end_to_end"] = bench_end_to_end(config)
-        on_section(results)
-    if "tiling" in sections:
-        from difiisr_dwt.benchmarks.tiling import bench_tiling
-
-        results["tiling"] = bench_tiling(config, threads=torch.get_num_threads())
-        on_section(results)
-    if "train" in sections:
-        from difiisr_dwt.benchmarks.train_throughput import bench_training
-
-        results["train"] = bench_training(config)
-        on_section(results)
-    if "gpu" in sections:
-        from difiisr_dwt.benchmarks.gpu_check import bench_gpu
-
-        results["gpu"] = bench_gpu(config)
-        on_section(results)
-    if "cost" in sections:
-        from difiisr_dwt.benchmarks.cost import bench_cost
-
-        results["cost"] = bench_cost(config)
-        on_section(results)
+    for section in SECTIONS:
+        if section in sections:
+            module, function = _RUNNERS[section]
+            run = getattr(importlib.import_module(f"difiisr_dwt.benchmarks.{module}"), function)
+            extra = {"threads": torch.get_num_threads()} if section == "tiling" else {}
+            results[section.replace("-", "_")] = run(config, **extra)
+            on_section(results)
     results["meta"]["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return results

@@ -52,7 +52,7 @@ import PIL.Image
 
 from difiisr_dwt.benchmarks import BenchConfig
 from difiisr_dwt.errors import UsageError
-from difiisr_dwt.io import IMAGE_SUFFIXES
+from difiisr_dwt.io import collect_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +100,12 @@ def frame_files(paths: Sequence[str | os.PathLike] = ()) -> list[Path]:
         return files
     files = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
-                raise UsageError(f"--cost-frames {path}: no images in this folder")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
+        if not path.exists():
             raise UsageError(f"--cost-frames {path}: no such file or folder")
+        found = collect_inputs([str(path)])  # a folder's images, sorted, as upscale lists them; a file itself
+        if not found:
+            raise UsageError(f"--cost-frames {path}: no images in this folder")
+        files += found
     return files
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -21,13 +20,14 @@ import torch
 
 from difiisr_dwt import DEFAULT_MODEL
 from difiisr_dwt.benchmarks import BenchConfig
+from difiisr_dwt.benchmarks.cost import EXAMPLES
 from difiisr_dwt.benchmarks.timing import time_call
 from difiisr_dwt.loading import load_pipeline
 from difiisr_dwt.metrics import psnr
 
 logger = logging.getLogger(__name__)
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "images" / "FLIR_08954_lr.png"
+EXAMPLE = EXAMPLES / "FLIR_08954_lr.png"
 
 
 def example_frame() -> PIL.Image.Image:

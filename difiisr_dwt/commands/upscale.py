@@ -109,13 +109,13 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
     import tempfile
 
     from difiisr_dwt.errors import UsageError
-    from difiisr_dwt.io import is_stream
+    from difiisr_dwt.io import is_glob, is_stream
     from difiisr_dwt.radiometric import preview_path
 
-    single = len(args.inputs) == 1 and (is_stream(args.inputs[0]) or Path(args.inputs[0]).is_file())
     name = args.inputs[0] if len(args.inputs) == 1 else None
-    if name is not None and not is_stream(name) and not any(ch in name for ch in "*?[") and not Path(name).exists():
+    if name is not None and not is_stream(name) and not is_glob(name) and not Path(name).exists():
         raise UsageError(f"{name}: no such file")  # one file, but missing: not "give exactly one INPUT file"
+    single = name is not None and (is_stream(name) or Path(name).is_file())
     if not single or args.dataset_name:
         raise UsageError("-o - writes one image to standard output: give exactly one INPUT file (or - for "
                          "standard input), not a folder, glob, several files or --dataset_name")

@@ -114,8 +114,7 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None,
             raise CheckpointError(f"every checkpoint in {output_dir} is damaged ({'; '.join(damaged)}); remove "
                                   "them, or resume from a copy, to continue")
     else:
-        candidates = _checkpoint_candidates(output_dir, resume_from)
-        path = next((c for c in candidates if c.exists()), candidates[-1])
+        path, candidates = _locate_checkpoint(output_dir, resume_from)
         if not path.exists():
             looked = " and ".join(str(c) for c in candidates)
             raise CheckpointError(f"--resume_from_checkpoint {resume_from}: no such checkpoint folder (looked for "
@@ -132,11 +131,13 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None,
     return path
 
 
-def _checkpoint_candidates(output_dir: str | os.PathLike, resume_from: str) -> list[Path]:
-    """Where ``--resume_from_checkpoint PATH`` may be: PATH itself, and for a relative PATH that does not exist,
-    PATH inside ``--output_dir`` too (``checkpoint-500``)."""
+def _locate_checkpoint(output_dir: str | os.PathLike, resume_from: str) -> tuple[Path, list[Path]]:
+    """Where ``--resume_from_checkpoint PATH`` is: ``(the first of the places that exists, else the last; the
+    places)``. The places are PATH itself, and for a relative PATH that does not exist, PATH inside
+    ``--output_dir`` too (``checkpoint-500``)."""
     path = Path(resume_from)
-    return [path] if path.is_absolute() or path.exists() else [path, Path(output_dir) / resume_from]
+    candidates = [path] if path.is_absolute() or path.exists() else [path, Path(output_dir) / resume_from]
+    return next((c for c in candidates if c.exists()), candidates[-1]), candidates
 
 
 def _describe(identity: dict) -> str:
@@ -277,7 +278,7 @@ def check_output_dir(args, final_folders: list[str]) -> None:
     guard.check(output_dir, "--output_dir")
     resume = args.resume_from_checkpoint
     resumed = None if resume in (None, "latest") else os.path.realpath(
-        next((c for c in _checkpoint_candidates(output_dir, resume) if c.exists()), output_dir / resume))
+        _locate_checkpoint(output_dir, resume)[0])
     replaced = [*final_folders, "validation", args.logging_dir]
     if output_dir.is_dir():
         replaced += [p.name for p in output_dir.iterdir() if _CHECKPOINT_RE.match(p.name)]

@@ -2,16 +2,17 @@
 """Window attention for the spatial self-attention of the UNet and of the VQ decoder: cost linear in the image's
 area.
 
-A sibling file of ``pipeline_difiisr_dwt.py`` (also in the Hub folder); it imports torch and diffusers only.
+A sibling file of ``pipeline_difiisr_dwt.py`` (also in the Hub folder); it imports torch, diffusers and its
+sibling ``tiling.py`` (for :func:`~.tiling.as_integer`).
 """
 
 from __future__ import annotations
 
-import operator
-
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+from .tiling import as_integer
 
 
 class WindowAttnProcessor:
@@ -83,10 +84,7 @@ class WindowAttnProcessor:
 
 def _positive_int(value, what: str) -> int:
     """``value`` as an ``int`` (any integer type: Python, numpy, torch), or a ValueError naming ``what``."""
-    try:
-        number = operator.index(value) if not isinstance(value, bool) else None
-    except TypeError:
-        number = None
+    number = as_integer(value)
     if number is None or number < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}.")
     return number

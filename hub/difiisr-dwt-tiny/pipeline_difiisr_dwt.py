@@ -17,7 +17,6 @@ folder's pipeline code files, and the components arrive as objects.
 from __future__ import annotations
 
 import numbers
-import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ from .attention import set_decoder_attention_window, set_unet_attention_window
 from .fidelity import LRConsistencyMixin
 from .image_processor import ImageMeta, IRImageProcessor, PipelineImageInput
 from .saving import HubFolderMixin
-from .tiling import TilingConfig, tiled_with_shared_norms
+from .tiling import TilingConfig, as_integer, tiled_with_shared_norms
 
 logger = logging.get_logger(__name__)  # diffusers' logger, as its pipelines
 # attribute of a UNet / VQ decoder recording the window it runs its attention with (None: global attention)
@@ -285,10 +284,7 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
         if image is None:
             raise ValueError("`image` must be given.")
         steps = self.scheduler.config.num_train_timesteps
-        try:  # any integer type: Python, numpy, torch
-            count = None if isinstance(num_inference_steps, bool) else operator.index(num_inference_steps)
-        except TypeError:
-            count = None
+        count = as_integer(num_inference_steps)  # any integer type: Python, numpy, torch
         if count is None or not 1 <= count <= steps:
             raise ValueError(f"`num_inference_steps` must be an integer in [1, {steps}], got {num_inference_steps!r}.")
         for name, value in (("noise_scale", noise_scale), ("prior_noise_scale", prior_noise_scale)):

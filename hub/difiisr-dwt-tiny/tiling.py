@@ -29,14 +29,18 @@ class TilingConfig:
     tile_overlap: int
 
     def __post_init__(self) -> None:
-        size, overlap = (None if isinstance(v, bool) else _index(v) for v in (self.tile_size, self.tile_overlap))
+        size, overlap = (as_integer(v) for v in (self.tile_size, self.tile_overlap))
         if size is None or overlap is None or size <= 0 or not 0 <= overlap < size:
             raise ValueError(f"`tile_size` must be a positive integer and `tile_overlap` an integer in [0, tile_size), "
                              f"got {self.tile_size!r} and {self.tile_overlap!r}.")
         self.tile_size, self.tile_overlap = size, overlap
 
 
-def _index(value) -> int | None:
+def as_integer(value) -> int | None:
+    """``value`` as an ``int`` when it is an integer of any type (Python, numpy, a one-element torch integer
+    tensor), else ``None`` (floats, strings, and bools, which Python counts as integers)."""
+    if isinstance(value, bool):
+        return None
     try:
         return operator.index(value)
     except TypeError:
