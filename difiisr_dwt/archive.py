@@ -580,8 +580,10 @@ def run_archive(args) -> dict[str, int]:
         skipped = f"{counts['skipped']} skipped (outputs exist; --overwrite redoes them)" if counts["skipped"] else \
             "0 skipped"
         warned = sum(1 for record in records if record.warning)
-        print(f"{counts['written']} written" + (f" ({warned} with a warning, above)" if warned else "")
-              + f", {skipped}, {counts['failed']} failed, of {len(records)} inputs -> "
-              f"{getattr(args, 'output_label', None) or output_dir}"
-              + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
+        # ``args.report_summary`` (``-o -``) holds the line back until the image is on standard output
+        getattr(args, "report_summary", print)(
+            f"{counts['written']} written" + (f" ({warned} with a warning, above)" if warned else "")
+            + f", {skipped}, {counts['failed']} failed, of {len(records)} inputs -> "
+            f"{getattr(args, 'output_label', None) or output_dir}"
+            + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
     return counts

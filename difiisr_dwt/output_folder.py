@@ -1,12 +1,14 @@
-"""An upscale output folder: a writability probe, the cleanup of temporary files an interrupted run left,
-and the log that tells this tool's earlier outputs from inputs (:mod:`difiisr_dwt.archive` uses them)."""
+"""An output folder: a writability probe, the removal of folders a failed run made and left empty (upscale,
+training), the cleanup of temporary files an interrupted run left, and the log that tells this tool's earlier
+outputs from inputs (:mod:`difiisr_dwt.archive` uses them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from difiisr_dwt.errors import UsageError
@@ -29,6 +31,28 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as error:
         raise UsageError(f"output folder {folder} is not writable ({error.strerror or error})") from error
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: str | os.PathLike, owner: Callable[[], bool] = lambda: True) -> Iterator[None]:
+    """Run the body; then, whether it failed or not, remove ``folder`` and the parents it is about to get if
+    they are still empty, so that a run that wrote nothing leaves no trace. A folder that existed before, or
+    holds anything, stays (and so do those above it).
+
+    Args:
+        folder: the run's output folder (it need not exist yet).
+        owner: whether this process does the removal, asked at the end (e.g. accelerate's main process: the
+            others must not remove a folder the main process has yet to write into).
+    """
+    made = [Path(folder).absolute(), *Path(folder).absolute().parents]
+    made = made[: next(i for i, path in enumerate(made) if path.exists())]
+    try:
+        yield
+    finally:
+        if made and owner():
+            with contextlib.suppress(OSError):  # one not empty, or gone: it and those above it stay
+                for path in made:
+                    path.rmdir()
 
 
 def remove_stale_temps(folder: Path, names: Iterable[str], before: float) -> int:

@@ -74,6 +74,17 @@ def test_callback_must_return_its_kwargs(tiny_pipeline):
         _run(tiny_pipeline, callback_on_step_end=lambda pipe, i, t, kwargs: {"latents": kwargs["latents"].numpy()})
 
 
+def test_non_finite_values_raise_instead_of_a_black_image(tiny_pipeline):
+    """NaN latents (a callback's, or float16 overflow) decoded to NaN, which became a black (0) image."""
+    def poison(pipe, i, t, kwargs):
+        return {"pred_vq_latents": torch.full_like(kwargs["pred_vq_latents"], float("nan"))}
+
+    for lr_consistency in (True, False):
+        with pytest.raises(RuntimeError, match="NaN or infinite"):
+            _run(tiny_pipeline, lr_consistency=lr_consistency, callback_on_step_end=poison,
+                 callback_on_step_end_tensor_inputs=["pred_vq_latents"])
+
+
 def test_interrupt_stops_after_the_current_step(tiny_pipeline):
     """diffusers' convention: a callback sets ``pipe._interrupt``; the last prediction is decoded."""
     steps_run = []

@@ -152,3 +152,4 @@ def test_a_closed_pipe_is_one_error_line(saved_test_model, tmp_path):
         "error: standard output was closed before the whole image was written (broken pipe: did the command after | "
         "fail or stop reading?)"]
     assert "Traceback" not in err and "Exception ignored" not in err
+    assert "1 written" not in err  # the summary line comes only once the image is out

@@ -144,6 +144,19 @@ def test_wrong_component_folder_names_both_classes(components, tmp_path, capsys,
     assert type(load_vqvae(args)).__name__ == "VQModel"
 
 
+def test_a_run_that_fails_before_its_first_file_leaves_no_folder(components, tmp_path, capsys, train_main):
+    """The model check comes after accelerate starts and the output folder is made: a new ``runs/new`` that
+    the failed run left empty stayed behind (as does any folder the run did not make)."""
+    argv = _adapter_argv(components, tmp_path / "runs" / "new")
+    argv[argv.index(components / "vqvae")] = components / "dwt_encoder"
+    code, lines, err = _train(train_main, argv, capsys)
+    assert code == 2 and "needs a VQModel folder" in lines[0], err
+    assert list(tmp_path.iterdir()) == []  # neither runs/new nor runs
+    (tmp_path / "kept").mkdir()
+    argv[argv.index(tmp_path / "runs" / "new")] = tmp_path / "kept"
+    assert _train(train_main, argv, capsys)[0] == 2 and (tmp_path / "kept").is_dir()  # not made by the run: stays
+
+
 class _RunsCode:
     """Unpickling this calls ``os.mkdir(marker)``: what a hostile pickle would do with a shell command."""
 

@@ -82,19 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from difiisr_dwt.archive import run_archive
+    from difiisr_dwt.output_folder import removed_if_left_empty
 
     if str(args.output_dir) == "-":
         return _run_to_stdout(args)
-    output_dir = Path(args.output_dir).absolute()
-    made = [output_dir, *output_dir.parents]
-    made = made[: next(i for i, folder in enumerate(made) if folder.exists())]  # what this run will create
-    try:
+    # folders this run makes and leaves empty (every input failed, or an error) do not stay behind
+    with removed_if_left_empty(args.output_dir, lambda: PartialState().is_main_process):
         counts = run_archive(args)
-    finally:  # folders this run made and left empty (every input failed, or an error) do not stay behind
-        if PartialState().is_main_process:
-            with contextlib.suppress(OSError):  # one not empty, or gone: it and those above it stay
-                for folder in made:
-                    folder.rmdir()
     if counts["failed"]:
         # the main process names the count; the others only set the exit status
         raise PartialFailure(f"{counts['failed']} input(s) failed" if PartialState().is_main_process else "")
@@ -125,7 +119,8 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
         raise UsageError("-o - writes the image's bytes to standard output, which is a terminal; redirect it "
                          "(> out.png) or pipe it on")
     with tempfile.TemporaryDirectory(prefix="difiisr-dwt-stdout-") as folder:
-        args.output_dir, args.output_label = Path(folder), "standard output"
+        summary: list[str] = []
+        args.output_dir, args.output_label, args.report_summary = Path(folder), "standard output", summary.append
         with contextlib.redirect_stdout(sys.stderr):
             run(args)  # a failed input raises: nothing reaches standard output
         files = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
@@ -140,4 +135,5 @@ def _run_to_stdout(args: argparse.Namespace) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise UsageError("standard output was closed before the whole image was written (broken pipe: did "
                              "the command after | fail or stop reading?)") from None
+    print(*summary, file=sys.stderr)
     return 0

@@ -405,8 +405,8 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
                 ).prev_sample
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "pred_vq_latents": pred_vq_latents, "lr_condition": lr_condition}
-                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    callback_outputs = callback_on_step_end(
+                        self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
                     if not isinstance(callback_outputs, dict):
                         raise ValueError("`callback_on_step_end` must return a dict (the callback_kwargs it was given, "
                                          f"changed or not), got {type(callback_outputs).__name__}.")
@@ -559,6 +559,9 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
                 # 6. Decode and crop the padding; the model's output is grey, so the fidelity step works on
                 # its luma (a third of the memory) and makes it agree with the input's luma
                 sr = self.decode_vq_latents(vq_latents, quantize)
+                if not torch.isfinite(sr).all():  # written out, NaN is a black frame that passes for a result
+                    raise RuntimeError(f"the decoded image holds NaN or infinite values ({self.vqvae.dtype}: float16 "
+                                       "can overflow, or a callback returned them); nothing was returned")
                 sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor].clamp_(-1, 1)
                 if lr_consistency:
                     lr_luma = lr.float().mean(dim=1, keepdim=True)

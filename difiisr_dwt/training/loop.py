@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from difiisr_dwt.data import StreamSampler, build_training_dataset, list_image_files
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import write_text_atomic
+from difiisr_dwt.output_folder import removed_if_left_empty
 from difiisr_dwt.training.checkpointing import (
     CheckpointError,
     check_earlier_run,
@@ -75,7 +76,14 @@ def _scalar_config(args: argparse.Namespace) -> dict:
 
 
 def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
-    """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share)."""
+    """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share). An output
+    folder the run made and left empty (it failed before its first file) is removed."""
+    # the main process's rank, known before accelerate starts (the failure may come before it)
+    with removed_if_left_empty(args.output_dir, lambda: os.environ.get("RANK", "0") == "0"):
+        return _train(args, stage_cls)
+
+
+def _train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     output_dir = Path(args.output_dir)
     check_output_dir(args, stage_cls.final_folders())
     identity = run_identity(stage_cls.name, args.preset)  # recorded in each checkpoint; a resume must match it
