@@ -246,3 +246,28 @@ def test_startup_part_runs_on_the_given_frame_and_an_absolute_model(tmp_path, mo
     monkeypatch.setattr(startup, "compare", fake_compare)
     cost.startup(replace(QUICK, gpu_model="model", cost_frames=("f.png",)))
     assert seen == {"model": str(tmp_path / "model"), "frame": tmp_path / "f.png"}
+
+
+def test_an_interrupted_cost_section_keeps_its_finished_parts(tmp_path, monkeypatch):
+    """``bench --section cost --json`` wrote the section only when all its parts were done: a run stopped in
+    the 640x512 part (minutes) lost the whole-process and component figures measured before it."""
+    from difiisr_dwt.benchmarks import cost, run_benchmarks
+    from difiisr_dwt.benchmarks.report import format_markdown
+
+    process = {"realesrgan": "r.py", "folders": {}}
+    split = {clock: dict.fromkeys((*cost.CATEGORIES, "total"), 1.0) for clock in ("cpu_s", "wall_s")}
+    monkeypatch.setattr(cost, "whole_process", lambda config, work: process)
+    monkeypatch.setattr(cost, "components", lambda config: {"size": [16, 16], "repeats": 1, "per_call": split})
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cost, "sizes", interrupted)
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmarks(replace(QUICK, cost_frames=()), ("cost",),
+                       on_section=lambda results: saved.append(json.loads(json.dumps(results))))
+    assert [set(s["cost"]) for s in saved] == [{"settings", "process"}, {"settings", "process", "components"}]
+    assert saved[-1]["cost"]["process"] == process
+    text = format_markdown(saved[-1])
+    assert "Per-component split" in text and "Not measured (the run stopped first): sizes." in text

@@ -107,8 +107,8 @@ def run_benchmarks(config: BenchConfig, sections: tuple[str, ...] = DEFAULT_SECT
         sections: names from :data:`SECTIONS`.
         threads: torch threads while benchmarking (and of the tiling children); the previous count
             is restored afterwards. ``None`` keeps the current count.
-        on_section: called with the results so far after each section (``bench --json`` saves them, so that
-            an interrupted run keeps what it finished).
+        on_section: called with the results so far after each section, and after each part of the long
+            ``cost`` section (``bench --json`` saves them, so that an interrupted run keeps what it finished).
 
     Returns:
         ``{"meta": {...}, <section>: {...}}`` with ``end_to_end`` as the key of ``end-to-end``.
@@ -151,8 +151,14 @@ def _run_sections(config: BenchConfig, sections: tuple[str, ...], on_section: Ca
         if section in sections:
             module, function = _RUNNERS[section]
             run = getattr(importlib.import_module(f"difiisr_dwt.benchmarks.{module}"), function)
-            extra = {"threads": torch.get_num_threads()} if section == "tiling" else {}
-            results[section.replace("-", "_")] = run(config, **extra)
+            key = section.replace("-", "_")
+
+            def progress(partial: dict, key: str = key) -> None:  # a long section's finished parts, saved as they come
+                results[key] = partial
+                on_section(results)
+
+            extra = {"tiling": {"threads": torch.get_num_threads()}, "cost": {"progress": progress}}.get(section, {})
+            results[key] = run(config, **extra)
             on_section(results)
     results["meta"]["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return results

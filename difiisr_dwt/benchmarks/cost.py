@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import PIL.Image
@@ -341,8 +341,11 @@ def channels_last(config: BenchConfig) -> dict:
             "max_abs_diff_grey": float(np.abs(outputs["channels_last"] - outputs["contiguous"]).max())}
 
 
-def bench_cost(config: BenchConfig) -> dict:
+def bench_cost(config: BenchConfig, progress: Callable[[dict], None] | None = None) -> dict:
     """All three parts for ``config.gpu_model`` (``None``: the embedded model); see the module docstring.
+
+    ``progress`` is called with the result so far after each part (``bench --json`` saves it: the parts take
+    minutes each on 2 cores, and an interrupted run keeps those it finished).
 
     Returns:
         ``{"settings", "components", "sizes", "process", "startup", "channels_last"}`` (``process`` has
@@ -358,21 +361,25 @@ def bench_cost(config: BenchConfig) -> dict:
         "size_timeout_s": config.cost_size_timeout_s,
         "frames": [str(path) for path in frame_files(config.cost_frames)],
     }
-    # Each part is logged as JSON when done: the 640x512 run without tiling can take long on a busy machine.
+    # Each part is logged as JSON and reported when done: the 640x512 run without tiling can take long on a
+    # busy machine.
     result: dict = {"settings": settings}
+
+    def done(part: str, value, logged=None) -> None:
+        result[part] = value
+        logger.info("cost: %s %s", part, json.dumps(value if logged is None else logged))
+        if progress is not None:
+            progress(dict(result))
+
     if config.cost_whole_process:
         with tempfile.TemporaryDirectory(prefix="difiisr_cost_") as work:
-            result["process"] = whole_process(config, Path(work))
-        logger.info("cost: process %s", json.dumps(result["process"]))
-    result["components"] = components(config)
-    logger.info("cost: components %s", json.dumps(result["components"]))
-    result["sizes"] = sizes(config)
-    logger.info("cost: sizes %s", json.dumps(result["sizes"]))
+            done("process", whole_process(config, Path(work)))
+    done("components", components(config))
+    done("sizes", sizes(config))
     if config.cost_startup:
-        result["startup"] = startup(config)
-        logger.info("cost: startup %s", json.dumps(result["startup"]["median"]))
-        result["channels_last"] = channels_last(config)
-        logger.info("cost: channels_last %s", json.dumps(result["channels_last"]))
+        startup_result = startup(config)
+        done("startup", startup_result, startup_result["median"])
+        done("channels_last", channels_last(config))
     return result
 
 

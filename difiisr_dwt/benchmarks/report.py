@@ -172,22 +172,28 @@ def _gpu(section: dict) -> list[str]:
 def _cost(section: dict) -> list[str]:
     st = section["settings"]
     lines = [f"### CPU cost of the default call (`{st['model']}`, {st['threads']} threads)", ""]
-    comp = section["components"]
-    split = comp["per_call"]
-    parts = ("encode", "unet", "adapter", "decode", "fidelity", "other", "total")
-    lines += [f"Per-component split, one {comp['size'][0]}x{comp['size'][1]} frame, mean of {comp['repeats']} "
-              "calls after a warm-up (seconds per call):", ""]
-    lines += _table(["clock", *parts], [[clock.replace("_s", ""), *(f"{split[clock][p]:.3g}" for p in parts)]
-                                          for clock in ("cpu_s", "wall_s")])
-    lines += ["", "Without tiling, one fresh process per size (seconds per call; decode per output megapixel):", ""]
-    rows = [[f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{16 * r['lr_size'][0] * r['lr_size'][1] / 1e6:.3g}",
-             f"not finished within {r['timed_out_s']:.0f} s (capped)", *[""] * 5] if "timed_out_s" in r else
-            [f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{r['output_megapixels']:.3g}",
-             f"{r['split']['cpu_s']['total']:.3g}", f"{r['split']['cpu_s']['decode']:.3g}",
-             f"{r['decode_cpu_s_per_mp']:.3g}", f"{r['decode_wall_s_per_mp']:.3g}", _mb(r["peak_rss_mb"]),
-             _mb(r["peak_over_start_mb"])] for r in section["sizes"]]
-    lines += _table(["LR", "output MP", "call CPU s", "decode CPU s", "decode CPU s/MP", "decode wall s/MP",
-                     "peak RSS MB", "peak over start MB"], rows)
+    missing = [part for part in ("components", "sizes") if part not in section]
+    if missing:  # an interrupted run's partial JSON
+        lines += [f"Not measured (the run stopped first): {', '.join(missing)}."]
+    if "components" in section:
+        comp = section["components"]
+        split = comp["per_call"]
+        parts = ("encode", "unet", "adapter", "decode", "fidelity", "other", "total")
+        lines += [f"Per-component split, one {comp['size'][0]}x{comp['size'][1]} frame, mean of {comp['repeats']} "
+                  "calls after a warm-up (seconds per call):", ""]
+        lines += _table(["clock", *parts], [[clock.replace("_s", ""), *(f"{split[clock][p]:.3g}" for p in parts)]
+                                              for clock in ("cpu_s", "wall_s")])
+    if "sizes" in section:
+        lines += ["", "Without tiling, one fresh process per size (seconds per call; decode per output megapixel):",
+                  ""]
+        rows = [[f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{16 * r['lr_size'][0] * r['lr_size'][1] / 1e6:.3g}",
+                 f"not finished within {r['timed_out_s']:.0f} s (capped)", *[""] * 5] if "timed_out_s" in r else
+                [f"{r['lr_size'][0]}x{r['lr_size'][1]}", f"{r['output_megapixels']:.3g}",
+                 f"{r['split']['cpu_s']['total']:.3g}", f"{r['split']['cpu_s']['decode']:.3g}",
+                 f"{r['decode_cpu_s_per_mp']:.3g}", f"{r['decode_wall_s_per_mp']:.3g}", _mb(r["peak_rss_mb"]),
+                 _mb(r["peak_over_start_mb"])] for r in section["sizes"]]
+        lines += _table(["LR", "output MP", "call CPU s", "decode CPU s", "decode CPU s/MP", "decode wall s/MP",
+                         "peak RSS MB", "peak over start MB"], rows)
     process = section.get("process")
     if process is not None:
         lines += [""]
