@@ -57,7 +57,8 @@ METRICS: dict[str, MetricInfo] = {
 FIDELITY_METRICS = ("lr_error", "mean_shift")
 
 # What LR / SR file names may add to the HR stem: "x4", "_x4", "_LRx4", "_bicx4", "_SR_x4", "_LR", "_sr"...
-_PAIR_SUFFIX = re.compile(r"^(?:[_\-.]?(?:lr|sr|bic|lrbic)?[_\-]?x4|[_\-.](?:lr|sr))$", re.IGNORECASE)
+# "a_x4", "a_LRx4", "a_sr", and "a_out" (Real-ESRGAN's inference_realesrgan.py writes NAME_out by default)
+_PAIR_SUFFIX = re.compile(r"^(?:[_\-.]?(?:lr|sr|bic|lrbic)?[_\-]?x4|[_\-.](?:lr|sr|out))$", re.IGNORECASE)
 _8BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX")
 
 
@@ -107,6 +108,13 @@ def list_hr(hr_dir: Path, file_list: Path | None = None, limit: int | None = Non
         paths = paths[:limit]
     if not paths:
         raise EvaluationError(f"no HR images found in {hr_dir}")
+    by_stem: dict[str, Path] = {}
+    for path in paths:  # results, saved LR, --lr / --sr partners and noise seeds all go by the name
+        other = by_stem.setdefault(path.stem, path)
+        if other != path:
+            raise EvaluationError(f"{other.relative_to(hr_dir)} and {path.relative_to(hr_dir)} share the name "
+                                  f"{path.stem!r}: results, --save-lr files and --lr / --sr partners are matched by "
+                                  "name; evaluate them in separate runs")
     return paths
 
 
@@ -330,12 +338,13 @@ def fidelity_metrics(sr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
     ``mean_shift``: ``|mean(SR) - mean(bicubic_up(LR))|``, a global level drift.
 
     Args:
-        sr: `(H, W, 3)` uint8; lr: `(H/4, W/4, 3)` uint8.
+        sr: `(H, W, 3)` uint8; lr: `(H/4, W/4, 3)` uint8 (an SR up to 3 pixels larger, as for an HR whose sides
+            are not multiples of 4, is measured on its top-left `(4h, 4w)`, the part the LR was made from).
     """
     def luma(image: np.ndarray) -> np.ndarray:
         return image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
-    down = np.asarray(bicubic_down(PIL.Image.fromarray(sr)))
+    down = np.asarray(bicubic_down(PIL.Image.fromarray(sr[: lr.shape[0] * SCALE, : lr.shape[1] * SCALE])))
     up = np.asarray(bicubic_up(PIL.Image.fromarray(lr)))
     return {
         "lr_error": float(np.abs(luma(down) - luma(lr)).mean()),
@@ -345,7 +354,8 @@ def fidelity_metrics(sr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
 
 def method_summary(per_image: dict[str, dict[str, float]]) -> dict[str, object]:
     """``{"mean": {metric: mean}, "max": {metric: max}, "images": per_image}`` of one method's
-    per-image metrics (the max: a claim such as "no image drifts" is about the worst image)."""
+    per-image metrics. ``max`` is the largest value of each metric: the worst image for the fidelity metrics
+    and LPIPS (a claim such as "no image drifts" is about it), the best for PSNR and SSIM."""
     names = next(iter(per_image.values())).keys() if per_image else []
     mean = {k: float(np.mean([v[k] for v in per_image.values()])) for k in names}
     worst = {k: float(np.max([v[k] for v in per_image.values()])) for k in names}
@@ -542,7 +552,10 @@ def evaluate(
     needs_lr = bool(set(LR_METHODS) & set(methods)) or save_lr_dir is not None
     for index in progress(range(len(hr_paths))):
         hr_path = hr_paths[index]
-        hr_image = load_8bit(hr_path)
+        hr_image = full_hr = load_8bit(hr_path)
+        if 2 * settings.crop_border >= min(modcrop(hr_image).size):  # found before any method runs
+            raise EvaluationError(f"{hr_path.name}: --crop-border {settings.crop_border} removes the whole "
+                                  f"{hr_image.width}x{hr_image.height} image")
         lr_image = None
         if needs_lr:
             if lr_paths is None:
@@ -567,12 +580,16 @@ def evaluate(
                         f"HR is {hr_image.width}x{hr_image.height}"
                     )
             else:
-                outputs[method] = load_8bit(sr_paths[index])
-                hr_image = match_hr(hr_image, outputs[method].size, f"SR {sr_paths[index].name}", hr_path)
+                sr_image = load_8bit(sr_paths[index])
+                match_hr(full_hr, sr_image.size, f"SR {sr_paths[index].name}", hr_path)  # full size or mod-cropped
+                # every method is measured on the mod-cropped HR, whatever the SR's size (BasicSR's mod_crop)
+                hr_image = modcrop(full_hr)
+                outputs[method] = sr_image.crop((0, 0, *hr_image.size))
         hr_array = to_rgb_array(hr_image)
         arrays = {method: to_rgb_array(image) for method, image in outputs.items()}
-        if lr_image is None and lr_paths is None and hr_image.width % SCALE == 0 and hr_image.height % SCALE == 0:
-            # results measured alone: the protocol's LR (noisy if asked), for the fidelity metrics
+        if lr_image is None and lr_paths is None:
+            # results measured alone: the protocol's LR (noisy if asked) of the mod-cropped HR, for the fidelity
+            # metrics (measured on the part of the SR that LR was made from)
             _, lr_image = make_lr(hr_image, hr_path.name, lr_noise)
         lr_array = None if lr_image is None else to_rgb_array(lr_image)
         for method, array in arrays.items():

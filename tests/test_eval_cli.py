@@ -193,7 +193,6 @@ def test_missing_lpips_weights_message(hr_dir, tmp_path, monkeypatch, capsys):
     [
         (["--bicubic", "--metrics", "psnr,ssim_y"], "--metrics: unknown ['psnr']"),
         (["--bicubic", "--file-list", "missing.txt"], "--file-list missing.txt: no such file"),
-        (["--bicubic", "--limit", "0"], "--limit must be >= 1"),
         (["--model", "{empty}", "--metrics", "psnr_y", "--device", "cpu"], "cannot load the model"),
     ],
 )
@@ -203,3 +202,76 @@ def test_bad_options(hr_dir, tmp_path, monkeypatch, capsys, argv, message):
     argv = [a.replace("{empty}", str(tmp_path / "empty")) for a in argv]
     assert run_eval(["--hr", hr_dir, *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--limit", "0"], "--limit: must be >= 1, got 0"),
+    (["--noisy-lr", "--noise-seed", "-1"], "--noise-seed/--noise_seed: must be >= 0, got -1"),
+    (["--crop-border", "-1"], "--crop-border/--crop_border: must be >= 0, got -1"),
+    (["--grid-images", "0"], "--grid-images/--grid_images: must be >= 1, got 0"),
+])
+def test_bad_numbers_are_argument_errors(hr_dir, capsys, argv, message):
+    """They were numpy / metric ValueErrors with a traceback (exit 1), the crop border's after the model ran."""
+    with pytest.raises(SystemExit) as exit_:
+        run_eval(["--hr", hr_dir, "--bicubic", *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"error: argument {message}" in err and "Traceback" not in err
+
+
+def test_a_crop_border_larger_than_an_image_is_named_before_any_method_runs(hr_dir, monkeypatch, capsys):
+    from difiisr_dwt import evaluation
+
+    ran = []
+    monkeypatch.setattr(evaluation, "bicubic_up", lambda lr: ran.append(lr))
+    assert run_eval(["--hr", hr_dir, "--bicubic", "--metrics", "psnr_y", "--crop-border", "1000"]) == 2
+    assert "--crop-border 1000 removes the whole" in capsys.readouterr().err and not ran
+
+
+
+def test_sr_at_the_full_size_of_an_hr_not_a_multiple_of_4(tmp_path, capsys):
+    """HR 129x129 and 128x128, SR at each HR's full size: the fidelity columns were measured only for sides that
+    are multiples of 4 (here: a KeyError after all images, or silently missing columns), and ``--bicubic`` beside
+    ``--sr`` refused 129x129 as "HR is 128x128". Every method is now measured on the mod-cropped HR."""
+    rng = np.random.default_rng(1)
+    for name, side in (("b.png", 129), ("c.png", 128)):
+        hr = np.clip(128 + 40 * rng.standard_normal((side, side)), 0, 255).astype(np.uint8)
+        _save(hr, tmp_path / "hr" / name)
+        lr = PIL.Image.fromarray(hr[:128, :128]).resize((32, 32), PIL.Image.BICUBIC)  # the protocol's LR
+        sr = np.asarray(lr.resize((128, 128), PIL.Image.BICUBIC))
+        full = np.pad(sr, ((0, side - 128), (0, side - 128)), mode="edge")  # SR at the HR's full size
+        _save(full, tmp_path / "sr" / name)
+    out = tmp_path / "r.json"
+    assert run_eval(["--hr", tmp_path / "hr", "--sr", tmp_path / "sr", "--bicubic", "--metrics",
+                     "psnr_y,lr_error,mean_shift", "--json", out]) == 0, capsys.readouterr().err
+    results = json.loads(out.read_text())
+    for method in ("bicubic", "sr"):
+        assert set(results[method]["images"]) == {"b.png", "c.png"}
+        for values in results[method]["images"].values():
+            assert set(values) == {"psnr_y", "lr_error", "mean_shift"}
+    # the SR file is the bicubic upscale of the same LR: the same figures on the same (cropped) HR
+    for name in ("b.png", "c.png"):
+        assert results["sr"]["images"][name]["psnr_y"] == pytest.approx(results["bicubic"]["images"][name]["psnr_y"])
+
+
+def test_hr_files_sharing_a_name_are_refused(tmp_path, capsys):
+    """``s1/a.png`` and ``s2/a.png`` gave one row (the second overwrote the first) and the same noise; ``a.png``
+    and ``a.jpg`` one saved LR."""
+    image = np.full((16, 16), 100, np.uint8)
+    for name in ("s1/a.png", "s2/a.png"):
+        _save(image, tmp_path / "hr" / name)
+    (tmp_path / "list.txt").write_text("s1/a.png\ns2/a.png\n")
+    assert run_eval(["--hr", tmp_path / "hr", "--file-list", tmp_path / "list.txt", "--bicubic",
+                     "--metrics", "psnr_y"]) == 2
+    assert "s1/a.png and s2/a.png share the name 'a'" in capsys.readouterr().err
+    _save(image, tmp_path / "flat" / "a.png")
+    PIL.Image.fromarray(image).save(tmp_path / "flat" / "a.jpg")
+    assert run_eval(["--hr", tmp_path / "flat", "--bicubic", "--metrics", "psnr_y", "--save-lr",
+                     tmp_path / "lr"]) == 2
+    assert "a.jpg and a.png share the name 'a'" in capsys.readouterr().err and not (tmp_path / "lr").exists()
+
+
+def test_realesrgan_out_suffix_pairs(hr_dir, tmp_path, capsys):
+    """Real-ESRGAN's inference_realesrgan.py writes ``NAME_out.png`` by default."""
+    for path in sorted(hr_dir.iterdir()):
+        PIL.Image.fromarray(_bicubic_x4_of(path)).save(tmp_path / f"{path.stem}_out.png")
+    assert run_eval(["--hr", hr_dir, "--sr", tmp_path, "--metrics", "psnr_y"]) == 0, capsys.readouterr().err

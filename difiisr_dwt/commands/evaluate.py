@@ -3,7 +3,8 @@
 Measure x4 super-resolution against HR images: PSNR and SSIM on the BasicSR Y channel, LPIPS (AlexNet, VGG) on
 RGB; grayscale images count as three equal channels. Files pair by name (LR/SR names may add a suffix such as
 x4 or _x4). Without --lr, LR is made from HR (cropped to a multiple of 4) by PIL bicubic /4, the DifIISR/M3FD
-protocol; with --noisy-lr that LR then gets sensor noise (Gaussian, sigma 2 grey levels, and a per-column
+protocol; every method is measured against that cropped HR (an SR at the full HR size is cropped the same
+way). With --noisy-lr that LR gets sensor noise (Gaussian, sigma 2 grey levels, and a per-column
 offset, sigma 1.5; :class:`difiisr_dwt.evaluation.SensorNoise` has the exact recipe). Every method sees the
 same LR and is measured against the clean HR; --save-lr writes those LR for other tools. A model run always
 gets the bicubic baseline (PIL bicubic x4 of the same LR) as a second row; --back-projection adds classical
@@ -31,6 +32,7 @@ import argparse
 from pathlib import Path
 
 from difiisr_dwt import DEFAULT_MODEL
+from difiisr_dwt.commands import int_at_least
 from difiisr_dwt.evaluation import METRICS, SensorNoise
 from difiisr_dwt.io import IMAGE_SUFFIXES, InputGuard, write_text_atomic
 from difiisr_dwt.loading import add_model_arguments
@@ -65,16 +67,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     noise.add_argument("--column-noise-sigma", "--column_noise_sigma", type=float, default=None,
                        metavar="GREY",
                        help=f"per-column offset (stripes), grey levels (default {SensorNoise.column_sigma})")
-    noise.add_argument("--noise-seed", "--noise_seed", type=int, default=None,
+    noise.add_argument("--noise-seed", "--noise_seed", type=int_at_least(0), default=None,
                        help=f"numpy seed of the noise (default {SensorNoise.seed})")
     parser.add_argument("--save-lr", "--save_lr", type=Path, default=None, metavar="DIR",
                         help="write the LR made from HR (noisy with --noisy-lr) to DIR as <HR name>.png")
     parser.add_argument("--file-list", "--file_list", type=Path, default=None,
                         help="text file of HR file names to use, one per line (e.g. roadscene_val.txt)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N HR images")
+    parser.add_argument("--limit", type=int_at_least(1), default=None, help="use only the first N HR images")
     parser.add_argument("--metrics", default=",".join(METRICS),
                         help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
-    parser.add_argument("--crop-border", "--crop_border", type=int, default=0,
+    parser.add_argument("--crop-border", "--crop_border", type=int_at_least(0), default=0,
                         help="pixels removed from each side before measuring (default 0)")
     add_lpips_backbone_dir(parser, dashes=True)
     add_sampling_arguments(parser)
@@ -82,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", type=Path, default=None, help="write one row per (method, image) as CSV")
     parser.add_argument("--grid", type=Path, default=None,
                         help="write a PNG of crops side by side (bicubic | model/sr | HR)")
-    parser.add_argument("--grid-images", "--grid_images", type=int, default=4,
+    parser.add_argument("--grid-images", "--grid_images", type=int_at_least(1), default=4,
                         help="rows of the grid: the first N images (default 4)")
     parser.add_argument("--summary-only", action="store_true", help="print only the mean rows")
 
@@ -105,8 +107,6 @@ def run(args: argparse.Namespace) -> int:
 
     from difiisr_dwt import evaluation as ev
 
-    if args.limit is not None and args.limit < 1:
-        raise ev.EvaluationError(f"--limit must be >= 1, got {args.limit}")
     # the reports may not land on what is measured: the HR/LR/SR folders, the file list, the model
     guard = InputGuard(files=[args.file_list] if args.file_list else [],
                        folders=[args.hr, args.lr, args.sr, args.lpips_backbone_dir]).add_models(args.model)
