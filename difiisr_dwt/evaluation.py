@@ -391,15 +391,19 @@ def markdown_table(results: dict[str, dict], per_image: bool = True) -> str:
     return "\n".join(lines)
 
 
-def to_json(results: dict[str, dict]) -> str:
-    """``{method: {"mean": {...}, "images": {name: {...}}}}``; non-finite PSNR (identical images) as ``null``."""
+def to_json(results: dict[str, dict], protocols: dict[str, dict] | None = None) -> str:
+    """``{method: {"mean": {...}, "max": {...}, "images": {name: {...}}, "protocol": {...}}}``; non-finite PSNR
+    (identical images) as ``null``. ``protocols`` (``eval --json``: the images, the LR, for the model its
+    weights and settings) goes into each method's object as it is."""
 
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
         return value if np.isfinite(value) else None
 
-    return json.dumps(clean(results), indent=2) + "\n"
+    protocols = protocols or {}
+    return json.dumps({method: {**clean(result), **({"protocol": protocols[method]} if method in protocols else {})}
+                       for method, result in results.items()}, indent=2) + "\n"
 
 
 def to_csv(results: dict[str, dict]) -> str:

@@ -109,6 +109,24 @@ def pipeline_call_defaults() -> dict[str, object]:
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
+def pipeline_fingerprint(pipe) -> str:
+    """SHA-256 (hex) of a pipeline's weights: every tensor of its ``torch.nn.Module`` components (component and
+    parameter name, shape, values as float32), in sorted order. Two loads of the same weights give the same
+    digest, however they were saved; other weights, or the same ones run in half precision, another.
+    ``eval --json`` records it and ``export`` checks a model card's figures against it."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, component in sorted(pipe.components.items()):
+        if isinstance(component, torch.nn.Module):
+            for key, tensor in sorted(component.state_dict().items()):
+                digest.update(f"{name}.{key}:{tuple(tensor.shape)};".encode())
+                digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, model_group=None, model_help: str | None = None) -> None:
     """Add ``--model``, ``--device``, ``--dtype`` and ``--trust-remote-code`` (read by :func:`load_pipeline_from_args`).
 

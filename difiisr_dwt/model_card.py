@@ -32,8 +32,9 @@ METHODS = {
 # metric key -> (column header, format, higher is better), from the one definition in evaluation.METRICS
 METRICS = {key: (info.heading, info.fmt, info.higher_is_better) for key, info in METRIC_INFO.items()}
 EVAL_PROTOCOL = (
-    "x4; LR = PIL bicubic downsampling of the HR image (the DifIISR / M3FD protocol); PSNR and SSIM on "
-    "the BasicSR Y channel, LPIPS (AlexNet and VGG) on RGB in [0, 1]; all images of each set."
+    "x4; PSNR and SSIM on the BasicSR Y channel, LPIPS (AlexNet and VGG) on RGB in [0, 1]; under each table, "
+    "the images, how their LR was made (the DifIISR / M3FD protocol: PIL bicubic downsampling of the HR) and "
+    "the model's settings, as `difiisr-dwt eval --json` recorded them."
 )
 
 
@@ -97,7 +98,8 @@ class ReleaseInfo:
 
 
 def load_eval_json(path: str | Path | list[str | Path]) -> dict[str, dict]:
-    """The ``{method: {"mean": {metric: value}, "images": ...}}`` objects of an ``eval --json`` file.
+    """The ``{method: {"mean": {metric: value}, "images": ..., "protocol": ...}}`` objects of an ``eval --json``
+    file; ``protocol`` is its record of how the method was measured (``None`` in files of older versions).
 
     A list of files merges their methods, the first file's kept where two have the same method (the
     model's run and a baseline's ``--sr`` run of the same images give one table).
@@ -131,7 +133,42 @@ def load_eval_json(path: str | Path | list[str | Path]) -> dict[str, dict]:
             raise ModelCardError(f"{path}: {method!r} mean has non-numeric value(s) for {bad}")
     if not any(key in result["mean"] for result in methods.values() for key in METRICS):
         raise ModelCardError(f"{path}: no known metric; expected some of {list(METRICS)}")
-    return methods
+    return {method: {**result, "protocol": result.get("protocol") if isinstance(result.get("protocol"), dict)
+                     else None} for method, result in methods.items()}
+
+
+def describe_protocol(protocol: dict | None) -> str:
+    """One sentence of what an ``eval --json`` protocol record says about its data: the images and how their LR
+    was made (or that the file records none)."""
+    if not protocol:
+        return "the evaluation file records no protocol (written by an older `difiisr-dwt eval`)."
+    count = protocol.get("images")
+    text = f"{count} HR image{'' if count == 1 else 's'} of `{Path(protocol.get('hr') or '?').name}`"
+    if protocol.get("file_list"):
+        text += f" listed in `{Path(protocol['file_list']).name}`"
+    if protocol.get("limit"):
+        text += f" (the first {protocol['limit']} only: `--limit`)"
+    if protocol.get("lr") == "folder":
+        return text + f"; LR from the folder `{Path(protocol.get('lr_folder') or '?').name}`."
+    text += "; LR = PIL bicubic /4 of the HR cropped to a multiple of 4"
+    noise = protocol.get("noise")
+    if noise:
+        text += (f", then Gaussian noise (sigma {noise['sigma']:g} grey levels) and per-column offsets (sigma "
+                 f"{noise['column_sigma']:g}), numpy seed {noise['seed']}, rounded to 8 bit")
+    return text + "."
+
+
+def describe_method(protocol: dict | None, method: str) -> str | None:
+    """What the protocol record says of one row beyond the data: the model's settings, or where ``--sr``
+    results were read; ``None`` when it says nothing more."""
+    if not protocol:
+        return None
+    if method == "sr" and protocol.get("sr"):
+        return f"read from `{Path(protocol['sr']).name}`."
+    if method == "model" and protocol.get("model"):
+        call = ", ".join(f"`{key}={value!r}`" for key, value in (protocol.get("call") or {}).items())
+        return f"seed {protocol.get('seed')}, {protocol.get('dtype')}" + (f", {call}" if call else "") + "."
+    return None
 
 
 def _cell(value, fmt: str, sign: bool = False) -> str:
@@ -230,7 +267,7 @@ def render_model_card(pipe, folder: str | Path, info: ReleaseInfo, evaluations: 
     windows = {"unet": pipe.config.get("unet_attention_window"), "decoder": pipe.config.get("decoder_attention_window")}
     parts.append(_usage(model_id, steps, info, variant, siblings, windows))
     parts.append(_training(info))
-    parts.append(_evaluation(evaluations, info))
+    parts.append(_evaluation(evaluations, info, pipe))
     parts.append(_limitations(info))
     if info.extra:
         parts.append(info.extra.strip())
@@ -321,12 +358,31 @@ def _training(info: ReleaseInfo) -> str:
     return "\n".join(lines)
 
 
-def _evaluation(evaluations: dict[str, dict], info: ReleaseInfo) -> str:
+def _evaluation(evaluations: dict[str, dict], info: ReleaseInfo, pipe) -> str:
     lines = ["## Evaluation", "", info.eval_note or EVAL_PROTOCOL]
     if not evaluations:
         lines += ["", "No evaluation was recorded for this release."]
+    fingerprint = None
     for label, methods in evaluations.items():
-        lines += ["", f"### {label}", "", metrics_table(methods, info.method_names)]
+        protocol = (methods.get("model") or {}).get("protocol") or {}
+        if protocol.get("model_fingerprint"):
+            from difiisr_dwt.loading import pipeline_fingerprint
+
+            fingerprint = fingerprint or pipeline_fingerprint(pipe)
+            if protocol["model_fingerprint"] != fingerprint:
+                raise ModelCardError(
+                    f"{label}: its model row was measured on {protocol.get('model')} ({protocol.get('dtype')}), "
+                    "whose weights are not this pipeline's: evaluate the pipeline being exported (difiisr-dwt eval "
+                    "--model PIPELINE_DIR --json ...) or leave that file out")
+        names = {**METHODS, **info.method_names}
+        data: dict[str, list[str]] = {}  # one sentence per evaluation file (a table may merge several)
+        for method, result in methods.items():
+            data.setdefault(describe_protocol(result.get("protocol")), []).append(names[method])
+        notes = ([f"Measured on {text}" for text in data] if len(data) == 1 else
+                 [f"- {', '.join(rows)}: {text}" for text, rows in data.items()])
+        notes += [f"- {names[method]}: {text}" for method, result in methods.items()
+                  if (text := describe_method(result.get("protocol"), method))]
+        lines += ["", f"### {label}", "", metrics_table(methods, info.method_names), "", *notes]
     if info.cpu_time:
         lines += ["", f"Speed: {info.cpu_time.strip()}"]
     return "\n".join(lines)
@@ -337,8 +393,10 @@ DEFAULT_LIMITATIONS = [
     "otherwise): real sensor blur, noise and fixed-pattern noise are outside what it has seen.",
     "A generative model: it can invent plausible but false detail. Do not use its output for measurement, "
     "radiometry or as the only evidence in safety-critical decisions.",
-    "16-bit inputs are scaled by their own minimum and maximum and restored afterwards; absolute "
-    "temperatures are not modelled.",
+    "The model has no notion of temperature: it works on grey levels. A 16-bit or float input is scaled by its "
+    "own minimum and maximum (or by a fixed `value_range`, the same mapping for every frame) and the output is "
+    "mapped back to the input's units; the fidelity step makes the output's /4 downsampling agree with the "
+    "input, but the detail between input pixels is the model's guess, not a measurement.",
     "The VQ-f4 decoder bounds the quality: the output cannot be sharper than what the decoder reconstructs.",
     "Trained and evaluated on the data listed above; other sensors, scenes and resolutions may do worse.",
 ]

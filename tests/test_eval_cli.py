@@ -86,7 +86,7 @@ def test_model_run_writes_json_csv_and_grid(saved_test_pipeline, hr_dir, lpips_w
     result = json.loads((out / "r.json").read_text())
     assert set(result) == {"bicubic", "model"}
     for method in result.values():
-        assert set(method) == {"mean", "max", "images"}
+        assert set(method) == {"mean", "max", "images", "protocol"}
         assert set(method["mean"]) == METRIC_KEYS
         assert set(method["images"]) == {"a.png", "b.png"}
         for values in method["images"].values():

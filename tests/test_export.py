@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 import yaml
@@ -267,3 +268,46 @@ def test_cli_errors_are_clear(exported, tmp_path, capsys):
     assert run_cli(["export", str(out), "--push"]) == 2
     assert "--repo-id" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_card_says_how_each_table_was_measured_and_refuses_another_models_figures(exported, tmp_path, capsys):
+    """An ``eval --json`` of 1 image (``--limit``) with noisy LR, run on another pipeline, went into a card that
+    said "LR = PIL bicubic downsampling ... all images of each set" under "DifIISR-DWT (this model)"."""
+    from difiisr_dwt.presets import build_pipeline
+
+    _, source, _, _ = exported
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for name in ("a.png", "b.png"):
+        image = np.random.default_rng(len(name)).integers(0, 255, (32, 48), dtype=np.uint8)
+        PIL.Image.fromarray(image).save(hr / name)
+    other = tmp_path / "other"
+    build_pipeline("test", seed=1).save_pretrained(other)  # same architecture, other weights
+    runs = {}
+    for name, model in (("ours", source), ("other", other)):
+        runs[name] = tmp_path / f"{name}.json"
+        assert run_cli(["eval", "--hr", str(hr), "--noisy-lr", "--limit", "1", "--model", str(model), "--steps", "2",
+                        "--metrics", "psnr_y,lr_error", "--device", "cpu", "--json", str(runs[name])]) == 0
+    report = json.loads(runs["ours"].read_text())
+    assert set(report) == {"bicubic", "model"}  # one object per method, as before
+    protocol = report["model"]["protocol"]
+    assert {k: v for k, v in protocol.items() if k in report["bicubic"]["protocol"]} == report["bicubic"]["protocol"]
+    assert protocol["images"] == 1 and protocol["limit"] == 1 and protocol["noise"] == {
+        "sigma": 2.0, "column_sigma": 1.5, "seed": 0}
+    assert protocol["call"]["num_inference_steps"] == 2 and len(protocol["model_fingerprint"]) == 64
+    capsys.readouterr()
+
+    out = tmp_path / "release"
+    assert run_cli(["export", str(source), "--out", str(out), "--eval-json", f"TNO={runs['ours']}"]) == 0
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert "all images of each set" not in text
+    notes = text.split("\n### TNO\n")[1].split("\n## ")[0].strip().split("\n\n")[-1].splitlines()
+    assert notes[0].startswith("Measured on 1 HR image of `hr` (the first 1 only: `--limit`); LR = PIL bicubic /4")
+    assert "Gaussian noise (sigma 2 grey levels) and per-column offsets (sigma 1.5), numpy seed 0" in notes[0]
+    assert notes[1].startswith("- DifIISR-DWT (this model): seed 0, float32, `num_inference_steps=2`,")
+
+    assert run_cli(["export", str(source), "--out", str(tmp_path / "refused"), "--eval-json",
+                    f"TNO={runs['other']}"]) == 2
+    err = capsys.readouterr().err
+    assert "TNO: its model row was measured on" in err and str(other) in err and "not this pipeline's" in err
+    assert not (tmp_path / "refused").exists()

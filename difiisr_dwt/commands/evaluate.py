@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pixels removed from each side before measuring (default 0)")
     add_lpips_backbone_dir(parser, dashes=True)
     add_sampling_arguments(parser)
-    parser.add_argument("--json", type=Path, default=None, help="write {method: {mean, images}} as JSON")
+    parser.add_argument("--json", type=Path, default=None, help="write {method: {mean, max, images, protocol}} as "
+                        "JSON (protocol: the images, the LR, for the model its weights and settings)")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per (method, image) as CSV")
     parser.add_argument("--grid", type=Path, default=None,
                         help="write a PNG of crops side by side (bicubic | model/sr | HR)")
@@ -135,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
         for name in metrics:  # fail before the (slow) model run when a backbone is missing
             if name.startswith("lpips"):
                 load_lpips(name.split("_")[1], args.lpips_backbone_dir, device)
-    upscale = _model_upscaler(args) if "model" in methods else None
+    upscale, protocol, model_protocol = None, _protocol(args, hr_paths, lr_noise, metrics), {}
+    if "model" in methods:
+        upscale, model_protocol = _model_upscaler(args)
     settings = ev.MetricSettings(metrics=metrics, crop_border=args.crop_border,
                                  lpips_backbone_dir=args.lpips_backbone_dir, device=device)
     results, grid_rows = ev.evaluate(
@@ -147,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(ev.markdown_table(results, per_image=not args.summary_only))
     if args.json is not None:
-        write_text_atomic(ev.to_json(results), args.json)
+        protocols = {method: {**protocol, **(model_protocol if method == "model" else {})} for method in results}
+        write_text_atomic(ev.to_json(results, protocols), args.json)
         print(f"wrote {args.json}")
     if args.csv is not None:
         write_text_atomic(ev.to_csv(results), args.csv)
@@ -172,10 +176,28 @@ def _sensor_noise(args: argparse.Namespace) -> SensorNoise | None:
     return SensorNoise(**given)
 
 
+def _protocol(args: argparse.Namespace, hr_paths: list[Path], lr_noise: SensorNoise | None,
+              metrics: tuple[str, ...]) -> dict:
+    """What ``--json`` records beside the figures, so that a report (``export``'s model card) can say how
+    they were measured: the images, how their LR was made, the metrics' settings."""
+    import dataclasses
+
+    return {
+        "hr": str(args.hr), "file_list": None if args.file_list is None else str(args.file_list),
+        "limit": args.limit, "images": len(hr_paths),
+        "lr": "folder" if args.lr is not None else "bicubic", "lr_folder": None if args.lr is None else str(args.lr),
+        "noise": None if lr_noise is None else dataclasses.asdict(lr_noise),
+        "sr": None if args.sr is None else str(args.sr), "crop_border": args.crop_border, "metrics": list(metrics),
+    }
+
+
 def _model_upscaler(args: argparse.Namespace):
-    """LR PIL image -> x4 PIL image with the pipeline of ``--model``; every image starts from ``--seed``."""
+    """``(upscale, protocol)``: LR PIL image -> x4 PIL image with the pipeline of ``--model`` (every image starts
+    from ``--seed``), and what the ``--json`` protocol records of it (the model, its weights' fingerprint, the
+    call's settings)."""
     import torch
 
+    from difiisr_dwt.loading import pipeline_call_defaults, pipeline_fingerprint
 
     pipe, sampling = _pipeline_and_sampling(args)
 
@@ -183,7 +205,13 @@ def _model_upscaler(args: argparse.Namespace):
         generator = torch.Generator("cpu").manual_seed(args.seed)
         return pipe(image, generator=generator, **sampling).images[0]
 
-    return upscale
+    call = {k: v for k, v in {**pipeline_call_defaults(), **sampling}.items()
+            if k in ("num_inference_steps", "noise_scale", "prior_noise_scale", "lr_consistency", "input_noise_level")}
+    protocol = {"model": str(args.model), "model_fingerprint": pipeline_fingerprint(pipe), "dtype": args.dtype,
+                "seed": args.seed, "call": call,
+                "attention_windows": {"unet": pipe.config.get("unet_attention_window"),
+                                      "decoder": pipe.config.get("decoder_attention_window")}}
+    return upscale, protocol
 
 
 def _is_radiometric(path: Path) -> bool:
