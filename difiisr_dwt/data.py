@@ -168,8 +168,11 @@ class PairedCropDataset(Dataset):
         hr = self._load(index, lr=False)
         lr = self._load(index, lr=True) if self.lr_images is not None else None
         size, scale = self.resolution, self.scale
-        if lr is not None and (lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]):
-            raise ImageReadError(f"LR size {lr.shape[1]}x{lr.shape[0]} is not HR size / {scale}")
+        if lr is not None and (lr.shape[0], lr.shape[1]) != (hr.shape[0] // scale, hr.shape[1] // scale):
+            raise ImageReadError(f"LR size {lr.shape[1]}x{lr.shape[0]} is not HR size {hr.shape[1]}x{hr.shape[0]} / "
+                                 f"{scale} (rounded down)")
+        if lr is not None:  # an HR whose sides are not multiples of the scale: mod-cropped, as eval does
+            hr = hr[: lr.shape[0] * scale, : lr.shape[1] * scale]
         if hr.shape[0] < size or hr.shape[1] < size:  # small images: reflect-pad up to one crop
             pad = ((0, max(size - hr.shape[0], 0)), (0, max(size - hr.shape[1], 0)), (0, 0))
             hr = np.pad(hr, pad, mode="reflect")
@@ -198,9 +201,10 @@ class PairedCropDataset(Dataset):
                 except (ImageReadError, OSError, ValueError) as error:
                     # a long run must survive one bad file: log it once and take the next image
                     self._bad.add(index)
-                    logger.warning("Skipping unreadable training image %s: %s", self.names[index], error)
+                    logger.warning("Skipping training image %s: %s", self.names[index], error)
             index = (index + 1) % len(self)
-        raise RuntimeError("No readable training image left.")
+        raise ImageReadError(f"none of the {len(self)} training images can be used (each was logged above as "
+                             "'Skipping training image')")
 
 
 class StreamSampler(Sampler[int]):

@@ -64,6 +64,25 @@ def test_paired_lr_crop_stays_aligned_under_augmentation(tmp_path):
         assert corr > 0.999, f"key {key}: LR crop not aligned with HR crop (corr {corr:.3f})"
 
 
+def test_paired_lr_of_an_hr_not_a_multiple_of_4_is_the_rounded_down_size(tmp_path):
+    """HR 83x66 with LR 20x16 (floor of HR / 4, as ``eval`` and most tools make it) was skipped as "unreadable",
+    then "No readable training image left" with a traceback. The HR is mod-cropped, as ``eval`` does."""
+    from difiisr_dwt.io import ImageReadError
+
+    hr = (np.random.default_rng(0).random((66, 83)) * 255).astype(np.uint8)
+    lr = hr[:64, :80].reshape(16, 4, 20, 4).mean(axis=(1, 3))
+    PIL.Image.fromarray(hr).save(tmp_path / "hr.png")
+    PIL.Image.fromarray(lr.astype(np.float32), mode="F").save(tmp_path / "lr.tiff")
+    dataset = PairedCropDataset([tmp_path / "hr.png"], resolution=32, lr_images=[tmp_path / "lr.tiff"])
+    for key in range(8):
+        sample = dataset[key]
+        box = sample["hr"][0].reshape(8, 4, 8, 4).mean(dim=(1, 3))
+        assert np.corrcoef(box.flatten().numpy(), sample["lr"][0].flatten().numpy())[0, 1] > 0.999
+    PIL.Image.fromarray(lr[:15].astype(np.float32), mode="F").save(tmp_path / "short.tiff")
+    with pytest.raises(ImageReadError, match=r"none of the 1 training images can be used"):
+        PairedCropDataset([tmp_path / "hr.png"], resolution=32, lr_images=[tmp_path / "short.tiff"])[0]
+
+
 def test_small_images_are_padded_to_one_crop(tmp_path):
     PIL.Image.fromarray(_gradient_image(20, 24)).save(tmp_path / "small.png")
     sample = PairedCropDataset(list_image_files(tmp_path), resolution=32)[0]

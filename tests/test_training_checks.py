@@ -263,6 +263,21 @@ def test_missing_validation_set_stops_before_training(components, tmp_path, caps
         assert not out.exists() or not list(out.glob("checkpoint-*")), "trained before checking"
 
 
+def test_training_images_that_are_validation_images_are_refused(components, tmp_path, capsys, train_main):
+    """A line of the validation list (e.g. ``mixed_val.txt``) in the train list trained and saved silently."""
+    data = _images(tmp_path / "data", count=3)
+    (tmp_path / "train.txt").write_text("ir0.png\nir1.png\n")
+    (tmp_path / "val.txt").write_text("ir1.png\nir2.png\n")
+    out = tmp_path / "out"
+    argv = _adapter_argv(components, out, "--max_train_steps", "1", "--train_file_list", tmp_path / "train.txt",
+                         "--validation_data_dir", data, "--validation_file_list", tmp_path / "val.txt")
+    argv[argv.index(out / "no-data-needed")] = data
+    code, lines, err = _train(train_main, argv, capsys)
+    assert code == 2 and len(lines) == 1, err
+    assert "1 training image(s) are also validation images" in lines[0] and "ir1.png" in lines[0]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--train_batch_size", "0", "at least 1"), ("--max_train_steps", "0", "at least 1"),
     ("--checkpointing_steps", "0", "at least 1"), ("--gradient_accumulation_steps", "-1", "at least 1"),

@@ -246,15 +246,29 @@ def _train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
 
 def check_validation_set(args: argparse.Namespace) -> None:
     """List the validation images now, so that a missing folder, file list or image stops the run before it
-    trains instead of at the first validation."""
+    trains instead of at the first validation; and refuse a training set that holds any of them.
+
+    Raises:
+        UsageError: no validation images, or training files that are also validation files (validating on
+            what the model trained on measures nothing; e.g. a line of ``mixed_val.txt`` in the train list).
+    """
     if args.validation_data_dir is None:
         return
     try:
-        list_image_files(args.validation_data_dir, args.validation_file_list, flag="--validation_data_dir")
+        held_out = list_image_files(args.validation_data_dir, args.validation_file_list, flag="--validation_data_dir")
     except UsageError:  # an unreadable --validation_file_list: its own message names it
         raise
     except ValueError as error:  # a folder without images
         raise UsageError(str(error)) from error
+    if args.dataset_name is not None or args.train_data_dir is None:
+        return  # a datasets split: its files are not paths to compare
+    held_out = {path.resolve() for path in held_out}
+    leaked = [str(path) for path in list_image_files(args.train_data_dir, args.train_file_list)
+              if path.resolve() in held_out]
+    if leaked:
+        raise UsageError(f"{len(leaked)} training image(s) are also validation images, e.g. {leaked[:3]}: a model "
+                         "validated on what it trained on measures nothing; take them out of the training set "
+                         "(--train_file_list) or of the validation set")
 
 
 def _timing_summary(timing: dict) -> dict:
