@@ -129,7 +129,7 @@ def test_input_noise_level_zero_is_the_clean_fidelity_step(tiny_pipeline):
     lr = to_tensor(smooth_scene(24, 32) + np.random.default_rng(3).normal(0, 3, (24, 32)))
     sr = torch.rand(1, 1, 96, 128) * 2 - 1
     expected = back_project(shrink_flat_detail(sr, lr, tiny_pipeline.detail_noise_level / GREY), lr,
-                            tiny_pipeline.back_projection_iterations)
+                            tiny_pipeline.back_projection_iterations, (-1.0, 1.0))  # an 8-bit image's 0..255
     torch.testing.assert_close(tiny_pipeline.apply_lr_consistency(sr, lr, input_noise_level=0.0), expected)
     # training passes __call__'s default to the step itself: "auto" there is the estimate
     torch.testing.assert_close(tiny_pipeline.apply_lr_consistency(sr, lr, "auto"),
@@ -153,6 +153,11 @@ def test_default_estimates_the_noise_of_8_bit_frames_only(tiny_pipeline):
     assert levels("auto", ranged).tolist() == [0.0]  # in units of a value_range: radiometric
     assert torch.isnan(levels(None, metas)).all()
     assert levels(2.5, metas).tolist() == [2.5] * 3
+    # what each output holds, in its input's [-1, 1]: 0..255; 0..65535 counts of a 16-bit image scaled by its
+    # range (here a one-level image: span 1 count around 3000); a float image in its units is unbounded
+    lo, hi = type(tiny_pipeline).output_bounds([*metas, *ranged])
+    assert lo[0] == -1 and hi[0] == 1 and lo[1] == 2 * -3000 - 1 and hi[1] == 2 * (65535 - 3000) - 1
+    assert lo[3] == -float("inf") and hi[3] == float("inf")
 
 
 def test_rounds_blend_is_continuous_in_the_removed_noise(tiny_pipeline):

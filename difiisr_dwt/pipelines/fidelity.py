@@ -17,8 +17,13 @@ import torch.nn.functional as F
 from .image_processor import ImageMeta, bicubic_resize
 
 
-def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int | torch.Tensor) -> torch.Tensor:
-    """Iterative back-projection (Irani & Peleg, 1991): ``SR += up(LR - down(SR))``, ``iterations`` times.
+def back_project(
+    sr: torch.Tensor, lr: torch.Tensor, iterations: int | torch.Tensor,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Iterative back-projection (Irani & Peleg, 1991): ``SR += up(LR - down(SR))``, ``iterations`` times;
+    with ``bounds``, each round ends with a projection onto them (POCS with an amplitude constraint, Stark &
+    Oskoui, 1989), so that clipping to what the output format holds does not undo the consistency.
 
     ``down`` is the degradation the model assumes (PIL-style bicubic, :func:`bicubic_resize`); each
     round removes most of what is left of ``down(SR) - LR``, so the output keeps the model's detail
@@ -29,15 +34,21 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, iterations: int | torch.Ten
         lr (`torch.Tensor` of shape `(B, C, H, W)`): the input, [-1, 1].
         iterations (`int` or `torch.Tensor` of shape `(B,)`): rounds, for all images or per image; 0
             returns ``sr``.
+        bounds (`(lo, hi)`, each `float` or `torch.Tensor` of shape `(B,)`, *optional*): the values the output
+            may take, in ``sr``'s units (:meth:`LRConsistencyMixin.output_bounds`); ``None``: unbounded.
 
     Returns:
-        A new `torch.Tensor` like ``sr`` (float32, not clamped).
+        A new `torch.Tensor` like ``sr`` (float32; within ``bounds`` when given and ``iterations`` > 0).
     """
     out = sr.float().clone()  # the caller's tensor is kept
     rounds = torch.as_tensor(iterations, device=out.device).reshape(-1, 1, 1, 1)
+    lo, hi = (None, None) if bounds is None else (
+        torch.as_tensor(b, dtype=torch.float32, device=out.device).reshape(-1, 1, 1, 1) for b in bounds)
     for index in range(int(rounds.max()) if rounds.numel() else 0):
         correction = bicubic_resize(lr - bicubic_resize(out, tuple(lr.shape[-2:])), tuple(out.shape[-2:]))
         out += correction if rounds.numel() == 1 else correction * (rounds > index)
+        if bounds is not None:
+            out = torch.maximum(torch.minimum(out, hi), lo)
     return out
 
 
@@ -309,8 +320,26 @@ class LRConsistencyMixin:
 
         return torch.tensor([level(meta) for meta in metas], dtype=torch.float32)
 
+    @staticmethod
+    def output_bounds(metas: list[ImageMeta]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(lo, hi)`, each `(B,)`: what each output's format holds, in the model's [-1, 1] units of its input:
+        0..255 for 8-bit images, 0..65535 counts for 16-bit ones (scaled by their own or the given range),
+        unbounded for float and other integer inputs in their units. The fidelity step stays within them
+        (:func:`back_project`), so the output's clipping does not undo its consistency."""
+        def bounds(meta: ImageMeta) -> tuple[float, float]:
+            if meta.is_float or meta.wide_int:
+                return -math.inf, math.inf
+            if not (meta.bit16 or meta.in_units):
+                return -1.0, 1.0
+            top, span = (65535.0 if meta.bit16 else 255.0), (meta.high - meta.low) or 1.0
+            return 2 * (0.0 - meta.low) / span - 1, 2 * (top - meta.low) / span - 1
+
+        lo, hi = zip(*(bounds(meta) for meta in metas))
+        return torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32)
+
     def apply_lr_consistency(
-        self, sr: torch.Tensor, lr: torch.Tensor, input_noise_level: float | str | torch.Tensor | None = None
+        self, sr: torch.Tensor, lr: torch.Tensor, input_noise_level: float | str | torch.Tensor | None = None,
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The fidelity step: agree with the input, not with its noise.
 
@@ -334,9 +363,11 @@ class LRConsistencyMixin:
                 of :meth:`__call__`, as training passes it): estimated. Which images of a call are
                 radiometric (exact under ``"auto"``) is known only to :meth:`__call__`
                 (:meth:`input_noise_levels`); here every image is taken as an 8-bit one.
+            bounds (`(lo, hi)`, *optional*): what the outputs' formats hold (:meth:`output_bounds`); default
+                [-1, 1], an 8-bit image's 0..255.
 
         Returns:
-            `torch.Tensor` like ``sr`` (float32, not clamped).
+            `torch.Tensor` like ``sr`` (float32, within ``bounds``).
         """
         given = None
         if input_noise_level is not None and not (isinstance(input_noise_level, str) and input_noise_level == "auto"):
@@ -349,10 +380,11 @@ class LRConsistencyMixin:
         removed = noise.excess_noise_level.cpu()
         detail_noise = torch.hypot(self.detail_noise_gain * removed, torch.tensor(self.detail_noise_level / 127.5))
         sr = shrink_flat_detail(sr, target, detail_noise, upsampled)
-        few = back_project(sr, target, self.noisy_back_projection_iterations)
+        bounds = (-1.0, 1.0) if bounds is None else bounds
+        few = back_project(sr, target, self.noisy_back_projection_iterations, bounds)
         weight = 1 / (1 + (removed * 127.5 / self.noisy_rounds_noise_level) ** 4)
         if bool((weight < 1e-6).all()):  # every image noisy: the remaining rounds would not count
             return few
         rounds = self.back_projection_iterations - self.noisy_back_projection_iterations
-        full = back_project(few, target, rounds)
+        full = back_project(few, target, rounds, bounds)
         return few.lerp_(full, weight.view(-1, 1, 1, 1).to(few.device))

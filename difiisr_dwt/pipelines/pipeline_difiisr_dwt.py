@@ -565,8 +565,9 @@ class DifIISRDWTPipeline(LRConsistencyMixin, HubFolderMixin, DiffusionPipeline):
                 sr = sr[..., : lr.shape[-2] * self.upscale_factor, : lr.shape[-1] * self.upscale_factor].clamp_(-1, 1)
                 if lr_consistency:
                     lr_luma = lr.float().mean(dim=1, keepdim=True)
-                    levels = self.input_noise_levels(input_noise_level, [items[i][1] for i in indices])
-                    sr = self.apply_lr_consistency(sr.mean(dim=1, keepdim=True), lr_luma, levels)
+                    metas = [items[i][1] for i in indices]
+                    sr = self.apply_lr_consistency(sr.mean(dim=1, keepdim=True), lr_luma, self.input_noise_levels(
+                        input_noise_level, metas), self.output_bounds(metas))
                 for i, out in zip(indices, sr):  # unclamped: postprocess clamps to what each output type holds
                     results[i] = out.cpu()
             self.maybe_free_model_hooks()
