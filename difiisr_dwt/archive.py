@@ -413,10 +413,11 @@ def chunked_stream(jobs: Iterator[Job], rank: int, num_processes: int) -> Iterat
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def _guarded(jobs: list[Job] | Iterator[Job], guard: InputGuard, manifest: Path | None,
-             overwritten: OutputLog | None) -> list[Job] | Iterator[Job]:
-    """``jobs``, refused (:class:`UsageError`) where an output would replace an input or the manifest, or
-    (with ``overwritten``, the log of an ``--overwrite`` run) an existing file this tool did not write.
+def _guarded(jobs: list[Job] | Iterator[Job], guard: InputGuard, manifest: Path | None, output_log: OutputLog,
+             overwrite: bool) -> list[Job] | Iterator[Job]:
+    """``jobs``, refused (:class:`UsageError`) where an output would replace an input or the manifest, or is
+    an existing file this tool did not write (``output_log`` does not list it): ``--overwrite`` would replace
+    someone's file, and without it the file would be taken for a finished output and skipped.
 
     A list is checked whole, before any compute; a stream job by job, before each job's compute.
     """
@@ -425,10 +426,11 @@ def _guarded(jobs: list[Job] | Iterator[Job], guard: InputGuard, manifest: Path 
         problem = guard.problem(job.output)
         if problem is None and manifest is not None and os.path.realpath(manifest) == os.path.realpath(job.output):
             problem = "is also the --manifest"
-        if problem is None and overwritten is not None and job.output.exists() and not overwritten.is_output(
+        if problem is None and (job.output.exists() or job.output.is_symlink()) and not output_log.is_output(
                 job.output):
-            problem = (f"exists and is no earlier output of this tool (its {OUTPUT_LOG} does not list it); "
-                       "--overwrite replaces only those. Move it away, or")
+            problem = (f"exists and is no earlier output of this tool (its {OUTPUT_LOG} does not list it, as it is "
+                       "now): " + ("--overwrite replaces only those" if overwrite else
+                                   "it would be taken for a finished output and skipped") + ". Move it away, or")
         if problem is not None:
             raise UsageError(f"the output {job.output} of {job.source.name} {problem}"
                              + (" " if problem.endswith(" or") else "; ") + "choose another output folder or --suffix")
@@ -532,7 +534,7 @@ def run_archive(args) -> dict[str, int]:
         guard.add(job.source.path for job in jobs if job.source.path is not None)
     if manifest is not None:
         guard.check(manifest, "--manifest")
-    jobs = _guarded(jobs, guard, manifest, output_log if args.overwrite else None)
+    jobs = _guarded(jobs, guard, manifest, output_log, args.overwrite)
     if state.is_main_process and isinstance(jobs, list):
         ours = [job.output.name for job in jobs] + [job.output.name for job in sequences]
         if args.manifest is not None and Path(args.manifest).parent.resolve() == output_dir.resolve():
