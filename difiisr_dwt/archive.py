@@ -503,7 +503,7 @@ def run_archive(args) -> dict[str, int]:
     check_writable(output_dir)
     if manifest is not None:
         guard.check(manifest, "--manifest")
-        check_writable(manifest.parent)
+        check_writable(manifest.parent, "--manifest's folder")
 
     read = read_source
     sequences: list = []  # videos and --sequence folders

@@ -505,7 +505,16 @@ def _read(path: Path, data: bytes | None, single: bool) -> list[PIL.Image.Image]
     except ImageReadError:
         raise
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise ImageReadError(f"{path}: not a readable image ({error})") from error
+        reason = str(error).split(" <_io.")[0]  # "cannot identify image file", without PIL's repr of our buffer
+        if data is not None and _looks_like_video(data):
+            reason = "it holds a video, and videos are read from files only: save it, then give its path"
+        raise ImageReadError(f"{path}: not a readable image ({reason})") from error
+
+
+def _looks_like_video(data: bytes) -> bool:
+    """Whether ``data`` starts like an MP4 / MOV (``ftyp`` box), Matroska / WebM (EBML), AVI or MPEG-TS."""
+    return data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI ") \
+        or (len(data) > 188 and data[0] == 0x47 and data[188] == 0x47)
 
 
 def _upright(frame: PIL.Image.Image, gif: bool = False) -> PIL.Image.Image:

@@ -19,18 +19,24 @@ from difiisr_dwt.io import file_digest, temp_writer_gone
 OUTPUT_LOG = ".difiisr-dwt-outputs.jsonl"
 
 
-def check_writable(folder: Path) -> None:
+def check_writable(folder: Path, what: str = "output folder") -> None:
     """Create ``folder`` and write a probe file in it, so that a bad ``-o`` fails before the model loads.
+
+    Args:
+        folder: the folder to write into.
+        what: how messages name it (``"output folder"``, ``"--manifest's folder"``).
 
     Raises:
         UsageError: the folder cannot be created or written, with the reason.
     """
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{what} {folder} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise UsageError(f"output folder {folder} is not writable ({error.strerror or error})") from error
+        raise UsageError(f"{what} {folder} is not writable ({error.strerror or error})") from error
 
 
 @contextlib.contextmanager

@@ -46,6 +46,17 @@ _FLIR_MARKER = b"FLIR\x00"  # APP1 segment of a FLIR R-JPEG
 
 
 @dataclass
+class PageTags:
+    """The tags one page of a TIFF is written with (see :class:`RadiometricImage`'s fields of these names)."""
+
+    extratags: list[tuple] = field(default_factory=list)
+    resolution: tuple[float, float] | None = None
+    resolution_unit: int | None = None
+    description: str | None = None
+    software: str | None = None
+
+
+@dataclass
 class RadiometricImage:
     """A thermal file's frames in its own units, and what writing the output back alike needs.
 
@@ -55,12 +66,17 @@ class RadiometricImage:
             Celsius: the file does not say; a difference is in kelvin either way).
         source: ``"tiff"``, ``"png"`` or ``"flir-rjpeg"``.
         dtype: the type the output is written in (the input's; ``float32`` for an R-JPEG).
-        extratags: tifffile ``extratags`` entries ``(code, dtype, count, value, True)`` copied from the input.
+        extratags: tifffile ``extratags`` entries ``(code, dtype, count, value, True)`` copied from the input
+            (its first page's).
         software: the input's Software tag (tifffile writes this one itself).
-        resolution: ``(x, y)`` pixels per ``resolution_unit`` of the input, or ``None``.
+        resolution: ``(x, y)`` pixels per ``resolution_unit`` of the input (of its upright frames: swapped
+            where the Orientation tag turned them by 90 degrees), or ``None``.
         resolution_unit: TIFF ResolutionUnit (1 none, 2 inch, 3 cm).
         description: the input's ImageDescription, or (R-JPEG) a JSON record of the unit and the
             calibration used.
+        pages: a multi-page TIFF's tags page by page (:class:`PageTags`, one per frame, the first one's
+            as the fields above), so that each output page carries its own input page's (dates, frame
+            numbers...); empty: every page is written with the fields above.
     """
 
     frames: list[np.ndarray]
@@ -72,6 +88,7 @@ class RadiometricImage:
     resolution_unit: int | None = None
     description: str | None = None
     software: str | None = None
+    pages: list[PageTags] = field(default_factory=list)
 
     @property
     def units_label(self) -> str:
@@ -139,27 +156,45 @@ def _read_tiff(path: Path, data: bytes) -> RadiometricImage | None:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             pages = list(tif.pages)
+            if not pages:
+                raise ImageReadError(f"{path}: not a readable TIFF (no page in it: empty or cut short)")
             first = pages[0]
             dtype = np.dtype(first.dtype) if first.dtype is not None else None
+            if dtype == np.float16 and _is_grey(first):
+                raise ImageReadError(f"{path}: a half-precision (float16) TIFF; save it as float32")
             if dtype is None or not (_is_grey(first) or _is_grey_alpha(first)) or not (
                 dtype == np.uint16 or dtype in (np.float32, np.float64)
             ):
                 return None
             orientation = int(first.tags["Orientation"].value) if "Orientation" in first.tags else 1
             frames = [_upright(_decode_page(page, path, data, index), orientation) for index, page in enumerate(pages)]
-            extratags, resolution, unit, description = _carried_tags(first)
-            software = first.tags["Software"].value if "Software" in first.tags else None
+            page_tags = [_page_tags(page, orientation) for page in pages]
+    except ImageReadError:
+        raise
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as error:
         raise ImageReadError(f"{path}: not a readable TIFF ({error})") from error
     if any(f.shape != frames[0].shape or f.dtype != dtype for f in frames):
         raise ImageReadError(f"{path}: its pages differ in size or type; a radiometric sequence needs equal pages")
     if dtype.kind == "f" and not all(np.isfinite(f).all() for f in frames):
         raise ImageReadError(f"{path}: contains NaN or Inf values (no temperature there); fill them first")
+    first_tags = page_tags[0]
     return RadiometricImage(
         frames=frames, unit="counts" if dtype == np.uint16 else "as input", source="tiff", dtype=dtype,
-        extratags=extratags, resolution=resolution, resolution_unit=unit, description=description,
-        software=software if isinstance(software, str) else None,
+        extratags=first_tags.extratags, resolution=first_tags.resolution,
+        resolution_unit=first_tags.resolution_unit, description=first_tags.description,
+        software=first_tags.software, pages=page_tags if len(page_tags) > 1 else [],
     )
+
+
+def _page_tags(page, orientation: int) -> PageTags:
+    """The tags ``page`` is written back with; its resolution that of the upright frame (Orientation 5-8
+    turn the frame by 90 degrees: its x and y resolutions swap with its axes)."""
+    extratags, resolution, unit, description = _carried_tags(page)
+    if resolution is not None and orientation in (5, 6, 7, 8):
+        resolution = (resolution[1], resolution[0])
+    software = page.tags["Software"].value if "Software" in page.tags else None
+    return PageTags(extratags=extratags, resolution=resolution, resolution_unit=unit, description=description,
+                    software=software if isinstance(software, str) else None)
 
 
 def _upright(frame: np.ndarray, orientation: int) -> np.ndarray:
@@ -369,7 +404,8 @@ def _plain(value):
 
 # ------------------------------------------------------------------------------------------------ PIL frames
 #: Key of the first frame's ``PIL.Image.info`` that holds the :class:`RadiometricImage` read by
-#: :func:`read_pil_frames` (what :func:`write_pil_frames` needs to write the output alike).
+#: :func:`read_pil_frames` (what :func:`write_pil_frames` needs to write the output alike, every page's
+#: tags included: see :attr:`RadiometricImage.pages`).
 PIL_INFO_KEY = "difiisr_radiometric"
 
 
@@ -413,8 +449,9 @@ def write_radiometric(
 
     Counts are rounded and kept in [0, 65535] (``uint16``); floats keep the input's float type. The
     resolution (pixels per unit) is multiplied by ``scale``: the output covers the same area with
-    ``scale`` times the pixels. An R-JPEG's output also gets an 8-bit preview beside it (see
-    :func:`write_preview`).
+    ``scale`` times the pixels. Page ``i`` gets ``like.pages[i]``'s tags where ``like`` has one per frame
+    (a multi-page input: the first page's are the fields of ``like``), else ``like``'s fields. An R-JPEG's
+    output also gets an 8-bit preview beside it (see :func:`write_preview`).
 
     Raises:
         ValueError: no frames, or frames of different shapes.
@@ -429,24 +466,32 @@ def write_radiometric(
             raise ValueError(f"{path}: a PNG holds one frame of 16-bit counts; write a .tif")
         save_image_atomic(PIL.Image.fromarray(arrays[0]), path)
         return
-    options = {"extratags": like.extratags, "photometric": "minisblack", "metadata": None,
-               "software": like.software or "difiisr-dwt"}
-    if like.description is not None:
-        options["description"] = like.description
-    if like.resolution is not None:
-        options["resolution"] = (like.resolution[0] * scale, like.resolution[1] * scale)
-        options["resolutionunit"] = like.resolution_unit or 1
+    first = PageTags(extratags=like.extratags, resolution=like.resolution, resolution_unit=like.resolution_unit,
+                     description=like.description, software=like.software)  # as the caller may have set them
+    pages = [first, *like.pages[1:]] if len(like.pages) == len(arrays) else [first] * len(arrays)
 
     def write(f) -> None:
         buffer = io.BytesIO()  # tifffile seeks back to patch offsets: write whole, then copy
         with tifffile.TiffWriter(buffer) as tif:
-            for array in arrays:
-                tif.write(array, **options)
+            for array, tags in zip(arrays, pages):
+                tif.write(array, **_write_options(tags, scale))
         f.write(buffer.getbuffer())
 
     write_atomic(path, write)
     if like.source == "flir-rjpeg":
         write_preview(preview_path(path), arrays[0])
+
+
+def _write_options(tags: PageTags, scale: int) -> dict:
+    """tifffile ``TiffWriter.write`` options of one page with ``tags``, its resolution times ``scale``."""
+    options = {"extratags": tags.extratags, "photometric": "minisblack", "metadata": None,
+               "software": tags.software or "difiisr-dwt"}
+    if tags.description is not None:
+        options["description"] = tags.description
+    if tags.resolution is not None:
+        options["resolution"] = (tags.resolution[0] * scale, tags.resolution[1] * scale)
+        options["resolutionunit"] = tags.resolution_unit or 1
+    return options
 
 
 def preview_path(path: str | os.PathLike) -> Path:

@@ -156,3 +156,25 @@ def test_checks_that_used_to_come_after_the_work(saved_test_model, tmp_path, cap
     assert run([*base, "-o", tmp_path / "made.png", "--steps", "1"], capsys)[0] == 0
     assert_one_error(run([*base, "-o", tmp_path / "out2", "--steps", "10000"], capsys), 2, "--steps 10000")
     assert not any((tmp_path / "out2").glob("*.png"))
+
+
+def test_messages_name_what_is_wrong(tmp_path, capsys, monkeypatch):
+    """``-o`` an existing file said "output folder F is not writable (File exists)"; ``--manifest`` in it blamed
+    "output folder"; bytes PIL cannot read ended in "<_io.BytesIO object at 0x...>", a video on standard input
+    too, without saying it is a video."""
+    from difiisr_dwt.io import ImageReadError, read_frames
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    PIL.Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_one_error(run(["upscale", tmp_path / "a.png", "-o", tmp_path / "notes.txt", "--model", tmp_path / "no"],
+                         capsys), 2, "output folder " + str(tmp_path / "notes.txt") + " is a file, not a folder")
+    assert_one_error(run(["upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--manifest",
+                          tmp_path / "notes.txt" / "m.json", "--model", tmp_path / "no"], capsys), 2,
+                     "--manifest's folder " + str(tmp_path / "notes.txt") + " is a file, not a folder")
+    with pytest.raises(ImageReadError) as error:
+        read_frames("-", data=b"not an image at all")
+    assert str(error.value) == "-: not a readable image (cannot identify image file)"
+    mp4_head = b"\x00\x00\x00\x20ftypisom" + bytes(64)
+    with pytest.raises(ImageReadError, match=r"it holds a video, and videos are read from files only"):
+        read_frames("-", data=mp4_head)

@@ -371,3 +371,73 @@ def test_tiff_orientation_is_applied_and_not_carried(tmp_path, orientation):
     upright = np.asarray(PIL.ImageOps.exif_transpose(PIL.Image.open(tmp_path / "reference.png")))
     np.testing.assert_array_equal(image.frames[0], upright.astype(np.uint16) * 10 + 3000)
     assert 274 not in [entry[0] for entry in image.extratags]
+
+
+def _frames_tiff(path: Path, dtype) -> list[np.ndarray]:
+    """A 3-page TIFF whose pages carry their own DateTime, ImageDescription and resolution (a sequence)."""
+    rng = np.random.default_rng(3)
+    frames = [(3000 + rng.random((8, 12)) * 500 if dtype == np.uint16 else 18 + rng.random((8, 12)) * 3).astype(dtype)
+              for _ in range(3)]
+    with tifffile.TiffWriter(path) as tif:
+        for index, frame in enumerate(frames):
+            tif.write(frame, datetime=f"2024:01:02 03:04:0{index}", description=f"frame {index}", metadata=None,
+                      extratags=CAMERA_TAGS, resolution=(10.0 + index, 20.0), resolutionunit=2)
+    return frames
+
+
+def _page_tags(path: Path) -> list[tuple]:
+    with tifffile.TiffFile(path) as tif:
+        return [(p.tags["DateTime"].value, p.tags["ImageDescription"].value, p.tags["XResolution"].value,
+                 p.tags["YResolution"].value, p.tags["Make"].value) for p in tif.pages]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_multi_page_tiff_pages_keep_their_own_tags(tmp_path, dtype):
+    """Each output page carries its own input page's tags (a sequence's per-frame timestamps), not page 0's."""
+    _frames_tiff(tmp_path / "in.tif", dtype)
+    image = read_radiometric(tmp_path / "in.tif")
+    write_radiometric(tmp_path / "out.tif", [np.kron(f, np.ones((4, 4))) for f in image.frames], image)
+    assert _page_tags(tmp_path / "out.tif") == [
+        (f"2024:01:02 03:04:0{i}", f"frame {i}", (4 * (10 + i), 1), (80, 1), "Workswell") for i in range(3)
+    ]
+    write_radiometric(tmp_path / "one.tif", [np.kron(image.frames[1], np.ones((4, 4)))], image)  # not one per page
+    assert _page_tags(tmp_path / "one.tif") == [("2024:01:02 03:04:00", "frame 0", (40, 1), (80, 1), "Workswell")]
+
+
+def test_cli_multi_page_tiffs_keep_each_pages_tags(saved_test_model, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, dtype in (("counts", np.uint16), ("celsius", np.float32)):
+        _frames_tiff(folder / f"{name}.tif", dtype)
+    code = main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(saved_test_model),
+                 "--steps", "1", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("counts", "celsius"):
+        assert _page_tags(tmp_path / "out" / f"{name}_x4.tif") == [
+            (f"2024:01:02 03:04:0{i}", f"frame {i}", (4 * (10 + i), 1), (80, 1), "Workswell") for i in range(3)
+        ], name
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_turning_the_frame_swaps_its_resolution(tmp_path, orientation):
+    """Orientation 5-8 turn the frame by 90 degrees: its x and y resolutions swap with its axes, then x4."""
+    tifffile.imwrite(tmp_path / "in.tif", np.zeros((4, 6), np.uint16), resolution=(100.0, 50.0), resolutionunit=2,
+                     extratags=[(274, "H", 1, orientation, True)])
+    image = read_radiometric(tmp_path / "in.tif")
+    write_radiometric(tmp_path / "out.tif", [np.kron(image.frames[0], np.ones((4, 4)))], image)
+    tags = _tags(tmp_path / "out.tif")
+    turned = orientation in (5, 6, 7, 8)
+    assert tags["ImageWidth"] == (16 if turned else 24)
+    assert (tags["XResolution"], tags["YResolution"]) == (((200, 1), (400, 1)) if turned else ((400, 1), (200, 1)))
+
+
+def test_a_half_precision_tiff_is_named_as_such(tmp_path):
+    """A float16 TIFF was "cannot identify image file" (PIL's), with nothing about float16."""
+    import tifffile
+
+    from difiisr_dwt.io import ImageReadError
+    from difiisr_dwt.radiometric import read_radiometric
+
+    tifffile.imwrite(tmp_path / "h.tif", np.full((8, 8), 300, np.float16))
+    with pytest.raises(ImageReadError, match=r"h.tif: a half-precision \(float16\) TIFF; save it as float32"):
+        read_radiometric(tmp_path / "h.tif")
