@@ -16,7 +16,11 @@ Temporal stability by design, not by smoothing afterwards:
 Resume: frames are written one by one (atomically) into a hidden work folder next to the output
 (``.NAME.frames``) together with the settings they were made with; a killed run continues where it
 stopped, a run with other settings starts over; the video is muxed (or the frame folder moved into
-place) only when every frame is done, and the work folder is then removed.
+place) only when every frame is done, and the work folder is then removed. A run that fails because of its
+input or options (a stream that breaks off, frames of two sizes: a rerun would fail alike) removes the work
+folder too; an interrupted one (Ctrl-C, a kill) or one stopped by the machine (out of memory, a full disk)
+keeps it for the next run to resume. A 16-bit video meant for the 8-bit MP4 is refused when it is planned,
+from its header, before any frame is decoded.
 """
 
 from __future__ import annotations
@@ -48,10 +52,15 @@ from difiisr_dwt.io import (
     write_text_atomic,
 )
 from difiisr_dwt.video import (
+    LOSSY_16BIT,
+    FrameTimes,
     VideoInfo,
+    audio_note,
     is_video,
+    output_rate,
     probe_video,
     read_video_frames,
+    refuse_lossy_16bit,
     truncation_note,
     video_output_suffix,
     write_video,
@@ -93,12 +102,15 @@ def plan_sequence(path: Path, output_dir: Path, suffix: str, lossless: bool, pos
 
     Raises:
         ImageReadError: a folder with no image files.
+        UsageError: a 16-bit grey video without ``lossless`` (the MP4 is 8-bit), found from its header.
     """
     if path.is_dir():
         files = frame_files(path)
         if not files:
             raise ImageReadError(f"{path}: no image files to read as a sequence")
         return SequenceJob(str(path), path, output_dir / f"{path.name}{suffix}", files, lossless, position)
+    if not lossless:
+        refuse_lossy_16bit(path)
     return SequenceJob(str(path), path, output_dir / f"{path.stem}{suffix}{video_output_suffix(lossless)}", None,
                        lossless, position)
 
@@ -121,10 +133,11 @@ def _frame_array(path: Path) -> np.ndarray:
     return np.asarray(image.convert("L" if image.mode in ("L", "1", "LA") else "RGB"))
 
 
-def iter_frames(job: SequenceJob, info: VideoInfo | None) -> Iterator[np.ndarray]:
-    """The job's frames as arrays: `(H, W)` uint8/uint16 grey or `(H, W, 3)` uint8 RGB."""
+def iter_frames(job: SequenceJob, info: VideoInfo | None, times: FrameTimes | None = None) -> Iterator[np.ndarray]:
+    """The job's frames as arrays: `(H, W)` uint8/uint16 grey or `(H, W, 3)` uint8 RGB (``times``: collects a
+    video's frame timestamps)."""
     if job.is_video:
-        yield from read_video_frames(job.path, info)
+        yield from read_video_frames(job.path, info, times)
     else:
         for path in job.frames:
             yield _frame_array(path)
@@ -170,6 +183,8 @@ class SequenceRunner:
             self._check_replaceable(job)
         start = time.perf_counter()
         info = probe_video(job.path) if job.is_video else None
+        if info is not None and info.bit16 and not job.lossless:  # before any work: not after every frame
+            raise UsageError(f"{job.name}: {LOSSY_16BIT}")
         first = next(iter_frames(job, info))
         extra = sequence_call_options(first, iter_frames(job, info), self.options.pipeline_options)
         work = job.output.with_name(f".{job.output.name}.frames")
@@ -184,14 +199,32 @@ class SequenceRunner:
         work.mkdir(parents=True, exist_ok=True)
         for stale in work.glob(".*.tmp"):  # a frame whose atomic write was killed
             stale.unlink(missing_ok=True)
-        write_text_atomic(json.dumps(settings, indent=2) + "\n", work / SETTINGS_FILE)
+        try:
+            write_text_atomic(json.dumps(settings, indent=2) + "\n", work / SETTINGS_FILE)
+            count, times = self._upscale(job, info, first, work, extra)
+            rate = output_rate(info, times) if info is not None else None
+            self._finish(job, work, count, rate)
+        except ValueError:  # the input or the options are refused (ImageReadError, UsageError): a rerun would
+            shutil.rmtree(work, ignore_errors=True)  # fail alike, so no frames are kept for it to resume
+            raise
+        warnings = [note for note in (truncation_note(info, count, times), audio_note(info)) if note] \
+            if info is not None else []
+        for note in warnings:
+            tqdm.write(f"warning: {job.name}: {note}", file=sys.stderr)
+        height, width = first.shape[:2]
+        return record("written", size=[width * 4, height * 4], frames=count, seconds=time.perf_counter() - start,
+                      warning="; ".join(warnings) or None)
 
+    def _upscale(self, job: SequenceJob, info: VideoInfo | None, first: np.ndarray, work: Path, extra: dict
+                 ) -> tuple[int, FrameTimes]:
+        """Every frame not in ``work`` yet, upscaled into it; returns the frame count and a video's timestamps."""
         names = [self._frame_name(job, index) for index in range(len(job.frames or ()))]
         total = len(names) if names else (info.frame_count if info else None)
         count = 0
+        times = FrameTimes()
         batch: list[tuple[int, np.ndarray]] = []
         with tqdm(total=total, desc=Path(job.name).name, unit="frame", disable=not self.show_progress) as bar:
-            for index, frame in enumerate(iter_frames(job, info)):
+            for index, frame in enumerate(iter_frames(job, info, times)):
                 count += 1
                 if frame.shape != first.shape or frame.dtype != first.dtype:
                     raise ImageReadError(f"{job.name}: frame {index} is {frame.shape} {frame.dtype}, frame 0 is "
@@ -208,13 +241,7 @@ class SequenceRunner:
             if batch:
                 self._run_batch(batch, work, names, extra)
                 bar.update(len(batch))
-        self._finish(job, work, names, count, info)
-        warning = truncation_note(info, count) if info is not None else None
-        if warning is not None:
-            tqdm.write(f"warning: {job.name}: {warning}", file=sys.stderr)
-        height, width = first.shape[:2]
-        return record("written", size=[width * 4, height * 4], frames=count, seconds=time.perf_counter() - start,
-                      warning=warning)
+        return count, times
 
     @staticmethod
     def _frame_name(job: SequenceJob, index: int) -> str:
@@ -250,10 +277,12 @@ class SequenceRunner:
                              f"{', ...' if len(others) > 1 else ''}); --overwrite would delete them. Move it away, or "
                              "choose another output folder or --suffix")
 
-    def _finish(self, job: SequenceJob, work: Path, names: list[str], count: int, info: VideoInfo | None) -> None:
+    def _finish(self, job: SequenceJob, work: Path, count: int, frame_rate) -> None:
+        """Mux a video's frames at ``frame_rate`` (see :func:`~difiisr_dwt.video.output_rate`), or move a
+        frame folder into place; the work folder is gone afterwards."""
         if job.is_video:
             frames = (_load(work / f"{i:06d}.png") for i in range(count))
-            write_video(frames, job.output, info.frame_rate, job.lossless)
+            write_video(frames, job.output, frame_rate, job.lossless)
             shutil.rmtree(work, ignore_errors=True)
             if self.options.output_log is not None:  # a later run knows it for an output, not an input
                 self.options.output_log.add(job.output)

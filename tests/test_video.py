@@ -429,3 +429,161 @@ def test_folder_input_takes_its_videos_as_a_glob_does(tmp_path):
     by_folder = split_inputs([str(folder)], sequence_folders=False)
     by_glob = split_inputs([str(folder / "*")], sequence_folders=False)
     assert by_folder[1] == by_glob[1] == [folder / "clip.mkv"]
+
+
+def _clip(path, frames=8, pts_ms=None, audio_seconds=0.0, bit16=False):
+    """A tiny 16x12 clip written by PyAV: grey FFV1 into .mkv (``gray16le`` when ``bit16``), H.264 ``yuv420p``
+    into .mp4 (MPEG-4 Part 2 without x264); frames at 25 fps, or at ``pts_ms`` (a variable rate); AAC audio
+    of ``audio_seconds`` beside them."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        if path.suffix == ".mkv":
+            video = container.add_stream("ffv1", rate=25)
+            video.pix_fmt = "gray16le" if bit16 else "gray"
+        else:
+            video = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=25)
+            video.pix_fmt = "yuv420p"
+        video.width, video.height = 16, 12
+        if pts_ms is not None:
+            video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        audio = container.add_stream("aac", rate=8000) if audio_seconds else None  # all streams before muxing
+        if audio is not None:
+            audio.layout = "mono"
+        for k in range(frames):
+            level = 1000 * (k + 1) if bit16 else 20 * k
+            frame = av.VideoFrame.from_ndarray(np.full((12, 16), level, np.uint16 if bit16 else np.uint8),
+                                               format="gray16le" if bit16 else "gray")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[k], Fraction(1, 1000)
+            else:
+                frame.pts = k
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if audio is not None:
+            total = int(8000 * audio_seconds)
+            for start in range(0, total, 1024):
+                samples = np.arange(start, min(start + 1024, total))
+                tone = (0.1 * np.sin(samples * 2 * np.pi * 440 / 8000)).astype(np.float32)[None]
+                chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 8000, start
+                container.mux(audio.encode(chunk))
+            container.mux(audio.encode(None))
+    return path
+
+
+def test_16bit_video_for_mp4_is_refused_before_any_work(saved_test_model, tmp_path, capsys):
+    """A gray16le FFV1 clip without --lossless was upscaled frame by frame, then refused at the mux, and its
+    work folder (.clip16_x4.mp4.frames) stayed, even after a later --lossless run: now one error line, from
+    the header, before the model loads; nothing in the output folder."""
+    source = _clip(tmp_path / "clip16.mkv", frames=3, bit16=True)
+    out = tmp_path / "out"
+    args = ["upscale", str(source), "-o", str(out), "--model", str(saved_test_model), "--steps", "1", "--device",
+            "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "clip16.mkv: a 16-bit video" in errors[0] and "use --lossless" in errors[0]
+    assert not out.exists() or not any(out.iterdir())
+    assert main(args + ["--lossless"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name != ".difiisr-dwt-outputs.jsonl") == ["clip16_x4.mkv"]
+    assert probe_video(out / "clip16_x4.mkv").bit16
+
+
+def test_failed_sequence_leaves_no_work_folder_an_interrupted_one_keeps_it(tmp_path):
+    from difiisr_dwt.sequence import SequenceJob
+
+    # a 16-bit video meant for MP4 that reached the runner: refused before any frame is upscaled
+    source = _clip(tmp_path / "raw.mkv", frames=3, bit16=True)
+    job = SequenceJob(str(source), source, tmp_path / "out" / "raw_x4.mp4")
+    pipe = BicubicPipe()
+    with pytest.raises(UsageError, match="use --lossless"):
+        _runner(pipe).run(job)
+    assert pipe.frames == 0 and not job.output.with_name(".raw_x4.mp4.frames").exists()
+    with pytest.raises(UsageError, match="raw.mkv: a 16-bit video"):  # planned: refused from the header
+        plan_sequence(source, tmp_path / "out", "_x4", lossless=False)
+
+    # a frame folder whose fifth frame has another size: four frames were done, then the run failed
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, frame in enumerate(_frames(4, (12, 16)) + _frames(1, (8, 8))):
+        PIL.Image.fromarray(frame).save(folder / f"{k}.png")
+    job = plan_sequence(folder, tmp_path / "out", "_x4", lossless=True)
+    with pytest.raises(ImageReadError, match="frame 4 is"):
+        _runner(BicubicPipe()).run(job)
+    assert not job.output.exists() and not job.output.with_name(f".{job.output.name}.frames").exists()
+
+    # an interrupted run keeps its frames for the next run to resume
+    PIL.Image.fromarray(_frames(1, (12, 16))[0]).save(folder / "4.png")  # the odd frame fixed
+    job = plan_sequence(folder, tmp_path / "out", "_x4", lossless=True)
+    with pytest.raises(KeyboardInterrupt):
+        _runner(BicubicPipe(die_after=1)).run(job)
+    assert len(list(job.output.with_name(f".{job.output.name}.frames").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_audio_that_is_not_carried_over_is_warned_about(tmp_path, capsys, suffix):
+    source = _clip(tmp_path / f"talk{suffix}", frames=4, audio_seconds=0.5)
+    job = plan_sequence(source, tmp_path / "out", "_x4", lossless=False)
+    record = _runner(BicubicPipe()).run(job)
+    assert record.status == "written" and record.frames == 4
+    err = capsys.readouterr().err
+    assert f"warning: {source}: its audio (1 stream) is not carried over" in err
+    assert "audio (1 stream) is not carried over" in record.warning and "truncated" not in record.warning
+    assert probe_video(source).audio_streams == 1
+    silent = _clip(tmp_path / f"silent{suffix}", frames=4)
+    record = _runner(BicubicPipe()).run(plan_sequence(silent, tmp_path / "out", "_x4", lossless=False))
+    assert record.warning is None and "warning" not in capsys.readouterr().err
+
+
+def test_mkv_with_longer_audio_is_not_called_truncated(tmp_path, capsys):
+    """8 frames (0.32 s at 25 fps) and 2 s of AAC in one MKV: the container's duration (the audio's) gave
+    "looks truncated: 8 of the 51 frames"; the video stream's own duration gives 8."""
+    source = _clip(tmp_path / "clip.mkv", frames=8, audio_seconds=2.0)
+    job = plan_sequence(source, tmp_path / "out", "_x4", lossless=True)
+    record = _runner(BicubicPipe()).run(job)
+    assert record.frames == 8 and "truncated" not in (record.warning or "")
+    assert "truncated" not in capsys.readouterr().err
+    out = probe_video(job.output)
+    assert (out.frame_rate, out.frame_count) == (25, 8)
+    info = probe_video(source)
+    assert (info.frame_count, info.frame_count_from, info.duration) == (8, "stream duration", Fraction(8, 25))
+
+
+@pytest.mark.parametrize("suffix, rate", [(".mkv", Fraction(200, 13)), (".mp4", Fraction(50, 3))])
+def test_variable_rate_video_keeps_its_duration_and_is_not_called_truncated(tmp_path, capsys, suffix, rate):
+    """8 frames at 0, 40, 80, 200, 240, 360, 440, 480 ms (nominal 25 fps). The MKV (0.52 s, its DURATION
+    tag) was called truncated ("8 of the 13 frames") and written at 25 fps (0.32 s); now both are written at
+    their average rate: 8 frames over the video's own duration (the MP4 says 0.48 s), as the MP4 was."""
+    import av
+
+    source = _clip(tmp_path / f"vfr{suffix}", frames=8, pts_ms=[0, 40, 80, 200, 240, 360, 440, 480])
+    job = plan_sequence(source, tmp_path / "out", "_x4", lossless=True)
+    record = _runner(BicubicPipe()).run(job)
+    assert record.frames == 8 and record.warning is None and "truncated" not in capsys.readouterr().err
+    out = probe_video(job.output)
+    assert out.frame_rate == rate and out.frame_count == 8
+    with av.open(str(job.output)) as container:  # microseconds: the output lasts as long as the input
+        assert abs(container.duration / 1e6 - 8 / rate) < 0.01
+
+
+def test_rate_and_truncation_go_by_the_frames_timestamps():
+    from difiisr_dwt.video import FrameTimes, VideoInfo, output_rate, truncation_note
+
+    def times(pts_ms, last_ms=None):
+        collected = FrameTimes()
+        for k, pts in enumerate(pts_ms):
+            last = k == len(pts_ms) - 1
+            collected.add(SimpleNamespace(pts=pts, time_base=Fraction(1, 1000),
+                                          duration=last_ms if last else None))
+        return collected
+
+    ntsc = VideoInfo(NTSC, 300, 16, 12, True, False, "stream duration", Fraction(10010, 1000))
+    regular = times([round(k * 1001 / 30) for k in range(300)], last_ms=33)  # Matroska's 1 ms timestamps
+    assert output_rate(ntsc, regular) == NTSC and truncation_note(ntsc, 300, regular) is None
+    cut = times([round(k * 1001 / 30) for k in range(200)], last_ms=33)
+    assert output_rate(ntsc, cut) == NTSC and "200 of the 300 frames" in truncation_note(ntsc, 200, cut)
+    vfr = VideoInfo(Fraction(25), 13, 16, 12, True, False, "stream duration", Fraction(52, 100))
+    spread = times([0, 40, 80, 200, 240, 360, 440, 480], last_ms=40)
+    assert output_rate(vfr, spread) == Fraction(200, 13) and truncation_note(vfr, 8, spread) is None
+    assert output_rate(vfr, None) == 25  # no timestamps: the nominal rate
