@@ -178,9 +178,9 @@ class SequenceRunner:
                           **fields)
 
         if job.output.exists():
+            self._check_existing(job)
             if not self.options.overwrite:
                 return record("skipped")
-            self._check_replaceable(job)
         start = time.perf_counter()
         info = probe_video(job.path) if job.is_video else None
         if info is not None and info.bit16 and not job.lossless:  # before any work: not after every frame
@@ -256,26 +256,32 @@ class SequenceRunner:
             array = _from_unit(out, frame, in_units)
             save_image_atomic(PIL.Image.fromarray(array), work / (names[index] if names else f"{index:06d}.png"))
 
-    def _check_replaceable(self, job: SequenceJob) -> None:
-        """``--overwrite`` replaces only what this tool wrote: a video its output log lists, a frame folder
-        holding no file but the sequence's frames.
+    def _check_existing(self, job: SequenceJob) -> None:
+        """An existing output is this tool's: a video its output log lists, a frame folder holding no file but
+        the sequence's frames. Without ``--overwrite`` it is skipped as finished, so the folder must hold them
+        all (a frame added to the input folder since: not finished); with it, it is replaced.
 
         Raises:
             UsageError: naming the output.
         """
-        log = self.options.output_log
+        overwrite, log = self.options.overwrite, self.options.output_log
+        consequence = "--overwrite replaces only those" if overwrite else "it would be taken for a finished output"
         if job.is_video:
             if log is not None and not log.is_output(job.output):
-                raise UsageError(f"{job.output} exists and is no earlier output of this tool; --overwrite replaces "
-                                 "only those. Move it away, or choose another output folder or --suffix")
+                raise UsageError(f"{job.output} exists and is no earlier output of this tool ({consequence}). Move "
+                                 "it away, or choose another output folder or --suffix")
             return
         frames = {self._frame_name(job, index) for index in range(len(job.frames))}
-        others = sorted(p.name for p in job.output.iterdir() if p.name not in frames) if job.output.is_dir() else \
-            [job.output.name]
+        found = {p.name for p in job.output.iterdir()} if job.output.is_dir() else {job.output.name}
+        others = sorted(found - frames)
         if others:
             raise UsageError(f"{job.output} exists and holds other files than the sequence's frames ({others[0]}"
-                             f"{', ...' if len(others) > 1 else ''}); --overwrite would delete them. Move it away, or "
-                             "choose another output folder or --suffix")
+                             f"{', ...' if len(others) > 1 else ''}); " + ("--overwrite would delete them" if overwrite
+                                                                          else consequence)
+                             + ". Move it away, or choose another output folder or --suffix")
+        if not overwrite and found != frames:
+            raise UsageError(f"{job.output} holds {len(found)} of the sequence's {len(frames)} frames: the output of "
+                             "an earlier version of the sequence (frames added since?); --overwrite redoes it")
 
     def _finish(self, job: SequenceJob, work: Path, count: int, frame_rate) -> None:
         """Mux a video's frames at ``frame_rate`` (see :func:`~difiisr_dwt.video.output_rate`), or move a

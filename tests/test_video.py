@@ -216,6 +216,24 @@ def test_cli_video_and_sequence_folder(saved_test_model, tmp_path, capsys):
     assert [p.name for p in frame_files(out / "seq_x4")] == ["frame_0.png", "frame_1.png", "frame_2.png"]
     assert PIL.Image.open(out / "seq_x4" / "frame_0.png").size == (64, 48)
     assert main(args) == 0 and "0 written, 2 skipped" in capsys.readouterr().out
+    # a frame added to the folder: its earlier output is not finished (it was "skipped" and the frame never
+    # upscaled); someone's file or folder of an output's name is not this tool's output either
+    PIL.Image.fromarray(_frames(1, (12, 16))[0]).save(folder / "frame_3.png")
+    assert main(args) == 1
+    assert "seq_x4 holds 3 of the sequence's 4 frames" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0 and len(frame_files(out / "seq_x4")) == 4
+    capsys.readouterr()
+    other = tmp_path / "other"
+    (other / "seq_x4").mkdir(parents=True)
+    (other / "seq_x4" / "notes.txt").write_text("mine")
+    (other / "clip_x4.mp4").write_bytes(b"my own video")
+    args[args.index(str(out))] = str(other)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "clip_x4.mp4 exists and is no earlier output of this tool (it would be taken for a finished" in err
+    assert "seq_x4 exists and holds other files than the sequence's frames (notes.txt)" in err
+    assert (other / "seq_x4" / "notes.txt").read_text() == "mine"
+    assert (other / "clip_x4.mp4").read_bytes() == b"my own video"
 
 
 @pytest.mark.slow
