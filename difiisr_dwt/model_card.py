@@ -147,7 +147,7 @@ def describe_protocol(protocol: dict | None) -> str:
     if protocol.get("file_list"):
         text += f" listed in `{Path(protocol['file_list']).name}`"
     if protocol.get("limit"):
-        text += f" (the first {protocol['limit']} only: `--limit`)"
+        text += f" (the first {protocol['limit']} of {protocol.get('images_available', '?')}: `--limit`)"
     if protocol.get("lr") == "folder":
         return text + f"; LR from the folder `{Path(protocol.get('lr_folder') or '?').name}`."
     text += "; LR = PIL bicubic /4 of the HR cropped to a multiple of 4"

@@ -275,3 +275,12 @@ def test_realesrgan_out_suffix_pairs(hr_dir, tmp_path, capsys):
     for path in sorted(hr_dir.iterdir()):
         PIL.Image.fromarray(_bicubic_x4_of(path)).save(tmp_path / f"{path.stem}_out.png")
     assert run_eval(["--hr", hr_dir, "--sr", tmp_path, "--metrics", "psnr_y"]) == 0, capsys.readouterr().err
+
+
+def test_the_json_protocol_names_a_limit_only_when_it_left_images_out(hr_dir, tmp_path):
+    """``--limit 5`` on 2 images was recorded, and the model card said "the first 5 only"."""
+    for limit, recorded in (("5", None), ("1", 1)):
+        out = tmp_path / f"l{limit}.json"
+        assert run_eval(["--hr", hr_dir, "--bicubic", "--metrics", "psnr_y", "--limit", limit, "--json", out]) == 0
+        protocol = json.loads(out.read_text())["bicubic"]["protocol"]
+        assert protocol["limit"] == recorded and protocol["images_available"] == 2

@@ -292,7 +292,8 @@ def test_the_card_says_how_each_table_was_measured_and_refuses_another_models_fi
     assert set(report) == {"bicubic", "model"}  # one object per method, as before
     protocol = report["model"]["protocol"]
     assert {k: v for k, v in protocol.items() if k in report["bicubic"]["protocol"]} == report["bicubic"]["protocol"]
-    assert protocol["images"] == 1 and protocol["limit"] == 1 and protocol["noise"] == {
+    assert protocol["images"] == 1 and protocol["limit"] == 1 and protocol["images_available"] == 2
+    assert protocol["noise"] == {
         "sigma": 2.0, "column_sigma": 1.5, "seed": 0}
     assert protocol["call"]["num_inference_steps"] == 2 and len(protocol["model_fingerprint"]) == 64
     capsys.readouterr()
@@ -302,7 +303,7 @@ def test_the_card_says_how_each_table_was_measured_and_refuses_another_models_fi
     text = (out / "README.md").read_text(encoding="utf-8")
     assert "all images of each set" not in text
     notes = text.split("\n### TNO\n")[1].split("\n## ")[0].strip().split("\n\n")[-1].splitlines()
-    assert notes[0].startswith("Measured on 1 HR image of `hr` (the first 1 only: `--limit`); LR = PIL bicubic /4")
+    assert notes[0].startswith("Measured on 1 HR image of `hr` (the first 1 of 2: `--limit`); LR = PIL bicubic /4")
     assert "Gaussian noise (sigma 2 grey levels) and per-column offsets (sigma 1.5), numpy seed 0" in notes[0]
     assert notes[1].startswith("- DifIISR-DWT (this model): seed 0, float32, `num_inference_steps=2`,")
 

@@ -182,9 +182,13 @@ def _protocol(args: argparse.Namespace, hr_paths: list[Path], lr_noise: SensorNo
     they were measured: the images, how their LR was made, the metrics' settings."""
     import dataclasses
 
+    from difiisr_dwt.evaluation import list_hr
+
+    available = len(list_hr(args.hr, args.file_list)) if args.limit is not None else len(hr_paths)
     return {
         "hr": str(args.hr), "file_list": None if args.file_list is None else str(args.file_list),
-        "limit": args.limit, "images": len(hr_paths),
+        "limit": args.limit if available > len(hr_paths) else None,  # only when it left images out
+        "images": len(hr_paths), "images_available": available,
         "lr": "folder" if args.lr is not None else "bicubic", "lr_folder": None if args.lr is None else str(args.lr),
         "noise": None if lr_noise is None else dataclasses.asdict(lr_noise),
         "sr": None if args.sr is None else str(args.sr), "crop_border": args.crop_border, "metrics": list(metrics),
