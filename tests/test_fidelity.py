@@ -8,6 +8,7 @@ tests pin the mechanisms: each one would fail if the mechanism were removed.
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import PIL.Image
@@ -193,13 +194,21 @@ def test_back_projection_keeps_its_input():
 
 
 @pytest.mark.parametrize("value_range", [(0.0, 1.0), (290.0, 300.0)], ids=["all-outside", "partly-outside"])
-def test_values_outside_the_value_range_come_back_as_readings(tiny_pipeline, value_range):
+def test_values_outside_the_value_range_come_back_as_readings(tiny_pipeline, value_range, caplog):
     """A value_range narrower than the data: the model saw those pixels clamped, so the output starts from the
     bicubic upscale there; before, the clamped model output was kept and a 276..299 K frame under (0, 1) came
     back with readings from 18 to 561 K."""
     kelvin = (275.0 + 24 * smooth_image(80, 96) / 255).astype(np.float32)
-    out = tiny_pipeline(kelvin, value_range=value_range, num_inference_steps=2, output_type="np",
-                        generator=torch.Generator().manual_seed(0)).images[0, :, :, 0]
+    with caplog.at_level(logging.WARNING):
+        out = tiny_pipeline(kelvin, value_range=value_range, num_inference_steps=2, output_type="np",
+                            generator=torch.Generator().manual_seed(0)).images[0, :, :, 0]
+    # said when no value is inside (e.g. a range in degrees Celsius for kelvin data): the model does nothing
+    said = [r.getMessage() for r in caplog.records if "lie outside value_range" in r.getMessage()]
+    inside = value_range[0] <= kelvin.max() and kelvin.min() <= value_range[1]
+    assert said == ([] if inside else [
+        f"image 0: all its values ({kelvin.min():g}..{kelvin.max():g}) lie outside value_range ({value_range[0]:g}, "
+        f"{value_range[1]:g}): the model sees a constant frame and the output is the bicubic upscale; check the "
+        "range's units"]), said
     bicubic = bicubic_resize(torch.from_numpy(kelvin)[None, None], out.shape)[0, 0].numpy()
     outside = (bicubic < value_range[0]) | (bicubic > value_range[1])
     assert outside.mean() > 0.3

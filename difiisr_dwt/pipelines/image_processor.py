@@ -2,7 +2,8 @@
 """Pre- and post-processing of infrared images for the DifIISR-DWT pipeline: PIL / numpy / torch
 inputs to `(3, h, w)` tensors in [-1, 1] and back, in each input's own form (grey, 16-bit, colour).
 
-A sibling file of ``pipeline_difiisr_dwt.py`` (also in the Hub folder); it imports torch, numpy and PIL only.
+A sibling file of ``pipeline_difiisr_dwt.py`` (also in the Hub folder); it imports torch, numpy, PIL and diffusers'
+logger only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
+from diffusers.utils import logging
+
+logger = logging.get_logger(__name__)  # diffusers' logger, as its pipelines
 
 PipelineImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
 
@@ -170,6 +174,10 @@ class IRImageProcessor:
                 raise ValueError(f"{what}: image contains NaN or Inf values.")
             low, high = float(value_range[0]), float(value_range[1])
             unit = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
+            if unit.min() > 1 or unit.max() < 0:  # e.g. a range in degrees Celsius given for a frame in kelvin
+                logger.warning("%s: all its values (%g..%g) lie outside value_range (%g, %g): the model sees a "
+                               "constant frame and the output is the bicubic upscale; check the range's units", what,
+                               array.min(), array.max(), low, high)
             meta = ImageMeta(array.shape[2], array.dtype == np.uint16, low, high, in_units=True,
                              is_float=bool(np.issubdtype(array.dtype, np.floating)),
                              wide_int=bool(np.issubdtype(array.dtype, np.integer)) and array.dtype.itemsize > 1
