@@ -168,11 +168,11 @@ class PairedCropDataset(Dataset):
         hr = self._load(index, lr=False)
         lr = self._load(index, lr=True) if self.lr_images is not None else None
         size, scale = self.resolution, self.scale
-        if lr is not None and (lr.shape[0], lr.shape[1]) != (hr.shape[0] // scale, hr.shape[1] // scale):
-            raise ImageReadError(f"LR size {lr.shape[1]}x{lr.shape[0]} is not HR size {hr.shape[1]}x{hr.shape[0]} / "
-                                 f"{scale} (rounded down)")
-        if lr is not None:  # an HR whose sides are not multiples of the scale: mod-cropped, as eval does
-            hr = hr[: lr.shape[0] * scale, : lr.shape[1] * scale]
+        if lr is not None:
+            if (lr.shape[0], lr.shape[1]) != (hr.shape[0] // scale, hr.shape[1] // scale):
+                raise ImageReadError(f"LR size {lr.shape[1]}x{lr.shape[0]} is not HR size {hr.shape[1]}x{hr.shape[0]}"
+                                     f" / {scale} (rounded down)")
+            hr = hr[: lr.shape[0] * scale, : lr.shape[1] * scale]  # sides not multiples of the scale: as eval does
         if hr.shape[0] < size or hr.shape[1] < size:  # small images: reflect-pad up to one crop
             pad = ((0, max(size - hr.shape[0], 0)), (0, max(size - hr.shape[1], 0)), (0, 0))
             hr = np.pad(hr, pad, mode="reflect")

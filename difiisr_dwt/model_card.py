@@ -362,7 +362,7 @@ def _evaluation(evaluations: dict[str, dict], info: ReleaseInfo, pipe) -> str:
     lines = ["## Evaluation", "", info.eval_note or EVAL_PROTOCOL]
     if not evaluations:
         lines += ["", "No evaluation was recorded for this release."]
-    fingerprint = None
+    fingerprint, names = None, {**METHODS, **info.method_names}
     for label, methods in evaluations.items():
         protocol = (methods.get("model") or {}).get("protocol") or {}
         if protocol.get("model_fingerprint"):
@@ -374,7 +374,6 @@ def _evaluation(evaluations: dict[str, dict], info: ReleaseInfo, pipe) -> str:
                     f"{label}: its model row was measured on {protocol.get('model')} ({protocol.get('dtype')}), "
                     "whose weights are not this pipeline's: evaluate the pipeline being exported (difiisr-dwt eval "
                     "--model PIPELINE_DIR --json ...) or leave that file out")
-        names = {**METHODS, **info.method_names}
         data: dict[str, list[str]] = {}  # one sentence per evaluation file (a table may merge several)
         for method, result in methods.items():
             data.setdefault(describe_protocol(result.get("protocol")), []).append(names[method])

@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from difiisr_dwt.errors import UsageError
@@ -40,22 +40,24 @@ def check_writable(folder: Path, what: str = "output folder") -> None:
 
 
 @contextlib.contextmanager
-def removed_if_left_empty(folder: str | os.PathLike, owner: Callable[[], bool] = lambda: True) -> Iterator[None]:
+def removed_if_left_empty(folder: str | os.PathLike) -> Iterator[None]:
     """Run the body; then, whether it failed or not, remove ``folder`` and the parents it is about to get if
     they are still empty, so that a run that wrote nothing leaves no trace. A folder that existed before, or
     holds anything, stays (and so do those above it).
 
+    Only the main process of an ``accelerate launch`` (``RANK`` 0, or a run without one) removes anything: the
+    others must not remove a folder it has yet to write into. The rank is read from the environment, known
+    before accelerate starts (a run may fail before it does).
+
     Args:
         folder: the run's output folder (it need not exist yet).
-        owner: whether this process does the removal, asked at the end (e.g. accelerate's main process: the
-            others must not remove a folder the main process has yet to write into).
     """
     made = [Path(folder).absolute(), *Path(folder).absolute().parents]
     made = made[: next(i for i, path in enumerate(made) if path.exists())]
     try:
         yield
     finally:
-        if made and owner():
+        if made and os.environ.get("RANK", "0") == "0":
             with contextlib.suppress(OSError):  # one not empty, or gone: it and those above it stay
                 for path in made:
                     path.rmdir()

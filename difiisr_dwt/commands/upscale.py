@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if str(args.output_dir) == "-":
         return _run_to_stdout(args)
     # folders this run makes and leaves empty (every input failed, or an error) do not stay behind
-    with removed_if_left_empty(args.output_dir, lambda: PartialState().is_main_process):
+    with removed_if_left_empty(args.output_dir):
         counts = run_archive(args)
     if counts["failed"]:
         # the main process names the count; the others only set the exit status

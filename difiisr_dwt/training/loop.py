@@ -78,8 +78,7 @@ def _scalar_config(args: argparse.Namespace) -> dict:
 def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share). An output
     folder the run made and left empty (it failed before its first file) is removed."""
-    # the main process's rank, known before accelerate starts (the failure may come before it)
-    with removed_if_left_empty(args.output_dir, lambda: os.environ.get("RANK", "0") == "0"):
+    with removed_if_left_empty(args.output_dir):
         return _train(args, stage_cls)
 
 
