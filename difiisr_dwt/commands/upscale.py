@@ -82,12 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from difiisr_dwt.archive import run_archive
+    from difiisr_dwt.distributed import process_group_ended
     from difiisr_dwt.output_folder import removed_if_left_empty
 
     if str(args.output_dir) == "-":
         return _run_to_stdout(args)
     # folders this run makes and leaves empty (every input failed, or an error) do not stay behind
-    with removed_if_left_empty(args.output_dir):
+    with removed_if_left_empty(args.output_dir), process_group_ended():
         counts = run_archive(args)
     if counts["failed"]:
         # the main process names the count; the others only set the exit status

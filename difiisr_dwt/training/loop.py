@@ -29,6 +29,7 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from difiisr_dwt.data import StreamSampler, build_training_dataset, list_image_files
+from difiisr_dwt.distributed import process_group_ended
 from difiisr_dwt.errors import UsageError
 from difiisr_dwt.io import write_text_atomic
 from difiisr_dwt.output_folder import removed_if_left_empty
@@ -77,8 +78,10 @@ def _scalar_config(args: argparse.Namespace) -> dict:
 
 def train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     """Train ``stage_cls`` with ``args``; returns the timing summary (samples/s, data-wait share). An output
-    folder the run made and left empty (it failed before its first file) is removed."""
-    with removed_if_left_empty(args.output_dir):
+    folder the run made and left empty (it failed before its first file) is removed, and the process group of a
+    run that failed is destroyed too (:func:`~difiisr_dwt.distributed.process_group_ended`; a finished run's
+    ``end_training`` does it)."""
+    with removed_if_left_empty(args.output_dir), process_group_ended():
         return _train(args, stage_cls)
 
 
