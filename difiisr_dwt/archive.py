@@ -39,7 +39,7 @@ from difiisr_dwt.io import (
     scale_resolution,
     write_text_atomic,
 )
-from difiisr_dwt.output_folder import OUTPUT_LOG, OutputLog, check_writable, remove_stale_temps
+from difiisr_dwt.output_folder import OUTPUT_LOG, OutputLog, check_writable, file_fingerprint, remove_stale_temps
 from difiisr_dwt.video import VIDEO_SUFFIXES
 
 #: Input suffixes whose outputs are TIFF (multi-page where the input has several frames); the others give PNG,
@@ -225,6 +225,7 @@ class _Pending:
         self.widths = [frame.width for frame in frames]  # the DPI scales with the size (same physical size)
         self.radiometric = frames[0].info.get(radiometric.PIL_INFO_KEY)  # a radiometric file: written by tifffile
         self.extra: dict = {}  # pipeline arguments of this job's frames only (a sequence's)
+        self.fingerprint: dict | None = None  # of the input file, for the output log (see OutputLog.input_changed)
 
 
 def upscale_jobs(
@@ -292,7 +293,7 @@ def upscale_jobs(
             else:
                 save_frames_atomic(frames, job.output)
             if options.output_log is not None:
-                options.output_log.add(job.output, input_sha256=job.source.digest)
+                options.output_log.add(job.output, input_sha256=job.source.digest, input=pending.fingerprint)
         except (ValueError, OSError) as error:
             fail(pending, error)
             return
@@ -300,9 +301,13 @@ def upscale_jobs(
         finish(_record(job, "written", rank, size=list(frames[0].size), frames=len(frames), seconds=pending.seconds))
 
     for job in jobs:
+        fingerprint = file_fingerprint(job.source.path)  # before the read: a change during the run shows next time
         if job.output.exists() and not options.overwrite:
-            finish(_skipped(job, rank))
-            continue
+            if options.output_log is None or not options.output_log.input_changed(job.output, fingerprint):
+                finish(_skipped(job, rank))
+                continue
+            tqdm.write(f"note: {job.source.name} changed since {job.output} was made from it; upscaling it again",
+                       file=sys.stderr)
         try:
             frames = read(job.source)
             if len(frames) > 1 and job.output.suffix != ".tif":
@@ -313,6 +318,7 @@ def upscale_jobs(
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
         pending = _Pending(job, frames)
+        pending.fingerprint = fingerprint
         if len(frames) > 1:  # a multi-page TIFF or GIF is a sequence: stable in time
             pending.extra = sequence_call_options(frames[0], frames, options.pipeline_options)
         for index, frame in enumerate(frames):

@@ -5,6 +5,7 @@ outputs from inputs (:mod:`difiisr_dwt.archive` uses them)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -87,13 +88,46 @@ def remove_stale_temps(folder: Path, names: Iterable[str], before: float) -> int
     return removed
 
 
+def files_fingerprint(files: list[Path], chunk: int = 1 << 20) -> dict:
+    """What identifies the content of an input made of ``files`` (an image, a video, a sequence's frames):
+    their number, total size, latest ``mtime_ns`` and one SHA-256 over every file's name, size,
+    ``mtime_ns`` and bytes. Reading costs a second or so per GB, far less than upscaling one frame.
+
+    Raises:
+        OSError: a file cannot be read.
+    """
+    digest = hashlib.sha256()
+    size = mtime = 0
+    for path in files:
+        st = path.stat()
+        size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)
+        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+    return {"files": len(files), "size": size, "mtime_ns": mtime, "sha256": digest.hexdigest()}
+
+
+
+def file_fingerprint(path: Path | None) -> dict | None:
+    """The :func:`files_fingerprint` of one input file; ``None`` for no file (standard input, a dataset row)
+    or one that cannot be read (the read that follows names the problem)."""
+    if path is None:
+        return None
+    try:
+        return files_fingerprint([path])
+    except OSError:
+        return None
+
 class OutputLog:
-    """The :data:`OUTPUT_LOG` of an output folder: which of its files this tool wrote.
+    """The :data:`OUTPUT_LOG` of an output folder: which of its files this tool wrote, and from what.
 
     Each process appends one line per output, right after the output is renamed into place (a short
     ``O_APPEND`` write, so processes and runs sharing the folder do not mix their lines); a line cut
     by a kill is ignored when read. A file counts as an earlier output while its size and SHA-256 are
-    those logged: a file edited or replaced since is an input again.
+    those logged: a file edited or replaced since is an input again. The line also holds the
+    :func:`files_fingerprint` of the input files it was made from, so that an input changed since
+    (same name, other content or time) is seen (:meth:`input_changed`) and upscaled again.
     """
 
     def __init__(self, folder: Path, manifest: Path | None = None):
@@ -101,14 +135,20 @@ class OutputLog:
         self._real = os.path.realpath(folder)
         self._logged: dict[str, set[tuple[int, str]]] | None = None
         self._made_from: dict[tuple[str, int, str], set[str]] = {}  # (name, size, sha256) -> input SHA-256s
+        # (name, size, sha256) of a file output, or (name,) of a frame folder -> its inputs' fingerprints
+        self._inputs: dict[tuple, list[dict]] = {}
         self._listed = self._manifest_outputs(manifest) if manifest is not None else set()
 
-    def add(self, output: Path, input_sha256: str | None = None) -> None:
-        """Log ``output``; ``input_sha256``: the SHA-256 of the bytes it was made from, for an input that has
-        no file to compare later (standard input, a pipe: see :meth:`made_from`)."""
-        entry = {"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)}
+    def add(self, output: Path, input_sha256: str | None = None, input: dict | None = None) -> None:
+        """Log ``output`` (a file, or a sequence's frame folder); ``input_sha256``: the SHA-256 of the bytes it
+        was made from, for an input that has no file to compare later (standard input, a pipe: see
+        :meth:`made_from`); ``input``: the :func:`files_fingerprint` of the files it was made from."""
+        entry = {"output": output.name, "folder": True} if output.is_dir() else \
+            {"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)}
         if input_sha256 is not None:
             entry["input_sha256"] = input_sha256
+        if input is not None:
+            entry["input"] = input
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
@@ -122,11 +162,17 @@ class OutputLog:
             for line in lines:
                 try:
                     entry = json.loads(line)
-                    key = (entry["output"], int(entry["size"]), entry["sha256"])
-                    self._logged.setdefault(key[0], set()).add(key[1:])
+                    if entry.get("folder") is True:  # a frame folder: only what it was made from
+                        key = (str(entry["output"]),)
+                        self._inputs[key] = []  # the latest line of a folder is the one that holds
+                    else:
+                        key = (entry["output"], int(entry["size"]), entry["sha256"])
+                        self._logged.setdefault(key[0], set()).add(key[1:])
                     if isinstance(entry.get("input_sha256"), str):
                         self._made_from.setdefault(key, set()).add(entry["input_sha256"])
-                except (ValueError, KeyError, TypeError):
+                    if isinstance(entry.get("input"), dict):
+                        self._inputs.setdefault(key, []).append(entry["input"])
+                except (ValueError, KeyError, TypeError, AttributeError):
                     continue
         return self._logged
 
@@ -166,3 +212,18 @@ class OutputLog:
         except OSError:
             return False
         return input_sha256 in self._made_from.get(key, ())
+
+    def input_changed(self, output: Path, fingerprint: dict | None) -> bool:
+        """Whether ``output`` (a file as it is now, or a frame folder) was logged as made from input files
+        whose :func:`files_fingerprint` was not ``fingerprint`` (the input's now): the input was changed under
+        its name since. ``False`` when the log does not say what it was made from (an earlier version's
+        line) or ``fingerprint`` is ``None`` (no file, or one that cannot be read: its read names the problem)."""
+        if fingerprint is None or os.path.realpath(output.parent) != self._real:
+            return False
+        self._read()
+        try:
+            key = (output.name,) if output.is_dir() else (output.name, output.stat().st_size, file_digest(output))
+        except OSError:
+            return False
+        logged = self._inputs.get(key)
+        return bool(logged) and fingerprint not in logged

@@ -25,7 +25,6 @@ from its header, before any frame is decoded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -51,6 +50,7 @@ from difiisr_dwt.io import (
     save_image_atomic,
     write_text_atomic,
 )
+from difiisr_dwt.output_folder import files_fingerprint
 from difiisr_dwt.video import (
     LOSSY_16BIT,
     FrameTimes,
@@ -177,11 +177,17 @@ class SequenceRunner:
             return Record(input=job.name, output=str(job.output), status=status, rank=rank, position=job.position,
                           **fields)
 
-        if job.output.exists():
-            self._check_existing(job)
-            if not self.options.overwrite:
-                return record("skipped")
         start = time.perf_counter()
+        fingerprint = input_fingerprint(job)  # read once: is a finished output still current, can a resume go on
+        if job.output.exists():
+            log = self.options.output_log
+            changed = log is not None and log.input_changed(job.output, fingerprint)
+            self._check_existing(job, changed)
+            if not self.options.overwrite:
+                if not changed:
+                    return record("skipped")
+                tqdm.write(f"note: {job.name} changed since {job.output} was made from it; upscaling it again",
+                           file=sys.stderr)
         info = probe_video(job.path) if job.is_video else None
         if info is not None and info.bit16 and not job.lossless:  # before any work: not after every frame
             raise UsageError(f"{job.name}: {LOSSY_16BIT}")
@@ -189,7 +195,7 @@ class SequenceRunner:
         extra = sequence_call_options(first, iter_frames(job, info), self.options.pipeline_options)
         work = job.output.with_name(f".{job.output.name}.frames")
         settings = {**self.settings, "input": str(job.path.resolve()), "lossless": job.lossless, "extra": extra,
-                    "fingerprint": input_fingerprint(job)}
+                    "fingerprint": fingerprint}
         settings = json.loads(json.dumps(settings))  # as read back (tuples become lists), to compare
         earlier = _read_settings(work)
         if self.options.overwrite or earlier != settings:
@@ -203,7 +209,7 @@ class SequenceRunner:
             write_text_atomic(json.dumps(settings, indent=2) + "\n", work / SETTINGS_FILE)
             count, times = self._upscale(job, info, first, work, extra)
             rate = output_rate(info, times) if info is not None else None
-            self._finish(job, work, count, rate)
+            self._finish(job, work, count, rate, fingerprint)
         except ValueError:  # the input or the options are refused (ImageReadError, UsageError): a rerun would
             shutil.rmtree(work, ignore_errors=True)  # fail alike, so no frames are kept for it to resume
             raise
@@ -256,10 +262,11 @@ class SequenceRunner:
             array = _from_unit(out, frame, in_units)
             save_image_atomic(PIL.Image.fromarray(array), work / (names[index] if names else f"{index:06d}.png"))
 
-    def _check_existing(self, job: SequenceJob) -> None:
+    def _check_existing(self, job: SequenceJob, changed: bool) -> None:
         """An existing output is this tool's: a video its output log lists, a frame folder holding no file but
         the sequence's frames. Without ``--overwrite`` it is skipped as finished, so the folder must hold them
-        all (a frame added to the input folder since: not finished); with it, it is replaced.
+        all (a frame added to the input folder since: not finished), unless the log says its input
+        ``changed`` since (it is redone); with it, it is replaced.
 
         Raises:
             UsageError: naming the output.
@@ -279,40 +286,34 @@ class SequenceRunner:
                              f"{', ...' if len(others) > 1 else ''}); " + ("--overwrite would delete them" if overwrite
                                                                           else consequence)
                              + ". Move it away, or choose another output folder or --suffix")
-        if not overwrite and found != frames:
+        if not overwrite and not changed and found != frames:
             raise UsageError(f"{job.output} holds {len(found)} of the sequence's {len(frames)} frames: the output of "
                              "an earlier version of the sequence (frames added since?); --overwrite redoes it")
 
-    def _finish(self, job: SequenceJob, work: Path, count: int, frame_rate) -> None:
+    def _finish(self, job: SequenceJob, work: Path, count: int, frame_rate, fingerprint: dict) -> None:
         """Mux a video's frames at ``frame_rate`` (see :func:`~difiisr_dwt.video.output_rate`), or move a
-        frame folder into place; the work folder is gone afterwards."""
+        frame folder into place; the work folder is gone afterwards. The output log gets the output and the
+        ``fingerprint`` of the input it was made from."""
         if job.is_video:
             frames = (_load(work / f"{i:06d}.png") for i in range(count))
             write_video(frames, job.output, frame_rate, job.lossless)
             shutil.rmtree(work, ignore_errors=True)
-            if self.options.output_log is not None:  # a later run knows it for an output, not an input
-                self.options.output_log.add(job.output)
         else:
             (work / SETTINGS_FILE).unlink()
             replace_dir(work, job.output)
+        if self.options.output_log is not None:  # a later run knows it for an output, made from this input
+            self.options.output_log.add(job.output, input=fingerprint)
 
 
-def input_fingerprint(job: SequenceJob, chunk: int = 1 << 20) -> dict:
-    """What identifies a sequence's content, so that a resumed run never mixes frames of two inputs that
-    share a path: the size, ``mtime_ns`` and SHA-256 of the video file's bytes, or of every frame file
-    (names included; one digest over all of them). Reading the whole file costs a second or so per GB,
-    far less than upscaling one of its frames."""
-    digest = hashlib.sha256()
-    files = [job.path] if job.is_video else job.frames
-    size = mtime = 0
-    for path in files:
-        st = path.stat()
-        size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)
-        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                digest.update(block)
-    return {"files": len(files), "size": size, "mtime_ns": mtime, "sha256": digest.hexdigest()}
+def input_fingerprint(job: SequenceJob) -> dict:
+    """What identifies a sequence's content (:func:`difiisr_dwt.output_folder.files_fingerprint` of the video
+    file, or of every frame file), so that a resumed run never mixes frames of two inputs that share a path
+    and a finished output whose input changed since is redone."""
+    return files_fingerprint(_input_files(job))
+
+
+def _input_files(job: SequenceJob) -> list[Path]:
+    return [job.path] if job.is_video else list(job.frames)
 
 
 def _say_starting_over(job: SequenceJob, work: Path, earlier: dict, settings: dict) -> None:

@@ -1,0 +1,128 @@
+"""An input changed under its name since its output was made (an image, a video, a --sequence frame folder)
+is upscaled again on a rerun, not counted as done; an unchanged one is skipped, and an output log line of an
+earlier version (which did not record the input) still counts as done."""
+
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from difiisr_dwt.cli import main
+from difiisr_dwt.output_folder import OUTPUT_LOG
+from difiisr_dwt.sequence import input_fingerprint, plan_sequence
+from difiisr_dwt.video import write_video
+
+
+def _image(seed: int, size: tuple[int, int] = (16, 12)) -> PIL.Image.Image:
+    rng = np.random.RandomState(seed)
+    return PIL.Image.fromarray((rng.rand(size[1], size[0]) * 255).astype(np.uint8))
+
+
+def _upscale(model: Path, *args: str) -> list[str]:
+    return ["upscale", *args, "--model", str(model), "--steps", "1", "--device", "cpu"]
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with PIL.Image.open(path) as image:
+        return np.asarray(image.convert("L"), np.int16)
+
+
+def _replace(path: Path, image: PIL.Image.Image) -> None:
+    """Save ``image`` over ``path`` with a modification time surely after the earlier one."""
+    before = path.stat().st_mtime_ns
+    image.save(path)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_a_changed_image_is_redone_and_an_unchanged_one_skipped(saved_test_model, tmp_path, capsys):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    _image(0).save(folder / "a.png")
+    _image(1).save(folder / "b.png")
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0
+    old_a, old_b = _pixels(out / "a_x4.png"), _pixels(out / "b_x4.png")
+    capsys.readouterr()
+
+    _replace(folder / "a.png", _image(2))  # same name, same size, other content
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0
+    captured = capsys.readouterr()
+    assert "1 written, 1 skipped" in captured.out
+    assert "a.png changed since" in captured.err
+    assert np.abs(_pixels(out / "a_x4.png") - old_a).max() > 20  # the new content's upscale
+    np.testing.assert_array_equal(_pixels(out / "b_x4.png"), old_b)
+
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0  # now both are current
+    assert "0 written, 2 skipped" in capsys.readouterr().out
+
+
+def test_a_log_line_without_its_input_still_counts_as_done(saved_test_model, tmp_path, capsys):
+    """Output folders of earlier versions: their lines do not say what the output was made from."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    _image(0).save(folder / "a.png")
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0
+    log = out / OUTPUT_LOG
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all("input" in entry for entry in entries)
+    log.write_text("".join(json.dumps({k: v for k, v in e.items() if k != "input"}) + "\n" for e in entries))
+    _replace(folder / "a.png", _image(2))
+    capsys.readouterr()
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0
+    assert "0 written, 1 skipped" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_changed_video_and_frame_folder_are_redone(saved_test_model, tmp_path, capsys):
+    clip, frames, out = tmp_path / "clip.mkv", tmp_path / "frames", tmp_path / "out"
+    rng = np.random.default_rng(0)
+    write_video((rng.integers(0, 256, (12, 16), dtype=np.uint8) for _ in range(3)), clip, Fraction(25), True)
+    frames.mkdir()
+    for i in range(3):
+        _image(i).save(frames / f"{i:03d}.png")
+    run = _upscale(saved_test_model, str(clip), str(frames), "--sequence", "-o", str(out))
+    assert main(run) == 0
+    assert main(run) == 0
+    assert "0 written, 2 skipped" in capsys.readouterr().out
+
+    write_video((rng.integers(0, 256, (12, 16), dtype=np.uint8) for _ in range(3)), clip, Fraction(25), True)
+    old_frame = _pixels(out / "frames_x4" / "001.png")  # a sequence's frames keep their names
+    _replace(frames / "001.png", _image(7))
+    assert main(run) == 0
+    captured = capsys.readouterr()
+    assert "2 written, 0 skipped" in captured.out
+    assert "clip.mkv changed since" in captured.err and "frames changed since" in captured.err
+    assert np.abs(_pixels(out / "frames_x4" / "001.png") - old_frame).max() > 20
+
+    _image(9).save(frames / "003.png")  # a frame added: the folder's input changed, so it is redone too
+    assert main(run) == 0
+    captured = capsys.readouterr()
+    assert "1 written, 1 skipped" in captured.out
+    assert len(list((out / "frames_x4").iterdir())) == 4
+
+
+def test_fingerprint_sees_content_not_only_size_and_time(tmp_path):
+    """Same path, same size, same mtime_ns, other bytes (video file or one frame file): another input.
+
+    One byte in the middle of a 5 MiB file changes too (the fingerprint once hashed the first and last MiB)."""
+    video = tmp_path / "clip.mkv"
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    jobs = []
+    size = 5 << 20
+    for path in (video, folder / "0.png"):
+        path.write_bytes(b"a" * size)
+        jobs.append(plan_sequence(video if path == video else folder, tmp_path / "out", "_x4", lossless=True))
+    before = [input_fingerprint(job) for job in jobs]
+    for path in (video, folder / "0.png"):
+        mtime = path.stat().st_mtime_ns
+        path.write_bytes(b"a" * (size // 2) + b"b" + b"a" * (size - size // 2 - 1))
+        os.utime(path, ns=(mtime, mtime))
+    after = [input_fingerprint(job) for job in jobs]
+    for a, b in zip(before, after):
+        assert (a["size"], a["mtime_ns"]) == (b["size"], b["mtime_ns"]) and a["sha256"] != b["sha256"]
