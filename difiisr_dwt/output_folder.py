@@ -90,23 +90,23 @@ def remove_stale_temps(folder: Path, names: Iterable[str], before: float) -> int
 
 def files_fingerprint(files: list[Path], chunk: int = 1 << 20) -> dict:
     """What identifies the content of an input made of ``files`` (an image, a video, a sequence's frames):
-    their number, total size, latest ``mtime_ns`` and one SHA-256 over every file's name, size,
-    ``mtime_ns`` and bytes. Reading costs a second or so per GB, far less than upscaling one frame.
+    their number, total size and one SHA-256 over every file's name, size and bytes. Modification times are
+    left out: a copy without them (``cp`` without ``-p``, a checkout) is the same input. Reading costs a
+    second or so per GB, far less than upscaling one frame.
 
     Raises:
         OSError: a file cannot be read.
     """
     digest = hashlib.sha256()
-    size = mtime = 0
+    size = 0
     for path in files:
         st = path.stat()
-        size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)
-        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        size += st.st_size
+        digest.update(f"{path.name}\0{st.st_size}\0".encode())
         with open(path, "rb") as f:
             while block := f.read(chunk):
                 digest.update(block)
-    return {"files": len(files), "size": size, "mtime_ns": mtime, "sha256": digest.hexdigest()}
-
+    return {"files": len(files), "size": size, "sha256": digest.hexdigest()}
 
 
 def file_fingerprint(path: Path | None) -> dict | None:
@@ -119,15 +119,17 @@ def file_fingerprint(path: Path | None) -> dict | None:
     except OSError:
         return None
 
+
 class OutputLog:
     """The :data:`OUTPUT_LOG` of an output folder: which of its files this tool wrote, and from what.
 
     Each process appends one line per output, right after the output is renamed into place (a short
     ``O_APPEND`` write, so processes and runs sharing the folder do not mix their lines); a line cut
-    by a kill is ignored when read. A file counts as an earlier output while its size and SHA-256 are
-    those logged: a file edited or replaced since is an input again. The line also holds the
-    :func:`files_fingerprint` of the input files it was made from, so that an input changed since
-    (same name, other content or time) is seen (:meth:`input_changed`) and upscaled again.
+    by a kill, or one that is not JSON, is ignored when read. A file counts as an earlier output while its
+    size and SHA-256 are those logged: a file edited or replaced since is an input again. A sequence's frame
+    folder is logged with the size and SHA-256 of each of its files (:meth:`folder_files`). The line also
+    holds the :func:`files_fingerprint` of the input files it was made from, so that an input changed since
+    (same name, other content) is seen (:meth:`input_changed`) and upscaled again.
     """
 
     def __init__(self, folder: Path, manifest: Path | None = None):
@@ -137,34 +139,42 @@ class OutputLog:
         self._made_from: dict[tuple[str, int, str], set[str]] = {}  # (name, size, sha256) -> input SHA-256s
         # (name, size, sha256) of a file output, or (name,) of a frame folder -> its inputs' fingerprints
         self._inputs: dict[tuple, list[dict]] = {}
+        self._folders: dict[str, dict[str, tuple[int, str]]] = {}  # frame folder -> {file: (size, sha256)}
         self._listed = self._manifest_outputs(manifest) if manifest is not None else set()
 
     def add(self, output: Path, input_sha256: str | None = None, input: dict | None = None) -> None:
         """Log ``output`` (a file, or a sequence's frame folder); ``input_sha256``: the SHA-256 of the bytes it
         was made from, for an input that has no file to compare later (standard input, a pipe: see
         :meth:`made_from`); ``input``: the :func:`files_fingerprint` of the files it was made from."""
-        entry = {"output": output.name, "folder": True} if output.is_dir() else \
-            {"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)}
+        if output.is_dir():
+            files = {p.name: [p.stat().st_size, file_digest(p)] for p in sorted(output.iterdir()) if p.is_file()}
+            entry = {"output": output.name, "folder": True, "files": files}
+        else:
+            entry = {"output": output.name, "size": output.stat().st_size, "sha256": file_digest(output)}
         if input_sha256 is not None:
             entry["input_sha256"] = input_sha256
         if input is not None:
             entry["input"] = input
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+        with open(self.path, "a+b") as f:
+            # after a line cut short (a kill, a full disk) this one starts on its own line: only that one is lost
+            end = os.fstat(f.fileno()).st_size
+            cut = end > 0 and os.pread(f.fileno(), 1, end - 1) != b"\n"
+            f.write((("\n" if cut else "") + json.dumps(entry) + "\n").encode())
 
     def _read(self) -> dict[str, set[tuple[int, str]]]:
         if self._logged is None:
             self._logged = {}
             try:
-                lines = self.path.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError):
+                lines = self.path.read_bytes().splitlines()
+            except OSError:
                 lines = []
             for line in lines:
                 try:
-                    entry = json.loads(line)
-                    if entry.get("folder") is True:  # a frame folder: only what it was made from
+                    entry = json.loads(line)  # bytes: a line that is not UTF-8 is a ValueError, that line only
+                    if entry.get("folder") is True:  # the latest line of a frame folder is the one that holds
+                        files = {str(k): (int(v[0]), str(v[1])) for k, v in entry["files"].items()}
                         key = (str(entry["output"]),)
-                        self._inputs[key] = []  # the latest line of a folder is the one that holds
+                        self._inputs[key], self._folders[key[0]] = [], files
                     else:
                         key = (entry["output"], int(entry["size"]), entry["sha256"])
                         self._logged.setdefault(key[0], set()).add(key[1:])
@@ -227,3 +237,23 @@ class OutputLog:
             return False
         logged = self._inputs.get(key)
         return bool(logged) and fingerprint not in logged
+
+    def foreign_files(self, folder: Path) -> list[str] | None:
+        """The names of the files in the frame folder ``folder`` that are not as this tool last wrote them there
+        (added or edited since), sorted; ``None`` when the log has no line for the folder (not written here, or
+        by an earlier version)."""
+        if os.path.realpath(folder.parent) != self._real:
+            return None
+        self._read()
+        logged = self._folders.get(folder.name)
+        if logged is None:
+            return None
+        foreign = []
+        for path in sorted(folder.iterdir()):
+            try:
+                size, digest = logged.get(path.name, (-1, ""))
+                if not path.is_file() or path.stat().st_size != size or file_digest(path) != digest:
+                    foreign.append(path.name)
+            except OSError:
+                foreign.append(path.name)
+        return foreign

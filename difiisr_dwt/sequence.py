@@ -263,9 +263,10 @@ class SequenceRunner:
             save_image_atomic(PIL.Image.fromarray(array), work / (names[index] if names else f"{index:06d}.png"))
 
     def _check_existing(self, job: SequenceJob, changed: bool) -> None:
-        """An existing output is this tool's: a video its output log lists, a frame folder holding no file but
-        the sequence's frames. Without ``--overwrite`` it is skipped as finished, so the folder must hold them
-        all (a frame added to the input folder since: not finished), unless the log says its input
+        """An existing output is this tool's: a video its output log lists; a frame folder whose files are all
+        as the log says this tool wrote them, or (a folder an earlier version wrote, not in the log) holding no
+        file but the sequence's frames. Without ``--overwrite`` it is skipped as finished, so the folder must
+        hold them all (a frame added to the input folder since: not finished), unless the log says its input
         ``changed`` since (it is redone); with it, it is replaced.
 
         Raises:
@@ -280,11 +281,13 @@ class SequenceRunner:
             return
         frames = {self._frame_name(job, index) for index in range(len(job.frames))}
         found = {p.name for p in job.output.iterdir()} if job.output.is_dir() else {job.output.name}
-        others = sorted(found - frames)
+        others = log.foreign_files(job.output) if log is not None and job.output.is_dir() else None
+        what = "files this tool did not write there or that were edited since"
+        if others is None:
+            others, what = sorted(found - frames), "other files than the sequence's frames"
         if others:
-            raise UsageError(f"{job.output} exists and holds other files than the sequence's frames ({others[0]}"
-                             f"{', ...' if len(others) > 1 else ''}); " + ("--overwrite would delete them" if overwrite
-                                                                          else consequence)
+            raise UsageError(f"{job.output} exists and holds {what} ({others[0]}{', ...' if len(others) > 1 else ''}"
+                             "); " + ("--overwrite would delete them" if overwrite else consequence)
                              + ". Move it away, or choose another output folder or --suffix")
         if not overwrite and not changed and found != frames:
             raise UsageError(f"{job.output} holds {len(found)} of the sequence's {len(frames)} frames: the output of "
@@ -320,7 +323,7 @@ def _say_starting_over(job: SequenceJob, work: Path, earlier: dict, settings: di
     """One stderr line: the frames an interrupted run left are discarded, and why."""
     done = sum(1 for p in work.iterdir() if p.name != SETTINGS_FILE and not p.name.startswith("."))
     changed = earlier.get("fingerprint") != settings["fingerprint"]
-    why = ("its input changed since then (size, modification time or content)" if changed else
+    why = ("its input changed since then (its files or their content)" if changed else
            "it was made with other settings")
     tqdm.write(f"note: {job.name}: discarding the {done} frame(s) an interrupted run left in {work}: {why}; "
                "starting over", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""An input changed under its name since its output was made (an image, a video, a --sequence frame folder)
-is upscaled again on a rerun, not counted as done; an unchanged one is skipped, and an output log line of an
-earlier version (which did not record the input) still counts as done."""
+"""Reruns: an input changed under its name since its output was made (an image, a video, a --sequence frame
+folder) is upscaled again, not counted as done; an unchanged one is skipped (a newer modification time alone
+changes nothing), and an output log line of an earlier version (which did not record the input) still counts
+as done. The output log survives a line cut short or not UTF-8."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ def test_a_changed_image_is_redone_and_an_unchanged_one_skipped(saved_test_model
 
     assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0  # now both are current
     assert "0 written, 2 skipped" in capsys.readouterr().out
+    for path in folder.iterdir():  # a copy without times (cp without -p, a checkout): the same inputs
+        os.utime(path, ns=(path.stat().st_mtime_ns + 5 * 10**9,) * 2)
+    assert main(_upscale(saved_test_model, str(folder), "-o", str(out))) == 0
+    captured = capsys.readouterr()
+    assert "0 written, 2 skipped" in captured.out and "changed since" not in captured.err
 
 
 def test_a_log_line_without_its_input_still_counts_as_done(saved_test_model, tmp_path, capsys):
@@ -101,13 +107,43 @@ def test_a_changed_video_and_frame_folder_are_redone(saved_test_model, tmp_path,
 
     _image(9).save(frames / "003.png")  # a frame added: the folder's input changed, so it is redone too
     assert main(run) == 0
-    captured = capsys.readouterr()
-    assert "1 written, 1 skipped" in captured.out
-    assert len(list((out / "frames_x4").iterdir())) == 4
+    assert "1 written, 1 skipped" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "frames_x4").iterdir()) == [f"{i:03d}.png" for i in range(4)]
+
+    (frames / "000.png").unlink()  # a frame removed: redone, and its old output frame goes with it
+    assert main(run) == 0
+    assert "1 written, 1 skipped" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "frames_x4").iterdir()) == ["001.png", "002.png", "003.png"]
+
+    _image(5).save(out / "frames_x4" / "002.png")  # an output frame edited: not this tool's file any more
+    (frames / "001.png").unlink()
+    for overwrite in ([], ["--overwrite"]):
+        assert main([*run, *overwrite]) == 1
+        assert "frames_x4 exists and holds files this tool did not write there or that were edited since " \
+               "(002.png)" in capsys.readouterr().err
+    np.testing.assert_array_equal(_pixels(out / "frames_x4" / "002.png"), np.asarray(_image(5)))  # kept
+
+
+def test_a_cut_or_garbled_log_line_loses_only_itself(tmp_path):
+    from difiisr_dwt.output_folder import OutputLog
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("a_x4.png", "b_x4.png", "c_x4.png"):
+        _image(len(name)).save(out / name)
+    OutputLog(out).add(out / "a_x4.png")
+    with open(out / OUTPUT_LOG, "ab") as f:
+        f.write(b'{"output": "z_x4.png", "si')  # a kill or a full disk mid-line
+    OutputLog(out).add(out / "b_x4.png")
+    with open(out / OUTPUT_LOG, "ab") as f:
+        f.write(b"\xff\xfe not UTF-8\n")
+    OutputLog(out).add(out / "c_x4.png")
+    log = OutputLog(out)
+    assert [log.is_output(out / name) for name in ("a_x4.png", "b_x4.png", "c_x4.png")] == [True] * 3
 
 
 def test_fingerprint_sees_content_not_only_size_and_time(tmp_path):
-    """Same path, same size, same mtime_ns, other bytes (video file or one frame file): another input.
+    """Same path, same size, same modification time, other bytes (video file or one frame file): another input.
 
     One byte in the middle of a 5 MiB file changes too (the fingerprint once hashed the first and last MiB)."""
     video = tmp_path / "clip.mkv"
@@ -125,4 +161,4 @@ def test_fingerprint_sees_content_not_only_size_and_time(tmp_path):
         os.utime(path, ns=(mtime, mtime))
     after = [input_fingerprint(job) for job in jobs]
     for a, b in zip(before, after):
-        assert (a["size"], a["mtime_ns"]) == (b["size"], b["mtime_ns"]) and a["sha256"] != b["sha256"]
+        assert a["size"] == b["size"] and a["sha256"] != b["sha256"]
