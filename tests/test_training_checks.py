@@ -355,3 +355,23 @@ def test_missing_relative_model_folder_never_asks_the_hub(components, tmp_path, 
         with pytest.raises(UsageError, match=f"{flag} runs/nope: no such folder"):
             load_component(UNet2DModel, "runs/nope", None, flag, args)
     assert could_be_repo_id("someone/model") and not could_be_repo_id("runs/model")
+
+
+def test_missing_train_extra_packages_are_named_before_training(components, tmp_path, capsys, monkeypatch,
+                                                                train_main):
+    """An install without the ``train`` extra stopped with ModuleNotFoundError at the first checkpoint's
+    ``curves.png`` (matplotlib), or at the first JPEG step of a degradation (kornia): hours in."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("matplotlib", "kornia") else find_spec(name, *a))
+    data = _images(tmp_path / "data")
+    out = tmp_path / "out"
+    for extra, named in [((), "training needs matplotlib, not installed"),
+                         (("--degradation", "realesrgan"), "training needs matplotlib, kornia, not installed")]:
+        argv = _adapter_argv(components, out, "--max_train_steps", "1", *extra)
+        argv[argv.index(out / "no-data-needed")] = data
+        code, lines, err = _train(train_main, argv, capsys)
+        assert code == 2 and len(lines) == 1 and named in lines[0] and "difiisr-dwt[train]" in lines[0], err
+        assert not out.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -92,6 +93,7 @@ def _train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     check_earlier_run(output_dir, identity, args.resume_from_checkpoint)
     checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint, identity)  # before anything loads
     check_validation_set(args)
+    check_training_packages(args)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -244,6 +246,28 @@ def _train(args: argparse.Namespace, stage_cls: type[Stage]) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def check_training_packages(args: argparse.Namespace) -> None:
+    """Refuse, before anything loads, a run that would stop with an ``ImportError`` hours in: the ``train``
+    extra's packages it uses (``matplotlib`` for ``curves.png`` at the first checkpoint, ``kornia`` for the JPEG
+    step of ``--degradation realesrgan`` / ``thermal``, ``datasets`` for ``--dataset_name``, ``tensorboard`` for
+    ``--report_to tensorboard``) are looked up without importing them.
+
+    Raises:
+        UsageError: naming the missing packages and the install command.
+    """
+    needed = ["matplotlib"]
+    if getattr(args, "degradation", "bicubic") != "bicubic" and getattr(args, "lr_data_dir", None) is None:
+        needed.append("kornia")
+    if getattr(args, "dataset_name", None) is not None:
+        needed.append("datasets")
+    if getattr(args, "report_to", None) in ("tensorboard", "all"):
+        needed.append("tensorboard")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"training needs {', '.join(missing)}, not installed here (the package's `train` extra): "
+                         "pip install 'difiisr-dwt[train]'")
 
 
 def check_validation_set(args: argparse.Namespace) -> None:
