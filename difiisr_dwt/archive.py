@@ -68,6 +68,7 @@ class Job:
     source: Source
     output: Path
     position: int  # in the full job list: the manifest keeps input order
+    fingerprint: dict | None = None  # of the input file, once read (see OutputLog.input_changed)
 
 
 @dataclass
@@ -225,7 +226,6 @@ class _Pending:
         self.widths = [frame.width for frame in frames]  # the DPI scales with the size (same physical size)
         self.radiometric = frames[0].info.get(radiometric.PIL_INFO_KEY)  # a radiometric file: written by tifffile
         self.extra: dict = {}  # pipeline arguments of this job's frames only (a sequence's)
-        self.fingerprint: dict | None = None  # of the input file, for the output log (see OutputLog.input_changed)
 
 
 def upscale_jobs(
@@ -293,7 +293,7 @@ def upscale_jobs(
             else:
                 save_frames_atomic(frames, job.output)
             if options.output_log is not None:
-                options.output_log.add(job.output, input_sha256=job.source.digest, input=pending.fingerprint)
+                options.output_log.add(job.output, job.source.digest, job.fingerprint, job.source.path)
         except (ValueError, OSError) as error:
             fail(pending, error)
             return
@@ -301,9 +301,10 @@ def upscale_jobs(
         finish(_record(job, "written", rank, size=list(frames[0].size), frames=len(frames), seconds=pending.seconds))
 
     for job in jobs:
-        fingerprint = file_fingerprint(job.source.path)  # before the read: a change during the run shows next time
+        if job.fingerprint is None:  # before the read: a change during the run shows next time
+            job.fingerprint = file_fingerprint(job.source.path)
         if job.output.exists() and not options.overwrite:
-            if options.output_log is None or not options.output_log.input_changed(job.output, fingerprint):
+            if options.output_log is None or not options.output_log.input_changed(job.output, job.fingerprint):
                 finish(_skipped(job, rank))
                 continue
             tqdm.write(f"note: {job.source.name} changed since {job.output} was made from it; upscaling it again",
@@ -318,7 +319,6 @@ def upscale_jobs(
             finish(_record(job, "failed", rank, error=_reason(error, job.source.name)))
             continue
         pending = _Pending(job, frames)
-        pending.fingerprint = fingerprint
         if len(frames) > 1:  # a multi-page TIFF or GIF is a sequence: stable in time
             pending.extra = sequence_call_options(frames[0], frames, options.pipeline_options)
         for index, frame in enumerate(frames):
@@ -423,7 +423,8 @@ def _guarded(jobs: list[Job] | Iterator[Job], guard: InputGuard, manifest: Path 
              overwrite: bool) -> list[Job] | Iterator[Job]:
     """``jobs``, refused (:class:`UsageError`) where an output would replace an input or the manifest, or is
     an existing file this tool did not write (``output_log`` does not list it): ``--overwrite`` would replace
-    someone's file, and without it the file would be taken for a finished output and skipped.
+    someone's file, and without it the file would be taken for a finished output and skipped; or, without
+    ``overwrite``, one it made from another input of the same name (:meth:`OutputLog.other_input`).
 
     A list is checked whole, before any compute; a stream job by job, before each job's compute.
     """
@@ -437,6 +438,12 @@ def _guarded(jobs: list[Job] | Iterator[Job], guard: InputGuard, manifest: Path 
             problem = (f"exists and is no earlier output of this tool (its {OUTPUT_LOG} does not list it, as it is "
                        "now): " + ("--overwrite replaces only those" if overwrite else
                                    "it would be taken for a finished output and skipped") + ". Move it away, or")
+        if problem is None and not overwrite and job.output.exists() and job.source.path is not None:
+            job.fingerprint = file_fingerprint(job.source.path)
+            other = output_log.other_input(job.output, job.source.path, job.fingerprint)
+            if other is not None:
+                problem = f"was made from another input, {other} (same name, other content); --overwrite replaces it,"\
+                    " or"
         if problem is not None:
             raise UsageError(f"the output {job.output} of {job.source.name} {problem}"
                              + (" " if problem.endswith(" or") else "; ") + "choose another output folder or --suffix")

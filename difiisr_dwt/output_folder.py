@@ -138,14 +138,16 @@ class OutputLog:
         self._logged: dict[str, set[tuple[int, str]]] | None = None
         self._made_from: dict[tuple[str, int, str], set[str]] = {}  # (name, size, sha256) -> input SHA-256s
         # (name, size, sha256) of a file output, or (name,) of a frame folder -> its inputs' fingerprints
-        self._inputs: dict[tuple, list[dict]] = {}
+        self._inputs: dict[tuple, list[tuple[dict, str | None]]] = {}  # ... -> [(fingerprint, input's real path)]
         self._folders: dict[str, dict[str, tuple[int, str]]] = {}  # frame folder -> {file: (size, sha256)}
         self._listed = self._manifest_outputs(manifest) if manifest is not None else set()
 
-    def add(self, output: Path, input_sha256: str | None = None, input: dict | None = None) -> None:
+    def add(self, output: Path, input_sha256: str | None = None, input: dict | None = None,
+            input_path: Path | None = None) -> None:
         """Log ``output`` (a file, or a sequence's frame folder); ``input_sha256``: the SHA-256 of the bytes it
         was made from, for an input that has no file to compare later (standard input, a pipe: see
-        :meth:`made_from`); ``input``: the :func:`files_fingerprint` of the files it was made from."""
+        :meth:`made_from`); ``input``: the :func:`files_fingerprint` of the files it was made from, at
+        ``input_path`` (a file, a video, a frame folder)."""
         if output.is_dir():
             files = {p.name: [p.stat().st_size, file_digest(p)] for p in sorted(output.iterdir()) if p.is_file()}
             entry = {"output": output.name, "folder": True, "files": files}
@@ -155,6 +157,8 @@ class OutputLog:
             entry["input_sha256"] = input_sha256
         if input is not None:
             entry["input"] = input
+        if input_path is not None:
+            entry["input_path"] = os.path.realpath(input_path)
         with open(self.path, "a+b") as f:
             # after a line cut short (a kill, a full disk) this one starts on its own line: only that one is lost
             end = os.fstat(f.fileno()).st_size
@@ -181,7 +185,8 @@ class OutputLog:
                     if isinstance(entry.get("input_sha256"), str):
                         self._made_from.setdefault(key, set()).add(entry["input_sha256"])
                     if isinstance(entry.get("input"), dict):
-                        self._inputs.setdefault(key, []).append(entry["input"])
+                        path = entry.get("input_path") if isinstance(entry.get("input_path"), str) else None
+                        self._inputs.setdefault(key, []).append((entry["input"], path))
                 except (ValueError, KeyError, TypeError, AttributeError):
                     continue
         return self._logged
@@ -223,20 +228,36 @@ class OutputLog:
             return False
         return input_sha256 in self._made_from.get(key, ())
 
-    def input_changed(self, output: Path, fingerprint: dict | None) -> bool:
-        """Whether ``output`` (a file as it is now, or a frame folder) was logged as made from input files
-        whose :func:`files_fingerprint` was not ``fingerprint`` (the input's now): the input was changed under
-        its name since. ``False`` when the log does not say what it was made from (an earlier version's
-        line) or ``fingerprint`` is ``None`` (no file, or one that cannot be read: its read names the problem)."""
-        if fingerprint is None or os.path.realpath(output.parent) != self._real:
-            return False
+    def _made_from_inputs(self, output: Path) -> list[tuple[dict, str | None]]:
+        """``[(fingerprint, real path)]`` of the inputs ``output`` (a file as it is now, or a frame folder) was
+        logged as made from; empty when the log does not say (an earlier version's line, not this folder)."""
+        if os.path.realpath(output.parent) != self._real:
+            return []
         self._read()
         try:
             key = (output.name,) if output.is_dir() else (output.name, output.stat().st_size, file_digest(output))
         except OSError:
-            return False
-        logged = self._inputs.get(key)
-        return bool(logged) and fingerprint not in logged
+            return []
+        return self._inputs.get(key, [])
+
+    def input_changed(self, output: Path, fingerprint: dict | None) -> bool:
+        """Whether ``output`` was logged as made from input files whose :func:`files_fingerprint` was not
+        ``fingerprint`` (the input's now): the input was changed under its name since. ``False`` when the log
+        does not say what it was made from, or ``fingerprint`` is ``None`` (no file, or one that cannot be
+        read: its read names the problem)."""
+        logged = self._made_from_inputs(output) if fingerprint is not None else []
+        return bool(logged) and all(fingerprint != made for made, _ in logged)
+
+    def other_input(self, output: Path, path: Path | None, fingerprint: dict | None) -> str | None:
+        """The path of the input ``output`` was made from when that is another input than the one at ``path``
+        now: another path and other content (``flight2/IMG_1.png`` into the folder of ``flight1/IMG_1.png``'s
+        output). ``None`` for the same input, changed or not, or a copy of it elsewhere (same content), and
+        when the log does not say."""
+        logged = self._made_from_inputs(output) if fingerprint is not None and path is not None else []
+        if not logged or any(fingerprint == made for made, _ in logged):
+            return None
+        paths = {made_path for _, made_path in logged}
+        return None if None in paths or os.path.realpath(path) in paths else sorted(paths)[-1]
 
     def foreign_files(self, folder: Path) -> list[str] | None:
         """The names of the files in the frame folder ``folder`` that are not as this tool last wrote them there

@@ -181,6 +181,10 @@ class SequenceRunner:
         fingerprint = input_fingerprint(job)  # read once: is a finished output still current, can a resume go on
         if job.output.exists():
             log = self.options.output_log
+            other = log.other_input(job.output, job.path, fingerprint) if log and not self.options.overwrite else None
+            if other is not None:  # flight2/clip.mp4 into the folder of flight1/clip.mp4's output
+                raise UsageError(f"{job.output} was made from another input, {other} (same name, other content); "
+                                 "--overwrite replaces it, or choose another output folder or --suffix")
             changed = log is not None and log.input_changed(job.output, fingerprint)
             self._check_existing(job, changed)
             if not self.options.overwrite:
@@ -305,7 +309,7 @@ class SequenceRunner:
             (work / SETTINGS_FILE).unlink()
             replace_dir(work, job.output)
         if self.options.output_log is not None:  # a later run knows it for an output, made from this input
-            self.options.output_log.add(job.output, input=fingerprint)
+            self.options.output_log.add(job.output, input=fingerprint, input_path=job.path)
 
 
 def input_fingerprint(job: SequenceJob) -> dict:

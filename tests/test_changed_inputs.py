@@ -105,6 +105,13 @@ def test_a_changed_video_and_frame_folder_are_redone(saved_test_model, tmp_path,
     assert "clip.mkv changed since" in captured.err and "frames changed since" in captured.err
     assert np.abs(_pixels(out / "frames_x4" / "001.png") - old_frame).max() > 20
 
+    other = tmp_path / "other"
+    other.mkdir()
+    write_video((rng.integers(0, 256, (12, 16), dtype=np.uint8) for _ in range(3)), other / "clip.mkv",
+                Fraction(25), True)
+    assert main(_upscale(saved_test_model, str(other / "clip.mkv"), "-o", str(out))) == 1  # another clip.mkv
+    assert f"was made from another input, {clip}" in capsys.readouterr().err
+
     _image(9).save(frames / "003.png")  # a frame added: the folder's input changed, so it is redone too
     assert main(run) == 0
     assert "1 written, 1 skipped" in capsys.readouterr().out
@@ -162,3 +169,27 @@ def test_fingerprint_sees_content_not_only_size_and_time(tmp_path):
     after = [input_fingerprint(job) for job in jobs]
     for a, b in zip(before, after):
         assert a["size"] == b["size"] and a["sha256"] != b["sha256"]
+
+
+def test_another_input_of_the_same_name_is_refused_not_taken_for_a_change(saved_test_model, tmp_path, capsys):
+    """flight2/IMG_1.png into the folder of flight1/IMG_1.png's output: another input, not flight1's changed,
+    so its output is not replaced without --overwrite (a copy of flight1 elsewhere is the same input)."""
+    out = tmp_path / "out"
+    for flight, seed in (("flight1", 0), ("flight2", 5)):
+        (tmp_path / flight).mkdir()
+        _image(seed).save(tmp_path / flight / "IMG_1.png")
+    assert main(_upscale(saved_test_model, str(tmp_path / "flight1"), "-o", str(out))) == 0
+    first = _pixels(out / "IMG_1_x4.png")
+    capsys.readouterr()
+    assert main(_upscale(saved_test_model, str(tmp_path / "flight2"), "-o", str(out))) == 2
+    err = capsys.readouterr().err
+    assert "was made from another input" in err and str(tmp_path / "flight1" / "IMG_1.png") in err
+    np.testing.assert_array_equal(_pixels(out / "IMG_1_x4.png"), first)
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "IMG_1.png").write_bytes((tmp_path / "flight1" / "IMG_1.png").read_bytes())
+    assert main(_upscale(saved_test_model, str(copy), "-o", str(out))) == 0
+    assert "0 written, 1 skipped" in capsys.readouterr().out
+    assert main(_upscale(saved_test_model, str(tmp_path / "flight2"), "-o", str(out), "--overwrite")) == 0
+    assert np.abs(_pixels(out / "IMG_1_x4.png") - first).max() > 20
