@@ -294,8 +294,8 @@ class SequenceRunner:
                              "); " + ("--overwrite would delete them" if overwrite else consequence)
                              + ". Move it away, or choose another output folder or --suffix")
         if not overwrite and not changed and found != frames:
-            raise UsageError(f"{job.output} holds {len(found)} of the sequence's {len(frames)} frames: the output of "
-                             "an earlier version of the sequence (frames added since?); --overwrite redoes it")
+            raise UsageError(f"{job.output} holds {len(found)} of the sequence's {len(frames)} frames (frames added "
+                             "to the input folder since, or deleted from the output); --overwrite redoes it")
 
     def _finish(self, job: SequenceJob, work: Path, count: int, frame_rate, fingerprint: dict) -> None:
         """Mux a video's frames at ``frame_rate`` (see :func:`~difiisr_dwt.video.output_rate`), or move a

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -129,6 +130,13 @@ def test_a_changed_video_and_frame_folder_are_redone(saved_test_model, tmp_path,
         assert "frames_x4 exists and holds files this tool did not write there or that were edited since " \
                "(002.png)" in capsys.readouterr().err
     np.testing.assert_array_equal(_pixels(out / "frames_x4" / "002.png"), np.asarray(_image(5)))  # kept
+
+    shutil.rmtree(out / "frames_x4")  # the user moves the edited folder away: redone from frames 002, 003
+    assert main(run) == 0
+    (out / "frames_x4" / "003.png").unlink()  # an output frame deleted by hand: not finished, and said so
+    assert main(run) == 1
+    assert "frames_x4 holds 1 of the sequence's 2 frames (frames added to the input folder since, or deleted " \
+           "from the output)" in capsys.readouterr().err
 
 
 def test_a_cut_or_garbled_log_line_loses_only_itself(tmp_path):
