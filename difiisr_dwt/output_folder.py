@@ -127,7 +127,7 @@ class OutputLog:
     ``O_APPEND`` write, so processes and runs sharing the folder do not mix their lines); a line cut
     by a kill, or one that is not JSON, is ignored when read. A file counts as an earlier output while its
     size and SHA-256 are those logged: a file edited or replaced since is an input again. A sequence's frame
-    folder is logged with the size and SHA-256 of each of its files (:meth:`folder_files`). The line also
+    folder is logged with the size and SHA-256 of each of its files (:meth:`foreign_files`). The line also
     holds the :func:`files_fingerprint` of the input files it was made from, so that an input changed since
     (same name, other content) is seen (:meth:`input_changed`) and upscaled again.
     """
@@ -140,6 +140,7 @@ class OutputLog:
         # (name, size, sha256) of a file output, or (name,) of a frame folder -> its inputs' fingerprints
         self._inputs: dict[tuple, list[tuple[dict, str | None]]] = {}  # ... -> [(fingerprint, input's real path)]
         self._folders: dict[str, dict[str, tuple[int, str]]] = {}  # frame folder -> {file: (size, sha256)}
+        self._digests: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> SHA-256
         self._listed = self._manifest_outputs(manifest) if manifest is not None else set()
 
     def add(self, output: Path, input_sha256: str | None = None, input: dict | None = None,
@@ -212,7 +213,7 @@ class OutputLog:
             return False
         try:
             size = path.stat().st_size
-            return any(size == s for s, _ in logged) and (size, file_digest(path)) in logged
+            return any(size == s for s, _ in logged) and self._sized_digest(path) in logged
         except OSError:
             return False
 
@@ -223,10 +224,23 @@ class OutputLog:
             return False
         self._read()
         try:
-            key = (path.name, path.stat().st_size, file_digest(path))
+            key = (path.name, *self._sized_digest(path))
         except OSError:
             return False
         return input_sha256 in self._made_from.get(key, ())
+
+    def _sized_digest(self, path: Path) -> tuple[int, str]:
+        """``(size, SHA-256)`` of the file ``path``, hashed once while its size and modification time stay: a
+        rerun asks of each existing output whether it is this tool's, and what it was made from.
+
+        Raises:
+            OSError: the file cannot be read.
+        """
+        st = path.stat()
+        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = file_digest(path)
+        return st.st_size, self._digests[key]
 
     def _made_from_inputs(self, output: Path) -> list[tuple[dict, str | None]]:
         """``[(fingerprint, real path)]`` of the inputs ``output`` (a file as it is now, or a frame folder) was
@@ -235,7 +249,7 @@ class OutputLog:
             return []
         self._read()
         try:
-            key = (output.name,) if output.is_dir() else (output.name, output.stat().st_size, file_digest(output))
+            key = (output.name,) if output.is_dir() else (output.name, *self._sized_digest(output))
         except OSError:
             return []
         return self._inputs.get(key, [])

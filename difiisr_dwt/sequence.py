@@ -316,11 +316,7 @@ def input_fingerprint(job: SequenceJob) -> dict:
     """What identifies a sequence's content (:func:`difiisr_dwt.output_folder.files_fingerprint` of the video
     file, or of every frame file), so that a resumed run never mixes frames of two inputs that share a path
     and a finished output whose input changed since is redone."""
-    return files_fingerprint(_input_files(job))
-
-
-def _input_files(job: SequenceJob) -> list[Path]:
-    return [job.path] if job.is_video else list(job.frames)
+    return files_fingerprint([job.path] if job.is_video else list(job.frames))
 
 
 def _say_starting_over(job: SequenceJob, work: Path, earlier: dict, settings: dict) -> None:

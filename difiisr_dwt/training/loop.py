@@ -258,11 +258,11 @@ def check_training_packages(args: argparse.Namespace) -> None:
         UsageError: naming the missing packages and the install command.
     """
     needed = ["matplotlib"]
-    if getattr(args, "degradation", "bicubic") != "bicubic" and getattr(args, "lr_data_dir", None) is None:
+    if args.degradation != "bicubic" and args.lr_data_dir is None:
         needed.append("kornia")
-    if getattr(args, "dataset_name", None) is not None:
+    if args.dataset_name is not None:
         needed.append("datasets")
-    if getattr(args, "report_to", None) in ("tensorboard", "all"):
+    if args.report_to in ("tensorboard", "all"):
         needed.append("tensorboard")
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
